@@ -1,0 +1,81 @@
+"""Strict, bounded msgpack: the one place where untrusted bytes become values.
+
+Rules:
+1. Every decode is bounded: total size, string, binary, array and map lengths
+   (msgpack's C unpacker also bounds nesting depth).
+2. Every decode is total: any failure becomes :class:`DecodeError`.
+3. Canonical means exactly one encoding: :func:`unpack_canonical` re-encodes
+   what it decoded and refuses input that differs. msgpack always writes the
+   shortest form of each integer, string and container header, and meshnode's
+   structures are arrays (no maps, whose key order would be a second choice),
+   so the re-encoding is the canonical form.
+4. Floats, extension types and timestamps are never valid in meshnode data.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgpack
+
+MAX_DOCUMENT: Final = 1 << 20
+
+
+class DecodeError(ValueError):
+    """Bytes that are not a bounded, canonical msgpack document (callers re-raise)."""
+
+
+def pack(value: object) -> bytes:
+    """Encode ``value`` in the canonical form (bin for bytes, str for text)."""
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def unpack(
+    data: bytes,
+    *,
+    max_size: int = MAX_DOCUMENT,
+    max_str: int = 65536,
+    max_bin: int = 65536,
+    max_array: int = 1024,
+    max_map: int = 0,
+) -> object:
+    """Decode one msgpack document within the given bounds, refusing trailing bytes."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DecodeError("not bytes")
+    if len(data) > max_size:
+        raise DecodeError(f"document of {len(data)} bytes exceeds {max_size}")
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_str_len=max_str,
+            max_bin_len=max_bin,
+            max_array_len=max_array,
+            max_map_len=max_map,
+            max_ext_len=0,
+        )
+    except (
+        ValueError,
+        TypeError,
+        OverflowError,
+        msgpack.ExtraData,
+        msgpack.FormatError,
+        msgpack.StackError,
+        RecursionError,
+        UnicodeDecodeError,
+    ) as exc:
+        raise DecodeError(f"malformed msgpack: {type(exc).__name__}") from None
+
+
+def unpack_canonical(data: bytes, **bounds: int) -> object:
+    """:func:`unpack`, then refuse the input unless it is the canonical encoding."""
+    value = unpack(data, **bounds)
+    try:
+        again = pack(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise DecodeError(f"not re-encodable: {type(exc).__name__}") from None
+    if again != bytes(data):
+        raise DecodeError("not the canonical encoding")
+    return value

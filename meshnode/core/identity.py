@@ -1,0 +1,204 @@
+"""Group identities: an Ed25519 key pair and a display name.
+
+Theory of operation:
+- The 32-byte seed is the whole secret. The Ed25519 key pair signs, the X25519
+  key pair derived from it (libsodium's birational map) encrypts and runs the
+  Noise handshake, and the store's sealing key is derived from the seed, so
+  one passphrase protects all three.
+- People compare the *fingerprint* aloud: 80 bits of BLAKE2b of the public key
+  in 16 Crockford base32 characters, in four groups. Machines exchange the
+  *key text*: ``mk1`` and the full key with a 4-byte checksum (see textcode).
+- The keyfile is bytes in, bytes out here; :mod:`meshnode.api` writes it with
+  mode 0600. Format (msgpack array, version 1)::
+
+      ["meshnode-keyfile", 1, name, kdf, nonce, secret]
+
+  ``kdf`` is nil for an unsealed file (``secret`` is the 32-byte seed) or
+  ``["argon2id13", opslimit, memlimit, salt]`` for a sealed one (``secret`` is
+  the seed in a secretbox under the Argon2id key, ``nonce`` its 24-byte nonce).
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Final
+
+from meshnode.core import codec, crypto, textcode
+from meshnode.errors import AuthenticationError, InvalidKey, KeyfileError, WrongPassphrase
+
+KEY_PREFIX: Final = "mk1"
+MAX_NAME_CHARS: Final = 64
+KEYFILE_MAGIC: Final = "meshnode-keyfile"
+KEYFILE_VERSION: Final = 1
+KDF_ARGON2ID: Final = "argon2id13"
+# About a second on the reference machine (2 cores); tests pass cheaper costs.
+DEFAULT_OPSLIMIT: Final = 3
+DEFAULT_MEMLIMIT: Final = 384 * 1024 * 1024
+MAX_OPSLIMIT: Final = 64
+MAX_MEMLIMIT: Final = 4 * 1024 * 1024 * 1024
+_STORE_SEAL_LABEL: Final = b"meshnode/v1/store-seal"
+
+
+def format_key(public_key: bytes) -> str:
+    """The checksummed text form of a 32-byte public key (``mk1...``)."""
+    if not isinstance(public_key, bytes) or len(public_key) != crypto.KEY_SIZE:
+        raise InvalidKey("a public key is 32 bytes")
+    return textcode.encode(KEY_PREFIX, public_key)
+
+
+def parse_key(text: str) -> bytes:
+    """Read a key written by :func:`format_key`, refusing typos and truncations."""
+    try:
+        key = textcode.decode(KEY_PREFIX, text, max_chars=256)
+    except textcode.TextCodeError as exc:
+        raise InvalidKey(f"not a meshnode key: {exc}") from None
+    if len(key) != crypto.KEY_SIZE:
+        raise InvalidKey("not a meshnode key: wrong length")
+    return key
+
+
+def fingerprint(public_key: bytes) -> str:
+    """Sixteen unambiguous characters in four groups, for comparing a key aloud."""
+    digest = crypto.derive(public_key, b"meshnode/v1/fingerprint", size=10)
+    return textcode.grouped(textcode.b32encode(digest))
+
+
+def normalize_name(name: str) -> str:
+    """A display name as stored and signed: NFC, trimmed, 1 to 64 characters, printable."""
+    if not isinstance(name, str):
+        raise ValueError("a name is text")
+    clean = unicodedata.normalize("NFC", name).strip()
+    if not 1 <= len(clean) <= MAX_NAME_CHARS:
+        raise ValueError(f"a name has 1 to {MAX_NAME_CHARS} characters")
+    if any(unicodedata.category(ch).startswith("C") for ch in clean):
+        raise ValueError("a name cannot contain control characters")
+    return clean
+
+
+@dataclass(frozen=True, eq=False)
+class Identity:
+    """A group's identity: its signing keys, encryption keys and display name."""
+
+    name: str
+    seed: bytes = field(repr=False)
+    public_key: bytes = field(init=False)
+    _secret_key: bytes = field(init=False, repr=False)
+    x25519_public: bytes = field(init=False)
+    _x25519_secret: bytes = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if len(self.seed) != crypto.KEY_SIZE:
+            raise ValueError("an identity seed is 32 bytes")
+        object.__setattr__(self, "name", normalize_name(self.name))
+        pk, sk = crypto.signing_keypair(self.seed)
+        object.__setattr__(self, "public_key", pk)
+        object.__setattr__(self, "_secret_key", sk)
+        object.__setattr__(self, "x25519_public", crypto.ed25519_pk_to_x25519(pk))
+        object.__setattr__(self, "_x25519_secret", crypto.ed25519_sk_to_x25519(sk))
+
+    @classmethod
+    def from_seed(cls, seed: bytes, name: str) -> Identity:
+        """The identity of a 32-byte seed (``Identity.generate`` draws one at random)."""
+        return cls(name=name, seed=seed)
+
+    @property
+    def fingerprint(self) -> str:
+        """See :func:`fingerprint`."""
+        return fingerprint(self.public_key)
+
+    @property
+    def key_text(self) -> str:
+        """See :func:`format_key`."""
+        return format_key(self.public_key)
+
+    @property
+    def x25519_secret(self) -> bytes:
+        """The X25519 secret key, for sealing and opening and for the Noise handshake."""
+        return self._x25519_secret
+
+    def sign(self, message: bytes) -> bytes:
+        """A detached Ed25519 signature by this identity."""
+        return crypto.sign(self._secret_key, message)
+
+    def dh(self, public: bytes) -> bytes:
+        """X25519 with this identity's encryption key (refuses low-order points)."""
+        return crypto.x25519(self._x25519_secret, public)
+
+    def store_seal_key(self) -> bytes:
+        """The key that seals channel secrets in the store: only the seed yields it."""
+        return crypto.derive(self.seed, _STORE_SEAL_LABEL)
+
+    def to_keyfile(
+        self,
+        passphrase: str | None,
+        *,
+        rng: crypto.Rng,
+        opslimit: int = DEFAULT_OPSLIMIT,
+        memlimit: int = DEFAULT_MEMLIMIT,
+    ) -> bytes:
+        """The keyfile bytes, sealed under ``passphrase`` when one is given."""
+        if passphrase is None:
+            return codec.pack([KEYFILE_MAGIC, KEYFILE_VERSION, self.name, None, b"", self.seed])
+        if not passphrase:
+            raise ValueError("an empty passphrase protects nothing: give one or none")
+        salt = rng(16)
+        nonce = rng(24)
+        key = crypto.argon2id(passphrase.encode(), salt, opslimit, memlimit)
+        box = crypto.secretbox_seal(key, nonce, self.seed)
+        kdf = [KDF_ARGON2ID, opslimit, memlimit, salt]
+        return codec.pack([KEYFILE_MAGIC, KEYFILE_VERSION, self.name, kdf, nonce, box])
+
+    @classmethod
+    def from_keyfile(cls, data: bytes, passphrase: str | None) -> Identity:
+        """Read keyfile bytes, raising :class:`KeyfileError` or :class:`WrongPassphrase`."""
+        name, kdf, nonce, secret = _parse_keyfile(data)
+        if kdf is None:
+            return cls(name=name, seed=secret)
+        if passphrase is None:
+            raise WrongPassphrase("this keyfile is protected by a passphrase: give it")
+        _alg, opslimit, memlimit, salt = kdf
+        key = crypto.argon2id(passphrase.encode(), salt, opslimit, memlimit)
+        try:
+            seed = crypto.secretbox_open(key, nonce, secret)
+        except AuthenticationError:
+            raise WrongPassphrase("wrong passphrase (or a damaged keyfile)") from None
+        return cls(name=name, seed=seed)
+
+    @staticmethod
+    def keyfile_is_sealed(data: bytes) -> bool:
+        """Whether the keyfile needs a passphrase (so a CLI knows to ask for one)."""
+        return _parse_keyfile(data)[1] is not None
+
+
+def _parse_keyfile(data: bytes) -> tuple[str, tuple[str, int, int, bytes] | None, bytes, bytes]:
+    try:
+        doc = codec.unpack(data, max_size=4096, max_str=256, max_bin=256, max_array=8)
+    except codec.DecodeError:
+        raise KeyfileError("not a meshnode keyfile (damaged or another kind of file)") from None
+    if not (isinstance(doc, list) and len(doc) == 6 and doc[0] == KEYFILE_MAGIC):
+        raise KeyfileError("not a meshnode keyfile (damaged or another kind of file)")
+    _magic, version, name, kdf, nonce, secret = doc
+    if version != KEYFILE_VERSION:
+        raise KeyfileError(f"keyfile version {version!r} is not supported by this meshnode")
+    if not isinstance(name, str) or not isinstance(nonce, bytes) or not isinstance(secret, bytes):
+        raise KeyfileError("damaged keyfile")
+    if kdf is None:
+        if len(secret) != crypto.KEY_SIZE:
+            raise KeyfileError("damaged keyfile")
+        return name, None, nonce, secret
+    if not (
+        isinstance(kdf, list)
+        and len(kdf) == 4
+        and kdf[0] == KDF_ARGON2ID
+        and type(kdf[1]) is int
+        and type(kdf[2]) is int
+        and isinstance(kdf[3], bytes)
+        and 1 <= kdf[1] <= MAX_OPSLIMIT
+        and 8192 <= kdf[2] <= MAX_MEMLIMIT
+        and len(kdf[3]) == 16
+        and len(nonce) == 24
+        and len(secret) == crypto.KEY_SIZE + crypto.TAG_SIZE
+    ):
+        raise KeyfileError("damaged keyfile (unknown or out-of-range key derivation)")
+    return name, (kdf[0], kdf[1], kdf[2], kdf[3]), nonce, secret

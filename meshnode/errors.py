@@ -1,0 +1,84 @@
+"""Every exception meshnode raises, in one tree rooted at :class:`MeshError`.
+
+Messages say what happened and what to try next; they never contain key
+material or plaintext. Callers that only care whether meshnode failed catch
+``MeshError``; the CLI maps the subclasses to exit codes.
+"""
+
+from __future__ import annotations
+
+
+class MeshError(Exception):
+    """Root of every error meshnode raises on purpose."""
+
+
+class InvalidBulletin(MeshError):
+    """Bytes that are not a valid, canonically encoded, correctly signed bulletin."""
+
+
+class InvalidKey(MeshError):
+    """A key's text form that does not parse (a typo, a truncation, the wrong kind)."""
+
+
+class InvalidInvite(MeshError):
+    """An invite code that is damaged, forged or not an invite."""
+
+
+class InviteExpired(InvalidInvite):
+    """An invite whose expiry has passed: ask the inviting group for a fresh one."""
+
+
+class KeyfileError(MeshError):
+    """A keyfile that is missing, damaged or of an unknown version."""
+
+
+class WrongPassphrase(KeyfileError):
+    """The passphrase does not unlock the keyfile."""
+
+
+class AuthenticationError(MeshError):
+    """A MAC or signature did not verify: the data was altered or is not for this key."""
+
+
+class NotARecipient(MeshError):
+    """A direct bulletin that was not addressed to the identity trying to open it."""
+
+
+class WrongChannel(MeshError):
+    """A channel bulletin opened with a channel (or epoch) it does not belong to."""
+
+
+class WrongEpoch(WrongChannel):
+    """A channel bulletin from an epoch whose key this member does not hold."""
+
+
+class InvalidRecord(MeshError):
+    """A DHT record that fails validation (type, key, signature, expiry or size)."""
+
+
+class StoreError(MeshError):
+    """The local store could not do what was asked."""
+
+
+class QuotaExceeded(StoreError):
+    """An author has used up its storage quota on this node."""
+
+
+class ProtocolError(MeshError):
+    """A protocol was violated. Abstract: raise one of the two subclasses."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We tried to do something the protocol does not allow (a bug on our side)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something the protocol does not allow; the peer is at fault."""
+
+
+class HandshakeError(RemoteProtocolError):
+    """A Noise handshake failed: wrong network key, tampered message, or bad identity."""
+
+
+class PeerDisconnected(MeshError):
+    """The peer's session closed or broke."""
