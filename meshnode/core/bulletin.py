@@ -21,6 +21,7 @@ Rules (normative text: docs/spec/bulletin.md):
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -384,6 +385,7 @@ def _check_payload(b: Bulletin) -> None:
             and isinstance(p[1], list)
             and 1 <= len(p[1]) <= MAX_RECIPIENTS + 1
             and all(isinstance(s, bytes) and len(s) == SLOT_SIZE for s in p[1])
+            and all(a < b for a, b in itertools.pairwise(p[1]))
             and isinstance(p[2], bytes)
             and len(p[2]) >= crypto.XNONCE_SIZE + crypto.TAG_SIZE
         ):
@@ -432,6 +434,7 @@ def _seal_direct(
         slots.append(
             crypto.xchacha_encrypt(_slot_key(shared, eph, rx), _ZERO_NONCE, content_key, b"")
         )
+    slots.sort()  # order says nothing of who is who, and sealing ignores recipient order
     nonce = rng(crypto.XNONCE_SIZE)
     return [eph, slots, nonce + crypto.xchacha_encrypt(content_key, nonce, plain, ad)]
 

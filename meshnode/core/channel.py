@@ -28,6 +28,7 @@ Theory of operation:
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -53,6 +54,7 @@ MAX_BOOTSTRAP: Final = 8
 MAX_ADDRESS_CHARS: Final = 262
 MAX_EPOCH: Final = 2**32 - 1
 KEY_UPDATE_TYPE: Final = "application/vnd.meshnode.key-update"
+_CODE_RUN: Final = re.compile(r"[0-9a-z_-]+")
 
 
 def day_of(now: int) -> int:
@@ -151,9 +153,11 @@ class Channel:
     def parse_invite(cls, code: str, *, now: int) -> Invite:
         """Read and verify an invite code, raising InvalidInvite or InviteExpired."""
         text = code.strip().lower() if isinstance(code, str) else ""
-        # A code pasted inside a link or a sentence: read from its prefix on.
+        # A code pasted inside a link or a sentence: read from its prefix on, up to the
+        # first character a code cannot contain (a space, a '.', ')', '&' or quote).
         start = text.find(INVITE_PREFIX)
-        text = text[start:].split()[0] if start >= 0 else text
+        run = _CODE_RUN.match(text, start) if start >= 0 else None
+        text = run.group() if run else text
         try:
             data = textcode.decode(INVITE_PREFIX, text, max_chars=4096)
         except textcode.TextCodeError as exc:

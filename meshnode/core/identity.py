@@ -183,6 +183,10 @@ def _parse_keyfile(data: bytes) -> tuple[str, tuple[str, int, int, bytes] | None
         raise KeyfileError(f"keyfile version {version!r} is not supported by this meshnode")
     if not isinstance(name, str) or not isinstance(nonce, bytes) or not isinstance(secret, bytes):
         raise KeyfileError("damaged keyfile")
+    try:
+        name = normalize_name(name)
+    except ValueError:
+        raise KeyfileError("damaged keyfile (the name is not a valid display name)") from None
     if kdf is None:
         if len(secret) != crypto.KEY_SIZE:
             raise KeyfileError("damaged keyfile")

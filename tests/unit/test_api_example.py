@@ -33,7 +33,9 @@ def test_issue_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     b1 = Bulletin.create(local12, strike, "Strike vote Friday 6pm", seq=1)
     b2 = Bulletin.create(local12, strike, "Bring banners", seq=2, prev=b1.id)
     got = Bulletin.from_bytes(b2.to_bytes())  # verifies, or raises InvalidBulletin
-    assert got.id == b2.id and got.author == local12.public_key and got.prev == b1.id
+    assert got.id == b2.id
+    assert got.author == local12.public_key
+    assert got.prev == b1.id
     assert got.open(joined).text == "Bring banners"
 
     d = Bulletin.from_bytes(

@@ -38,19 +38,30 @@ def test_bulletin_worked_example_matches_code() -> None:
 
     public_raw = _hex_block(text, "public-bulletin")
     public = Bulletin.seal(
-        author, None, b"Strike vote Friday 6pm", seq=1, prev=None,
-        now=int(given["public-created-at"]), rng=bytes,
+        author,
+        None,
+        b"Strike vote Friday 6pm",
+        seq=1,
+        prev=None,
+        now=int(given["public-created-at"]),
+        rng=bytes,
     )
     assert public.raw == public_raw
     decoded = Bulletin.from_bytes(public_raw)
-    assert decoded.kind is Kind.PUBLIC and decoded.open().text == "Strike vote Friday 6pm"
+    assert decoded.kind is Kind.PUBLIC
+    assert decoded.open().text == "Strike vote Friday 6pm"
     assert decoded.id == _stated_id(text, "### A public bulletin")
 
     nonce = bytes.fromhex(given["channel-nonce"])
     channel_raw = _hex_block(text, "channel-bulletin")
     sealed = Bulletin.seal(
-        author, channel, b"Bring banners", seq=2, prev=public.id,
-        now=int(given["channel-created-at"]), rng=lambda n: nonce[:n],
+        author,
+        channel,
+        b"Bring banners",
+        seq=2,
+        prev=public.id,
+        now=int(given["channel-created-at"]),
+        rng=lambda n: nonce[:n],
     )
     assert sealed.raw == channel_raw
     decoded = Bulletin.from_bytes(channel_raw)

@@ -1,0 +1,71 @@
+"""Shared fixtures: cheap, deterministic identities, a channel and a seeded RNG.
+
+Only generic fixtures belong here. Identities come from fixed seeds (no
+Argon2, no os.urandom), so tests are reproducible and fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+import pytest
+
+from meshnode.core.channel import Channel
+from meshnode.core.identity import Identity
+
+Rng = Callable[[int], bytes]
+
+
+def seeded_rng(seed: bytes | str = b"meshnode-tests") -> Rng:
+    """A deterministic stand-in for ``os.urandom``: BLAKE2b over a seed and a counter."""
+    key = seed.encode() if isinstance(seed, str) else seed
+    counter = 0
+
+    def rng(n: int) -> bytes:
+        nonlocal counter
+        out = b""
+        while len(out) < n:
+            counter += 1
+            out += hashlib.blake2b(counter.to_bytes(8, "big"), key=key[:64]).digest()
+        return out[:n]
+
+    return rng
+
+
+def make_identity(name: str) -> Identity:
+    """An identity whose seed is derived from its name, the same in every run."""
+    return Identity.from_seed(hashlib.blake2b(name.encode(), digest_size=32).digest(), name)
+
+
+@pytest.fixture
+def rng() -> Rng:
+    """A fresh seeded RNG per test."""
+    return seeded_rng()
+
+
+@pytest.fixture(scope="session")
+def make_rng() -> Callable[[bytes | str], Rng]:
+    """:func:`seeded_rng` as a fixture, for tests that need several independent streams."""
+    return seeded_rng
+
+
+@pytest.fixture(scope="session")
+def alice() -> Identity:
+    return make_identity("Local 12")
+
+
+@pytest.fixture(scope="session")
+def bob() -> Identity:
+    return make_identity("Tenants United")
+
+
+@pytest.fixture(scope="session")
+def carol() -> Identity:
+    return make_identity("Food Bank")
+
+
+@pytest.fixture(scope="session")
+def channel() -> Channel:
+    secret = hashlib.blake2b(b"strike-support", digest_size=32).digest()
+    return Channel.from_secret("strike-support", secret)

@@ -1,0 +1,419 @@
+"""Channels: derived keys and tags, invites, epochs, rekeying and key updates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+import meshnode.api
+from meshnode.core import codec, crypto, textcode
+from meshnode.core.bulletin import Bulletin
+from meshnode.core.channel import (
+    DAY,
+    EPOCH_KEY_LABEL,
+    ID_LABEL,
+    INVITE_PREFIX,
+    INVITE_SIGN_LABEL,
+    MAX_BOOTSTRAP,
+    MAX_EPOCH,
+    RENDEZVOUS_LABEL,
+    Channel,
+    day_of,
+    decode_key_update,
+    encode_key_update,
+)
+from meshnode.core.identity import Identity
+from meshnode.errors import InvalidInvite, InviteExpired, MeshError, WrongEpoch
+
+MakeRng = Callable[[str], crypto.Rng]
+NOW = 1_760_000_000
+SECRET = bytes(range(32))
+
+
+def _channel(name: str = "strike-support", secret: bytes = SECRET) -> Channel:
+    return Channel.from_secret(name, secret)
+
+
+# --- derivations ---------------------------------------------------------------------------
+
+
+def test_derivations_follow_the_spec() -> None:
+    ch = _channel()
+    day = day_of(NOW)
+    assert ch.id == crypto.derive(SECRET, ID_LABEL)
+    assert ch.epoch_key() == crypto.derive(SECRET, EPOCH_KEY_LABEL)
+    day_label = RENDEZVOUS_LABEL + day.to_bytes(8, "big")
+    assert ch.rendezvous_tag(day) == crypto.derive(SECRET, day_label)
+
+
+def test_derivations_are_deterministic_and_distinct_per_purpose() -> None:
+    one, two = _channel(), _channel("another name", SECRET)
+    day = day_of(NOW)
+    assert one.id == two.id  # the name is a label, the secret is the channel
+    assert one.epoch_key() == two.epoch_key()
+    assert one.rendezvous_tag(day) == two.rendezvous_tag(day)
+    values = {SECRET, one.id, one.epoch_key(), one.rendezvous_tag(day)}
+    assert len(values) == 4
+    assert all(len(v) == 32 for v in values)
+    other = _channel(secret=b"\x01" * 32)
+    assert other.id != one.id
+    assert other.epoch_key() != one.epoch_key()
+
+
+def test_rendezvous_tag_changes_every_day_and_every_epoch(make_rng: MakeRng) -> None:
+    ch = _channel()
+    day = day_of(NOW)
+    assert day_of(day * DAY) == day_of(day * DAY + DAY - 1) == day
+    tags = {ch.rendezvous_tag(d) for d in range(day - 30, day + 30)}
+    assert len(tags) == 60
+    rekeyed = ch.next_epoch(make_rng("rekey"))
+    assert rekeyed.rendezvous_tag(day) != ch.rendezvous_tag(day)
+    assert rekeyed.rendezvous_tag(day, epoch=0) == ch.rendezvous_tag(day)
+    assert rekeyed.rendezvous_tag(day) == rekeyed.rendezvous_tag(day, epoch=1)
+
+
+def test_unknown_epochs_raise_wrong_epoch() -> None:
+    ch = _channel()
+    with pytest.raises(WrongEpoch):
+        ch.epoch_key(1)
+    with pytest.raises(WrongEpoch):
+        ch.rendezvous_tag(1, epoch=3)
+
+
+@pytest.mark.parametrize(
+    ("secret", "epochs"),
+    [
+        (b"\x00" * 31, {}),
+        (SECRET, {0: b"\x01" * 32}),
+        (SECRET, {1: b"\x01" * 31}),
+        (SECRET, {-1: b"\x01" * 32}),
+        (SECRET, {MAX_EPOCH + 1: b"\x01" * 32}),
+    ],
+)
+def test_channel_construction_is_checked(secret: bytes, epochs: dict[int, bytes]) -> None:
+    with pytest.raises(ValueError, match=r"secret|epoch"):
+        Channel(name="x", secret=secret, epochs=epochs)
+
+
+def test_channel_names_are_normalized_and_refused() -> None:
+    assert _channel("  Cafe\u0301 ").name == "Café"
+    for bad in ("", "x" * 65, "a\nb"):
+        with pytest.raises(ValueError, match="name"):
+            _channel(bad)
+
+
+def test_secrets_stay_out_of_repr() -> None:
+    assert SECRET.hex() not in repr(_channel())
+    assert repr(SECRET) not in repr(_channel())
+
+
+# --- invites -------------------------------------------------------------------------------
+
+
+def test_invite_round_trip(alice: Identity) -> None:
+    ch = _channel()
+    code = ch.make_invite(
+        alice, now=NOW, expires_at=NOW + 3600, bootstrap=["127.0.0.1:4000", "[::1]:4001"]
+    )
+    assert code.startswith(INVITE_PREFIX)
+    assert set(code[len(INVITE_PREFIX) :]) <= set(textcode.ALPHABET)
+    invite = Channel.parse_invite(code, now=NOW + 10)
+    assert invite.channel == ch
+    assert invite.channel.id == ch.id
+    assert invite.channel.name == "strike-support"
+    assert invite.inviter == alice.public_key
+    assert invite.bootstrap == ("127.0.0.1:4000", "[::1]:4001")
+    assert invite.created_at == NOW
+    assert invite.expires_at == NOW + 3600
+
+
+def test_invite_without_expiry_or_bootstrap(alice: Identity) -> None:
+    invite = Channel.parse_invite(_channel().make_invite(alice, now=NOW), now=NOW + 10**8)
+    assert invite.expires_at is None
+    assert invite.bootstrap == ()
+
+
+def test_expired_invite(alice: Identity) -> None:
+    code = _channel().make_invite(alice, now=NOW, expires_at=NOW + 60)
+    Channel.parse_invite(code, now=NOW + 59)
+    for later in (NOW + 60, NOW + 10**6):
+        with pytest.raises(InviteExpired, match="expired"):
+            Channel.parse_invite(code, now=later)
+    assert issubclass(InviteExpired, InvalidInvite)
+
+
+def test_invite_arguments_are_checked(alice: Identity) -> None:
+    ch = _channel()
+    with pytest.raises(ValueError, match="expiry"):
+        ch.make_invite(alice, now=NOW, expires_at=NOW)
+    too_many = [f"10.0.0.{i}:1" for i in range(MAX_BOOTSTRAP + 1)]
+    with pytest.raises(ValueError, match="bootstrap"):
+        ch.make_invite(alice, now=NOW, bootstrap=too_many)
+    for bad in ("", "host", "host:", ":80", "host:0", "host:65536", "host:http", "h:" + "1" * 300):
+        with pytest.raises(ValueError, match="address"):
+            ch.make_invite(alice, now=NOW, bootstrap=[bad])
+
+
+def test_invite_after_a_rekey_carries_epoch_zero_and_the_current_one(
+    alice: Identity, make_rng: MakeRng
+) -> None:
+    rng = make_rng("rekey")
+    ch = _channel().next_epoch(rng).next_epoch(rng)
+    invite = Channel.parse_invite(ch.make_invite(alice, now=NOW), now=NOW)
+    assert invite.channel.epoch == 2
+    assert set(invite.channel.epochs) == {0, 2}
+    assert invite.channel.epoch_key() == ch.epoch_key()
+    assert invite.channel.epoch_key(0) == ch.epoch_key(0)
+    with pytest.raises(WrongEpoch):
+        invite.channel.epoch_key(1)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{code}",
+        "{upper}",
+        "  {code}\n",
+        "https://meshnode.example/join#{code}",
+        "https://meshnode.example/join?invite={code}&via=chat",
+        "Join us on meshnode: {code}",
+        "Join us on meshnode: {code}. See you Friday!",
+        "(invite: {code})",
+        "<{code}>",
+        "'{code}'",
+        "«{code}»",
+        "{grouped}",
+    ],
+)
+def test_invite_pasted_in_a_link_or_a_sentence(alice: Identity, template: str) -> None:
+    code = _channel().make_invite(alice, now=NOW)
+    body = code[len(INVITE_PREFIX) :]
+    text = template.format(
+        code=code, upper=code.upper(), grouped=INVITE_PREFIX + textcode.grouped(body)
+    )
+    assert Channel.parse_invite(text, now=NOW).channel.id == _channel().id
+
+
+def test_every_single_character_change_is_refused(alice: Identity) -> None:
+    code = _channel().make_invite(alice, now=NOW, bootstrap=["127.0.0.1:4000"])
+    for pos in range(len(code)):
+        for ch in ("0", "z", "m", "7"):
+            changed = code[:pos] + ch + code[pos + 1 :]
+            if changed == code:
+                continue
+            with pytest.raises(InvalidInvite):
+                Channel.parse_invite(changed, now=NOW)
+
+
+def test_truncated_invites_are_refused(alice: Identity) -> None:
+    code = _channel().make_invite(alice, now=NOW)
+    for end in range(0, len(code), 7):
+        with pytest.raises(InvalidInvite):
+            Channel.parse_invite(code[:end], now=NOW)
+
+
+@pytest.mark.parametrize("text", ["", "hello", "mni1", "mni1 0000", "mk1abc", 42, None, b"mni1"])
+def test_garbage_is_not_an_invite(text: object) -> None:
+    with pytest.raises(InvalidInvite):
+        Channel.parse_invite(text, now=NOW)  # type: ignore[arg-type]
+
+
+def test_a_key_text_is_not_an_invite(alice: Identity) -> None:
+    with pytest.raises(InvalidInvite):
+        Channel.parse_invite(alice.key_text, now=NOW)
+
+
+def _invite_parts(code: str) -> tuple[list[object], bytes]:
+    data = textcode.decode(INVITE_PREFIX, code)
+    body, sig = data[:-64], data[-64:]
+    doc = codec.unpack(body)
+    assert isinstance(doc, list)
+    return doc, sig
+
+
+def _signed_invite(body: bytes, signer: Identity) -> str:
+    return textcode.encode(INVITE_PREFIX, body + signer.sign(INVITE_SIGN_LABEL + body))
+
+
+def test_altered_invite_with_a_fixed_checksum_is_refused(alice: Identity) -> None:
+    """The checksum catches typos; the signature catches deliberate changes."""
+    doc, sig = _invite_parts(_channel().make_invite(alice, now=NOW))
+    doc[5] = ["203.0.113.66:4000"]  # an attacker's bootstrap node
+    code = textcode.encode(INVITE_PREFIX, codec.pack(doc) + sig)
+    with pytest.raises(InvalidInvite, match="signature"):
+        Channel.parse_invite(code, now=NOW)
+
+
+def test_invite_re_signed_by_another_group_is_refused(alice: Identity, carol: Identity) -> None:
+    doc, _sig = _invite_parts(_channel().make_invite(alice, now=NOW))
+    doc[5] = ["203.0.113.66:4000"]
+    code = _signed_invite(codec.pack(doc), carol)  # still names alice as the inviter
+    with pytest.raises(InvalidInvite, match="signature"):
+        Channel.parse_invite(code, now=NOW)
+
+
+def test_signature_is_domain_separated(alice: Identity) -> None:
+    doc, _sig = _invite_parts(_channel().make_invite(alice, now=NOW))
+    body = codec.pack(doc)
+    code = textcode.encode(INVITE_PREFIX, body + alice.sign(body))  # no label
+    with pytest.raises(InvalidInvite, match="signature"):
+        Channel.parse_invite(code, now=NOW)
+
+
+def test_non_canonical_invite_is_refused_even_if_signed(alice: Identity) -> None:
+    doc, _sig = _invite_parts(_channel().make_invite(alice, now=NOW))
+    canonical = codec.pack(doc)
+    assert canonical[0] == 0x99  # fixarray of 9
+    longer = b"\xdc\x00\x09" + canonical[1:]  # the same array with an array16 header
+    assert codec.unpack(longer) == doc
+    with pytest.raises(InvalidInvite, match="damaged"):
+        Channel.parse_invite(_signed_invite(longer, alice), now=NOW)
+
+
+@pytest.mark.parametrize(
+    ("index", "value"),
+    [
+        (0, 2),  # version
+        (0, True),
+        (1, b"name"),
+        (1, ""),
+        (2, b"\x01" * 31),
+        (3, -1),
+        (3, MAX_EPOCH + 1),
+        (4, b"\x07" * 32),  # epoch 0 whose secret is not the founding secret
+        (5, ["not an address"]),
+        (5, [f"10.0.0.{i}:1" for i in range(MAX_BOOTSTRAP + 1)]),
+        (5, "127.0.0.1:4000"),
+        (6, -5),
+        (7, NOW),  # expiry not after creation
+        (7, "never"),
+        (8, b"\x01" * 31),
+    ],
+)
+def test_out_of_range_fields_are_refused_even_if_signed(
+    alice: Identity, index: int, value: object
+) -> None:
+    doc, _sig = _invite_parts(_channel().make_invite(alice, now=NOW))
+    doc[index] = value
+    with pytest.raises(InvalidInvite):
+        Channel.parse_invite(_signed_invite(codec.pack(doc), alice), now=NOW)
+
+
+def test_wrong_field_count_is_refused(alice: Identity) -> None:
+    doc, _sig = _invite_parts(_channel().make_invite(alice, now=NOW))
+    for fields in (doc[:-1], [*doc, None], {"a": 1}):
+        with pytest.raises(InvalidInvite):
+            Channel.parse_invite(_signed_invite(codec.pack(fields), alice), now=NOW)
+
+
+# --- rekeying and key updates --------------------------------------------------------------
+
+
+def test_next_epoch_takes_its_secret_from_randomness_only(make_rng: MakeRng) -> None:
+    ch = _channel()
+    drawn: list[bytes] = []
+    rng = make_rng("rekey")
+
+    def recording_rng(n: int) -> bytes:
+        drawn.append(rng(n))
+        return drawn[-1]
+
+    one = ch.next_epoch(recording_rng)
+    assert one.epoch == 1
+    assert one.epochs[1] == drawn[0]
+    assert one.epochs[0] == SECRET
+    assert one.id == ch.id
+    assert ch.epoch == 0  # values are immutable: the old channel is unchanged
+
+
+def test_rekeyed_secret_is_not_derivable_from_old_ones() -> None:
+    ch = meshnode.api.Channel.create("strike-support")
+    rekeyed = ch.rekey().rekey()
+    assert isinstance(rekeyed, meshnode.api.Channel)
+    assert rekeyed.epoch == 2
+    old = list(ch.epochs.values())
+    labels = [ID_LABEL, EPOCH_KEY_LABEL, RENDEZVOUS_LABEL, INVITE_SIGN_LABEL, b""]
+    derivable = {crypto.derive(s, label) for s in old for label in labels} | set(old)
+    derivable |= {crypto.blake2b_256(s) for s in old}
+    for epoch in (1, 2):
+        assert rekeyed.epochs[epoch] not in derivable
+        assert rekeyed.epoch_key(epoch) not in {crypto.derive(s, EPOCH_KEY_LABEL) for s in old}
+    assert rekeyed.epochs[1] != rekeyed.epochs[2]
+
+
+def test_old_epochs_stay_readable_and_removed_members_cannot_read_new_ones(
+    alice: Identity, rng: crypto.Rng
+) -> None:
+    ch = _channel()
+    before = Bulletin.seal(alice, ch, b"before", seq=1, prev=None, now=NOW, rng=rng)
+    rekeyed = ch.next_epoch(rng)
+    after = Bulletin.seal(alice, rekeyed, b"after", seq=2, prev=before.id, now=NOW, rng=rng)
+    assert after.epoch == 1
+    assert rekeyed.epoch_key() != ch.epoch_key()
+    assert Bulletin.from_bytes(before.raw).open(rekeyed).text == "before"
+    assert Bulletin.from_bytes(after.raw).open(rekeyed).text == "after"
+    with pytest.raises(WrongEpoch):
+        Bulletin.from_bytes(after.raw).open(ch)  # what a removed member holds
+
+
+def test_key_update_round_trip(rng: crypto.Rng) -> None:
+    ch = _channel().next_epoch(rng).next_epoch(rng)
+    data = encode_key_update(ch)
+    assert decode_key_update(data) == (ch.id, 2, ch.epochs[2])
+    assert decode_key_update(encode_key_update(ch, 1)) == (ch.id, 1, ch.epochs[1])
+    joined = _channel().with_epoch(2, decode_key_update(data)[2])
+    assert joined.epoch == 2
+    assert joined.epoch_key() == ch.epoch_key()
+    assert joined.epoch_key(0) == ch.epoch_key(0)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        [SECRET, 0, SECRET],  # epoch 0 is never sent: it is the founding secret
+        [SECRET, -1, SECRET],
+        [SECRET, MAX_EPOCH + 1, SECRET],
+        [SECRET[:31], 1, SECRET],
+        [SECRET, 1, SECRET[:31]],
+        [SECRET, True, SECRET],
+        [SECRET, 1],
+        [SECRET, 1, SECRET, None],
+        "text",
+    ],
+)
+def test_damaged_key_updates_are_refused(doc: object) -> None:
+    with pytest.raises(MeshError, match="key update"):
+        decode_key_update(codec.pack(doc))
+
+
+def test_non_canonical_key_update_is_refused(rng: crypto.Rng) -> None:
+    data = encode_key_update(_channel().next_epoch(rng))
+    with pytest.raises(MeshError, match="key update"):
+        decode_key_update(b"\xdc\x00\x03" + data[1:])
+    for junk in (b"", data + b"\x00", data[:-1]):
+        with pytest.raises(MeshError, match="key update"):
+            decode_key_update(junk)
+
+
+def test_every_epoch_number_used() -> None:
+    ch = Channel(name="x", secret=SECRET, epochs={MAX_EPOCH: b"\x01" * 32})
+    with pytest.raises(MeshError, match="epoch"):
+        ch.next_epoch(lambda n: b"\x02" * n)
+
+
+# --- the API wrappers ----------------------------------------------------------------------
+
+
+def test_api_invite_round_trip_and_expiry(alice: Identity, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(meshnode.api, "now", lambda: NOW)
+    ch = meshnode.api.Channel.create("strike-support")
+    code = ch.invite(by=alice, expires=3600, bootstrap=["127.0.0.1:4000"])
+    joined = meshnode.api.Channel.from_invite(code)
+    assert isinstance(joined, meshnode.api.Channel)
+    assert joined.id == ch.id
+    assert joined.epoch_key() == ch.epoch_key()
+    monkeypatch.setattr(meshnode.api, "now", lambda: NOW + 3600)
+    with pytest.raises(InviteExpired):
+        meshnode.api.Channel.from_invite(code)
+    assert meshnode.api.Channel.from_invite(ch.invite(by=alice)).id == ch.id
