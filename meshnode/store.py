@@ -1,0 +1,669 @@
+"""The embedded store: one SQLite file per node, the only module that touches it.
+
+Rules:
+1. Durable before acknowledged. The database runs in WAL mode with
+   ``synchronous=FULL``, so when a write method returns its transaction is in
+   the fsynced log and survives ``kill -9`` and power loss.
+2. Bulletins are kept as the signed bytes they arrived as, beside the fields
+   the mesh queries by. They are verified before they get here (the store
+   trusts :class:`~meshnode.core.bulletin.Bulletin` objects, which exist only
+   verified) and never rewritten.
+3. The same bulletin twice is one row. Two different bulletins with the same
+   author, stream and sequence number are a *fork*: both rows are kept as
+   evidence, the pair is recorded in ``forks`` and the author is flagged.
+4. Each author has a storage quota (bytes of bulletins held); a bulletin that
+   would exceed it is refused, so one noisy or hostile group cannot fill a
+   node's disk. The node's own bulletins are exempt.
+5. Channel secrets are sealed (XSalsa20-Poly1305 secretbox) under a key that
+   only the identity's seed yields, so with a passphrase-sealed keyfile a
+   seized disk hands over no channel.
+6. The schema is versioned with ``PRAGMA user_version``; :data:`MIGRATIONS`
+   holds one script per version and opening a store runs the missing ones in
+   one transaction. A file from a newer meshnode is refused, never altered.
+
+The layout is in ``docs/spec/store.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from types import TracebackType
+from typing import Final
+
+from meshnode.core import crypto
+from meshnode.core.bulletin import Bulletin
+from meshnode.core.channel import Channel
+from meshnode.errors import AuthenticationError, StoreError
+
+DEFAULT_AUTHOR_QUOTA: Final = 64 * 1024 * 1024
+"""Bytes of bulletins held for one author, unless the node is configured otherwise."""
+
+_SEAL_NONCE_SIZE: Final = 24
+
+MIGRATIONS: Final[tuple[str, ...]] = (
+    """
+    CREATE TABLE meta (
+        name  TEXT PRIMARY KEY,
+        value BLOB NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE channels (
+        id        BLOB PRIMARY KEY,
+        name      TEXT NOT NULL UNIQUE,
+        joined_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE channel_epochs (
+        channel_id    BLOB NOT NULL REFERENCES channels (id) ON DELETE CASCADE,
+        epoch         INTEGER NOT NULL,
+        sealed_secret BLOB NOT NULL,
+        PRIMARY KEY (channel_id, epoch)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE contacts (
+        key      BLOB PRIMARY KEY,
+        petname  TEXT NOT NULL UNIQUE,
+        verified INTEGER NOT NULL DEFAULT 0,
+        blocked  INTEGER NOT NULL DEFAULT 0,
+        added_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE bulletins (
+        cursor      INTEGER PRIMARY KEY AUTOINCREMENT,
+        id          BLOB NOT NULL UNIQUE,
+        author      BLOB NOT NULL,
+        stream      BLOB NOT NULL,
+        seq         INTEGER NOT NULL,
+        kind        INTEGER NOT NULL,
+        channel_id  BLOB,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER,
+        received_at INTEGER NOT NULL,
+        raw         BLOB NOT NULL
+    );
+    CREATE INDEX bulletins_by_stream ON bulletins (stream, author, seq);
+    CREATE INDEX bulletins_by_channel ON bulletins (channel_id, created_at, author, seq);
+    CREATE INDEX bulletins_by_expiry ON bulletins (expires_at) WHERE expires_at IS NOT NULL;
+
+    CREATE TABLE frontiers (
+        stream  BLOB NOT NULL,
+        author  BLOB NOT NULL,
+        max_seq INTEGER NOT NULL,
+        held    INTEGER NOT NULL,
+        PRIMARY KEY (stream, author)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE usage (
+        author BLOB PRIMARY KEY,
+        bytes  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE forks (
+        author      BLOB NOT NULL,
+        stream      BLOB NOT NULL,
+        seq         INTEGER NOT NULL,
+        first_id    BLOB NOT NULL,
+        second_id   BLOB NOT NULL,
+        detected_at INTEGER NOT NULL,
+        PRIMARY KEY (author, stream, seq, second_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE dht_records (
+        key        BLOB PRIMARY KEY,
+        value      BLOB NOT NULL,
+        expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
+)
+
+
+class Insert(Enum):
+    """What :meth:`Store.add` did with a bulletin."""
+
+    ADDED = "added"
+    DUPLICATE = "duplicate"
+    FORK = "fork"
+    """Added, and it conflicts with a held bulletin of the same author, stream and seq."""
+    OVER_QUOTA = "over quota"
+    """Refused: the author's quota is full."""
+
+    @property
+    def stored(self) -> bool:
+        """Whether this call wrote the bulletin (a fork is stored too, as evidence)."""
+        return self in (Insert.ADDED, Insert.FORK)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBulletin:
+    """A held bulletin: its signed bytes and where it sits in this node's arrival order."""
+
+    cursor: int
+    id: bytes
+    raw: bytes
+    received_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    """A group this node knows by a petname."""
+
+    key: bytes
+    petname: str
+    verified: bool
+    blocked: bool
+    added_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fork:
+    """Two bulletins by one author with the same stream and sequence number."""
+
+    author: bytes
+    stream: bytes
+    seq: int
+    first_id: bytes
+    second_id: bytes
+    detected_at: int
+
+
+class Store:
+    """A node's SQLite store. Open with :meth:`open`; use as a context manager.
+
+    Not thread-safe: one node uses one store from one thread.
+    """
+
+    def __init__(
+        self, db: sqlite3.Connection, seal_key: bytes, *, owner: bytes | None, quota: int
+    ) -> None:
+        self._db = db
+        self._seal_key = seal_key
+        self._owner = owner
+        self._quota = quota
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        seal_key: bytes,
+        owner: bytes | None = None,
+        author_quota: int = DEFAULT_AUTHOR_QUOTA,
+    ) -> Store:
+        """Open or create the store at ``path`` (mode 0600), migrating it if needed.
+
+        Args:
+            seal_key: 32 bytes that seal channel secrets; from
+                :meth:`~meshnode.core.identity.Identity.store_seal_key`.
+            owner: this node's group key, whose own bulletins the quota spares.
+            author_quota: bytes of bulletins held per author.
+
+        Raises:
+            StoreError: the file is not a meshnode store, is damaged, or was
+                written by a newer meshnode.
+        """
+        if len(seal_key) != crypto.KEY_SIZE:
+            raise ValueError("the seal key is 32 bytes")
+        path = Path(path)
+        _create_private(path)
+        try:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store {path}: {exc}") from None
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA busy_timeout=5000")
+            _migrate(db, path)
+        except sqlite3.DatabaseError as exc:
+            db.close()
+            raise StoreError(f"{path} is not a meshnode store or is damaged ({exc})") from None
+        except StoreError:
+            db.close()
+            raise
+        for suffix in ("-wal", "-shm"):
+            _chmod_private(path.with_name(path.name + suffix))
+        return cls(db, seal_key, owner=owner, quota=author_quota)
+
+    def close(self) -> None:
+        """Checkpoint the log into the main file and close."""
+        # Another reader may hold the log; then the next open checkpoints it.
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open file (the number of migrations applied)."""
+        version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
+        return version
+
+    # Metadata --------------------------------------------------------------------
+
+    def get_meta(self, name: str) -> bytes | None:
+        """A metadata value (node name, routing table, ...), or None."""
+        row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def set_meta(self, name: str, value: bytes) -> None:
+        """Set a metadata value durably."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO meta (name, value) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (name, value),
+            )
+
+    # Channels --------------------------------------------------------------------
+
+    def save_channel(self, channel: Channel, *, now: int) -> None:
+        """Keep a channel and every epoch secret it holds (new epochs are added).
+
+        Raises:
+            StoreError: another channel already has this name.
+        """
+        try:
+            with self._transaction():
+                self._db.execute(
+                    "INSERT INTO channels (id, name, joined_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (id) DO NOTHING",
+                    (channel.id, channel.name, now),
+                )
+                self._db.executemany(
+                    "INSERT INTO channel_epochs (channel_id, epoch, sealed_secret) "
+                    "VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                    [
+                        (channel.id, epoch, self._seal(secret, channel.id, epoch))
+                        for epoch, secret in sorted(channel.epochs.items())
+                    ],
+                )
+        except sqlite3.IntegrityError:
+            raise StoreError(f"a channel named {channel.name!r} already exists") from None
+
+    def channels(self) -> list[Channel]:
+        """Every channel this node is in, with all its epochs, by name."""
+        rows = self._db.execute("SELECT id, name FROM channels ORDER BY name").fetchall()
+        return [self._load_channel(bytes(cid), name) for cid, name in rows]
+
+    def channel(self, channel_id: bytes) -> Channel | None:
+        """The channel with this id, or None."""
+        row = self._db.execute("SELECT name FROM channels WHERE id = ?", (channel_id,)).fetchone()
+        return None if row is None else self._load_channel(channel_id, row[0])
+
+    def delete_channel(self, channel_id: bytes) -> bool:
+        """Leave a channel: forget its secrets (its bulletins stay, unreadable). True if found."""
+        with self._transaction():
+            cur = self._db.execute("DELETE FROM channels WHERE id = ?", (channel_id,))
+        return cur.rowcount > 0
+
+    def _load_channel(self, channel_id: bytes, name: str) -> Channel:
+        rows = self._db.execute(
+            "SELECT epoch, sealed_secret FROM channel_epochs WHERE channel_id = ? ORDER BY epoch",
+            (channel_id,),
+        ).fetchall()
+        epochs = {e: self._unseal(bytes(s), channel_id, e) for e, s in rows}
+        if 0 not in epochs:
+            raise StoreError(f"the store's record of channel {name!r} is damaged")
+        channel = Channel(name=name, secret=epochs[0], epochs=epochs)
+        if channel.id != channel_id:
+            raise StoreError(f"the store's record of channel {name!r} is damaged")
+        return channel
+
+    def _seal(self, secret: bytes, channel_id: bytes, epoch: int) -> bytes:
+        key = self._epoch_seal_key(channel_id, epoch)
+        nonce = os.urandom(_SEAL_NONCE_SIZE)
+        return nonce + crypto.secretbox_seal(key, nonce, secret)
+
+    def _unseal(self, sealed: bytes, channel_id: bytes, epoch: int) -> bytes:
+        key = self._epoch_seal_key(channel_id, epoch)
+        try:
+            return crypto.secretbox_open(key, sealed[:_SEAL_NONCE_SIZE], sealed[_SEAL_NONCE_SIZE:])
+        except AuthenticationError:
+            raise StoreError(
+                "the store's channel secrets do not open with this identity: "
+                "the store belongs to another identity or is damaged"
+            ) from None
+
+    def _epoch_seal_key(self, channel_id: bytes, epoch: int) -> bytes:
+        # One key per (channel, epoch), so a sealed secret cannot be moved to
+        # another row and opened there.
+        return crypto.derive(
+            self._seal_key,
+            b"meshnode/v1/store/channel-secret" + channel_id + epoch.to_bytes(4, "big"),
+        )
+
+    # Contacts --------------------------------------------------------------------
+
+    def add_contact(self, petname: str, key: bytes, *, now: int) -> Contact:
+        """Name a group. Raises StoreError if the petname or the key is already known."""
+        try:
+            with self._transaction():
+                self._db.execute(
+                    "INSERT INTO contacts (key, petname, added_at) VALUES (?, ?, ?)",
+                    (key, petname, now),
+                )
+        except sqlite3.IntegrityError:
+            known = self.contact(key) or self.contact_by_name(petname)
+            assert known is not None
+            raise StoreError(f"already a contact: {known.petname!r}") from None
+        return Contact(key, petname, False, False, now)
+
+    def contacts(self) -> list[Contact]:
+        """Every contact, by petname."""
+        return [_contact(r) for r in self._db.execute(f"{_CONTACT} ORDER BY petname")]
+
+    def contact(self, key: bytes) -> Contact | None:
+        """The contact with this group key, or None."""
+        row = self._db.execute(f"{_CONTACT} WHERE key = ?", (key,)).fetchone()
+        return None if row is None else _contact(row)
+
+    def contact_by_name(self, petname: str) -> Contact | None:
+        """The contact with this petname, or None."""
+        row = self._db.execute(f"{_CONTACT} WHERE petname = ?", (petname,)).fetchone()
+        return None if row is None else _contact(row)
+
+    def update_contact(
+        self, key: bytes, *, verified: bool | None = None, blocked: bool | None = None
+    ) -> Contact | None:
+        """Mark a contact verified or blocked; returns it updated, or None if unknown."""
+        with self._transaction():
+            if verified is not None:
+                self._db.execute(
+                    "UPDATE contacts SET verified = ? WHERE key = ?", (int(verified), key)
+                )
+            if blocked is not None:
+                self._db.execute(
+                    "UPDATE contacts SET blocked = ? WHERE key = ?", (int(blocked), key)
+                )
+        return self.contact(key)
+
+    # Bulletins -------------------------------------------------------------------
+
+    def add(self, bulletin: Bulletin, *, now: int) -> Insert:
+        """Keep a verified bulletin durably (see rules 1, 3 and 4)."""
+        return self.add_many([bulletin], now=now)[0]
+
+    def add_many(self, bulletins: Iterable[Bulletin], *, now: int) -> list[Insert]:
+        """Keep several verified bulletins in one durable transaction (one fsync)."""
+        with self._transaction():
+            return [self._insert(b, now) for b in bulletins]
+
+    def _insert(self, b: Bulletin, now: int) -> Insert:
+        if self._db.execute("SELECT 1 FROM bulletins WHERE id = ?", (b.id,)).fetchone():
+            return Insert.DUPLICATE
+        stream = b.stream
+        size = len(b.raw)
+        if b.author != self._owner:
+            row = self._db.execute(
+                "SELECT bytes FROM usage WHERE author = ?", (b.author,)
+            ).fetchone()
+            if (row[0] if row else 0) + size > self._quota:
+                return Insert.OVER_QUOTA
+        rival = self._db.execute(
+            "SELECT id FROM bulletins WHERE stream = ? AND author = ? AND seq = ? LIMIT 1",
+            (stream, b.author, b.seq),
+        ).fetchone()
+        self._db.execute(
+            "INSERT INTO bulletins (id, author, stream, seq, kind, channel_id, created_at, "
+            "expires_at, received_at, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                b.id, b.author, stream, b.seq, int(b.kind), b.channel_id, b.created_at,
+                b.expires_at, now, b.raw,
+            ),
+        )  # fmt: skip
+        self._db.execute(
+            "INSERT INTO usage (author, bytes) VALUES (?, ?) "
+            "ON CONFLICT (author) DO UPDATE SET bytes = bytes + excluded.bytes",
+            (b.author, size),
+        )
+        self._db.execute(
+            "INSERT INTO frontiers (stream, author, max_seq, held) VALUES (?, ?, ?, 1) "
+            "ON CONFLICT (stream, author) DO UPDATE SET "
+            "max_seq = max(max_seq, excluded.max_seq), held = held + 1",
+            (stream, b.author, b.seq),
+        )
+        if rival is None:
+            return Insert.ADDED
+        self._db.execute(
+            "INSERT INTO forks (author, stream, seq, first_id, second_id, detected_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            (b.author, stream, b.seq, bytes(rival[0]), b.id, now),
+        )
+        return Insert.FORK
+
+    def has(self, bulletin_id: bytes) -> bool:
+        """Whether the bulletin is held."""
+        return (
+            self._db.execute("SELECT 1 FROM bulletins WHERE id = ?", (bulletin_id,)).fetchone()
+            is not None
+        )
+
+    def get(self, bulletin_id: bytes) -> StoredBulletin | None:
+        """A held bulletin by id, or None."""
+        row = self._db.execute(f"{_STORED} WHERE id = ?", (bulletin_id,)).fetchone()
+        return None if row is None else _stored(row)
+
+    def get_many(self, ids: Sequence[bytes]) -> list[StoredBulletin]:
+        """The held ones among ``ids``, in the order asked; others are left out."""
+        found = {}
+        for start in range(0, len(ids), 500):  # under SQLite's bound-parameter limit
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._db.execute(f"{_STORED} WHERE id IN ({marks})", chunk):
+                found[bytes(row[1])] = _stored(row)
+        return [found[i] for i in ids if i in found]
+
+    def channel_bulletins(
+        self, channel_id: bytes, *, since: int | None = None, limit: int | None = None
+    ) -> list[StoredBulletin]:
+        """A channel's bulletins in order: by creation time, then author and sequence."""
+        rows = self._db.execute(
+            f"{_STORED} WHERE channel_id = ? AND created_at >= ? "
+            "ORDER BY created_at, author, seq LIMIT ?",
+            (channel_id, since or 0, -1 if limit is None else limit),
+        )
+        return [_stored(r) for r in rows]
+
+    def arrivals(self, *, after: int = 0, limit: int = 1000) -> list[StoredBulletin]:
+        """Bulletins in the order this node received them, after a cursor (for follow)."""
+        rows = self._db.execute(
+            f"{_STORED} WHERE cursor > ? ORDER BY cursor LIMIT ?", (after, limit)
+        )
+        return [_stored(r) for r in rows]
+
+    def last_cursor(self) -> int:
+        """The cursor of the newest arrival (0 for an empty store)."""
+        row = self._db.execute("SELECT max(cursor) FROM bulletins").fetchone()
+        return int(row[0] or 0)
+
+    def frontiers(self, stream: bytes) -> dict[bytes, int]:
+        """For one stream: each author's highest sequence number held."""
+        rows = self._db.execute("SELECT author, max_seq FROM frontiers WHERE stream = ?", (stream,))
+        return {bytes(a): s for a, s in rows}
+
+    def after(
+        self, stream: bytes, author: bytes, seq: int, *, limit: int = 256
+    ) -> list[StoredBulletin]:
+        """What this node holds of an author's stream after ``seq``, in order (bounded)."""
+        rows = self._db.execute(
+            f"{_STORED} WHERE stream = ? AND author = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (stream, author, seq, limit),
+        )
+        return [_stored(r) for r in rows]
+
+    def gaps(self, stream: bytes, author: bytes, *, limit: int = 256) -> list[int]:
+        """Sequence numbers below the author's frontier that this node lacks (bounded)."""
+        missing: list[int] = []
+        expected = 1
+        rows = self._db.execute(
+            "SELECT DISTINCT seq FROM bulletins WHERE stream = ? AND author = ? ORDER BY seq",
+            (stream, author),
+        )
+        for (seq,) in rows:
+            while expected < seq and len(missing) < limit:
+                missing.append(expected)
+                expected += 1
+            if len(missing) >= limit:
+                break
+            expected = seq + 1
+        return missing
+
+    def forks(self, author: bytes | None = None) -> list[Fork]:
+        """Recorded forks, for one author or all."""
+        query = "SELECT author, stream, seq, first_id, second_id, detected_at FROM forks"
+        rows = (
+            self._db.execute(f"{query} WHERE author = ?", (author,))
+            if author is not None
+            else self._db.execute(query)
+        )
+        return [Fork(bytes(a), bytes(s), q, bytes(f), bytes(n), d) for a, s, q, f, n, d in rows]
+
+    def usage(self, author: bytes) -> int:
+        """Bytes of bulletins held for an author, as its quota counts them."""
+        row = self._db.execute("SELECT bytes FROM usage WHERE author = ?", (author,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def count(self) -> int:
+        """How many bulletins are held."""
+        return int(self._db.execute("SELECT count(*) FROM bulletins").fetchone()[0])
+
+    def purge_expired(self, *, now: int) -> int:
+        """Delete bulletins whose expiry has passed; returns how many."""
+        with self._transaction():
+            rows = self._db.execute(
+                "SELECT author, stream, sum(length(raw)), count(*) FROM bulletins "
+                "WHERE expires_at IS NOT NULL AND expires_at <= ? GROUP BY author, stream",
+                (now,),
+            ).fetchall()
+            for author, stream, size, count in rows:
+                self._db.execute(
+                    "UPDATE usage SET bytes = bytes - ? WHERE author = ?", (size, author)
+                )
+                self._db.execute(
+                    "UPDATE frontiers SET held = held - ? WHERE stream = ? AND author = ?",
+                    (count, stream, author),
+                )
+            cur = self._db.execute(
+                "DELETE FROM bulletins WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+            )
+        # Frontiers keep max_seq: an expired bulletin is not a gap to fetch again.
+        return cur.rowcount
+
+    # DHT records (the RecordStore protocol of meshnode.net.dht) -------------------
+
+    def dht_records(self) -> list[tuple[bytes, bytes]]:
+        """Every stored DHT record as (key, value)."""
+        return [
+            (bytes(k), bytes(v)) for k, v in self._db.execute("SELECT key, value FROM dht_records")
+        ]
+
+    def dht_put(self, key: bytes, value: bytes, expires_at: int) -> None:
+        """Store or replace a DHT record (validated by the caller)."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO dht_records (key, value, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+                "expires_at = excluded.expires_at",
+                (key, value, expires_at),
+            )
+
+    def dht_delete(self, key: bytes) -> None:
+        """Forget a DHT record."""
+        with self._transaction():
+            self._db.execute("DELETE FROM dht_records WHERE key = ?", (key,))
+
+    # Plumbing --------------------------------------------------------------------
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+_STORED: Final = "SELECT cursor, id, raw, received_at FROM bulletins"
+_CONTACT: Final = "SELECT key, petname, verified, blocked, added_at FROM contacts"
+
+
+def _stored(row: tuple[int, bytes, bytes, int]) -> StoredBulletin:
+    return StoredBulletin(row[0], bytes(row[1]), bytes(row[2]), row[3])
+
+
+def _contact(row: tuple[bytes, str, int, int, int]) -> Contact:
+    return Contact(bytes(row[0]), row[1], bool(row[2]), bool(row[3]), row[4])
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any exception.
+
+    The connection runs in autocommit mode, so transactions are explicit and
+    a method's writes land together or not at all.
+    """
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+def _migrate(db: sqlite3.Connection, path: Path) -> None:
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > len(MIGRATIONS):
+        raise StoreError(
+            f"{path} was written by a newer meshnode (schema {version}); upgrade meshnode"
+        )
+    if version == len(MIGRATIONS):
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+            for statement in _statements(script):
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {number}")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _statements(script: str) -> Iterator[str]:
+    # executescript() would commit the open transaction; run statement by statement.
+    for part in script.split(";"):
+        if part.strip():
+            yield part
+
+
+def _create_private(path: Path) -> None:
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+    except OSError as exc:
+        raise StoreError(f"cannot create the store {path}: {exc.strerror}") from None
+    _chmod_private(path)
+
+
+def _chmod_private(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.chmod(0o600)

@@ -1,0 +1,213 @@
+"""The SQLite store: real files in a temporary directory, no network."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from meshnode.core.bulletin import Bulletin
+from meshnode.core.channel import Channel
+from meshnode.core.identity import Identity
+from meshnode.errors import StoreError
+from meshnode.store import MIGRATIONS, Insert, Store
+from tests.conftest import Rng, seeded_rng
+
+KEY = bytes(range(32))
+NOW = 1_800_000_000
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store.open(tmp_path / "meshnode.db", seal_key=KEY) as s:
+        yield s
+
+
+def post(author: Identity, channel: Channel | None, seq: int, rng: Rng, **kw: object) -> Bulletin:
+    return Bulletin.seal(
+        author, channel, f"bulletin {seq}".encode(), seq=seq, prev=_prev(seq), now=NOW + seq,
+        rng=rng,
+        **kw,  # type: ignore[arg-type]  # the tests pass expires_at only
+    )  # fmt: skip
+
+
+def _prev(seq: int) -> bytes | None:
+    # The store does not follow chains; any 32 bytes satisfy the envelope.
+    return None if seq == 1 else hashlib.blake2b(bytes([seq % 256]), digest_size=32).digest()
+
+
+def test_files_are_private_and_versioned(tmp_path: Path) -> None:
+    path = tmp_path / "meshnode.db"
+    with Store.open(path, seal_key=KEY) as s:
+        s.set_meta("name", b"Local 12")
+        assert s.schema_version == len(MIGRATIONS)
+        for f in tmp_path.iterdir():
+            assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    with Store.open(path, seal_key=KEY) as s:
+        assert s.get_meta("name") == b"Local 12"
+        assert s.get_meta("missing") is None
+
+
+def test_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "meshnode.db"
+    Store.open(path, seal_key=KEY).close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    db.close()
+    with pytest.raises(StoreError, match="newer meshnode"):
+        Store.open(path, seal_key=KEY)
+
+
+def test_garbage_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "meshnode.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a meshnode store"):
+        Store.open(path, seal_key=KEY)
+
+
+def test_same_bulletin_twice_is_one_row(store: Store, alice: Identity, channel: Channel) -> None:
+    b = post(alice, channel, 1, seeded_rng())
+    assert store.add(b, now=NOW) is Insert.ADDED
+    assert store.add(b, now=NOW) is Insert.DUPLICATE
+    assert store.count() == 1
+    got = store.get(b.id)
+    assert got is not None
+    assert got.raw == b.raw
+    assert Bulletin.from_bytes(got.raw).id == b.id
+
+
+def test_fork_keeps_both_and_flags_the_author(
+    store: Store, alice: Identity, channel: Channel
+) -> None:
+    first = post(alice, channel, 1, seeded_rng("a"))
+    second = post(alice, channel, 1, seeded_rng("b"))
+    assert first.id != second.id
+    assert store.add(first, now=NOW) is Insert.ADDED
+    assert store.add(second, now=NOW) is Insert.FORK
+    assert store.has(first.id)
+    assert store.has(second.id)
+    (fork,) = store.forks(alice.public_key)
+    assert (fork.first_id, fork.second_id, fork.seq) == (first.id, second.id, 1)
+    assert fork.stream == channel.id
+
+
+def test_channel_order_frontiers_gaps_and_after(
+    store: Store, alice: Identity, bob: Identity, channel: Channel
+) -> None:
+    rng = seeded_rng()
+    mine = [post(alice, channel, s, rng) for s in (1, 2, 4, 5)]
+    theirs = [post(bob, channel, s, rng) for s in (1, 2, 3)]
+    assert all(r is Insert.ADDED for r in store.add_many([*mine, *theirs], now=NOW))
+    assert store.frontiers(channel.id) == {alice.public_key: 5, bob.public_key: 3}
+    assert store.gaps(channel.id, alice.public_key) == [3]
+    assert store.gaps(channel.id, bob.public_key) == []
+    assert [s.id for s in store.after(channel.id, alice.public_key, 2)] == [
+        mine[2].id,
+        mine[3].id,
+    ]
+    ordered = [Bulletin.from_bytes(s.raw) for s in store.channel_bulletins(channel.id)]
+    assert [(b.created_at, b.author, b.seq) for b in ordered] == sorted(
+        (b.created_at, b.author, b.seq) for b in [*mine, *theirs]
+    )
+    assert len(store.channel_bulletins(channel.id, limit=2)) == 2
+    assert len(store.channel_bulletins(channel.id, since=NOW + 4)) == 2
+    arrivals = store.arrivals()
+    assert [a.cursor for a in arrivals] == sorted(a.cursor for a in arrivals)
+    assert store.arrivals(after=store.last_cursor()) == []
+
+
+def test_quota_refuses_a_noisy_author_but_not_the_owner(
+    tmp_path: Path, alice: Identity, bob: Identity, channel: Channel
+) -> None:
+    rng = seeded_rng()
+    with Store.open(
+        tmp_path / "q.db", seal_key=KEY, owner=alice.public_key, author_quota=1000
+    ) as s:
+        results = [s.add(post(bob, channel, n, rng), now=NOW) for n in range(1, 10)]
+        assert Insert.OVER_QUOTA in results
+        assert s.usage(bob.public_key) <= 1000
+        assert all(s.add(post(alice, channel, n, rng), now=NOW).stored for n in range(1, 10))
+
+
+def test_purge_expired(store: Store, alice: Identity, channel: Channel) -> None:
+    rng = seeded_rng()
+    keep = post(alice, channel, 1, rng)
+    gone = post(alice, channel, 2, rng, expires_at=NOW + 100)
+    store.add_many([keep, gone], now=NOW)
+    assert store.purge_expired(now=NOW + 99) == 0
+    assert store.purge_expired(now=NOW + 100) == 1
+    assert store.has(keep.id)
+    assert not store.has(gone.id)
+    assert store.usage(alice.public_key) == len(keep.raw)
+    assert store.frontiers(channel.id) == {alice.public_key: 2}
+
+
+def test_channels_round_trip_sealed(tmp_path: Path, rng: Rng) -> None:
+    path = tmp_path / "meshnode.db"
+    strike = Channel.from_secret("strike-support", rng(32)).next_epoch(rng)
+    with Store.open(path, seal_key=KEY) as s:
+        s.save_channel(strike, now=NOW)
+        s.save_channel(strike, now=NOW)  # idempotent
+        with pytest.raises(StoreError, match="already exists"):
+            s.save_channel(Channel.from_secret("strike-support", rng(32)), now=NOW)
+    raw = path.read_bytes()
+    assert strike.secret not in raw
+    assert strike.epochs[1] not in raw
+    with Store.open(path, seal_key=KEY) as s:
+        (got,) = s.channels()
+        assert (got.id, got.name, dict(got.epochs)) == (strike.id, strike.name, strike.epochs)
+        assert s.channel(strike.id) is not None
+        assert s.delete_channel(strike.id)
+        assert s.channels() == []
+        assert s.channel(strike.id) is None
+        s.save_channel(strike, now=NOW)
+    with (
+        Store.open(path, seal_key=bytes(32)) as s,
+        pytest.raises(StoreError, match="another identity"),
+    ):
+        s.channels()
+
+
+def test_contacts(store: Store, bob: Identity, carol: Identity) -> None:
+    store.add_contact("tenants", bob.public_key, now=NOW)
+    with pytest.raises(StoreError, match="already a contact"):
+        store.add_contact("tenants", carol.public_key, now=NOW)
+    with pytest.raises(StoreError, match="already a contact"):
+        store.add_contact("other", bob.public_key, now=NOW)
+    store.add_contact("food bank", carol.public_key, now=NOW)
+    assert [c.petname for c in store.contacts()] == ["food bank", "tenants"]
+    updated = store.update_contact(bob.public_key, verified=True)
+    assert updated is not None
+    assert updated.verified
+    assert not updated.blocked
+    blocked = store.update_contact(bob.public_key, blocked=True)
+    assert blocked is not None
+    assert blocked.blocked
+    found = store.contact_by_name("tenants")
+    assert found is not None
+    assert found.key == bob.public_key
+    assert store.update_contact(bytes(32), verified=True) is None
+
+
+def test_dht_records(store: Store) -> None:
+    store.dht_put(b"k1", b"v1", NOW)
+    store.dht_put(b"k1", b"v2", NOW + 1)
+    store.dht_put(b"k2", b"v3", NOW)
+    assert sorted(store.dht_records()) == [(b"k1", b"v2"), (b"k2", b"v3")]
+    store.dht_delete(b"k1")
+    assert store.dht_records() == [(b"k2", b"v3")]
+
+
+def test_get_many_keeps_order_and_skips_unknown(
+    store: Store, alice: Identity, channel: Channel
+) -> None:
+    rng = seeded_rng()
+    bs = [post(alice, channel, s, rng) for s in range(1, 700)]
+    store.add_many(bs, now=NOW)
+    ids = [b.id for b in reversed(bs)]
+    got = store.get_many([*ids, bytes(32)])
+    assert [g.id for g in got] == ids
