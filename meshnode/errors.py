@@ -36,6 +36,14 @@ class WrongPassphrase(KeyfileError):
     """The passphrase does not unlock the keyfile."""
 
 
+class NotInitialised(MeshError):
+    """The data directory holds no identity yet: run ``meshnode init``."""
+
+
+class AlreadyInitialised(MeshError):
+    """The data directory already holds an identity."""
+
+
 class AuthenticationError(MeshError):
     """A MAC or signature did not verify: the data was altered or is not for this key."""
 
@@ -82,3 +90,39 @@ class HandshakeError(RemoteProtocolError):
 
 class PeerDisconnected(MeshError):
     """The peer's session closed or broke."""
+
+
+class UnknownChannel(MeshError):
+    """No channel of that name or id on this node: list them with ``meshnode channel list``."""
+
+
+class UnknownContact(MeshError):
+    """No contact of that petname or key: add one with ``meshnode contact add``."""
+
+
+class UnknownBulletin(MeshError):
+    """No bulletin with that id in this node's store."""
+
+
+class BulletinTooLarge(MeshError):
+    """The text does not fit in one bulletin (64 KiB with its envelope)."""
+
+
+class DaemonUnreachable(MeshError):
+    """No daemon answers on the control socket: start one with ``meshnode daemon``."""
+
+
+class OperationTimeout(MeshError):
+    """An operation did not finish in time."""
+
+
+class ConfigError(MeshError):
+    """The configuration file has a mistake; the message names the key."""
+
+
+class MalformedMessage(RemoteProtocolError):
+    """A peer message that is not a well-formed, bounded, canonical wire message."""
+
+
+class NonceExhausted(LocalProtocolError):
+    """A Noise cipher state used its last nonce (2^64 - 2); open a new session to go on."""

@@ -1,0 +1,83 @@
+"""What the node shows its users: plain, immutable records.
+
+The node produces these, the control socket carries them (``control.py``
+encodes them field by field) and the client hands them back, so a developer
+sees the same types embedded (``open_node``) and over the socket
+(``meshnode.connect``). They hold no keys and no secrets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class BulletinRecord:
+    """A bulletin as an organizer reads it.
+
+    ``channel`` is the channel's name (None for public and direct bulletins),
+    ``channel_id`` its id; ``author_name`` is the petname given to the author,
+    else the name it announced, else its fingerprint. ``cursor`` orders
+    arrivals in this node's store, for resuming a follow.
+    """
+
+    id: bytes
+    author: bytes
+    author_name: str
+    kind: str
+    channel: str | None
+    channel_id: bytes | None
+    text: str
+    created_at: int
+    expires_at: int | None
+    reply_to: bytes | None
+    endorses: bytes | None
+    seq: int
+    cursor: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChannelInfo:
+    """A channel this node is a member of."""
+
+    id: bytes
+    name: str
+    epoch: int
+    members_seen: int
+    bulletins: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerInfo:
+    """An open session with another node."""
+
+    key: bytes
+    name: str
+    address: str
+    outbound: bool
+    since: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContactInfo:
+    """A group this node knows by a petname."""
+
+    key: bytes
+    petname: str
+    verified: bool
+    blocked: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeStatus:
+    """What ``meshnode status`` shows."""
+
+    name: str
+    key: bytes
+    address: str
+    peers: int
+    dht_size: int
+    channels: int
+    last_sync: float | None
+    pending_deliveries: int
+    reachable: bool | None
