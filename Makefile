@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck bench check clean
+.PHONY: help install run test lint typecheck bench docs check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -19,7 +19,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv and install meshnode with its test extras
 
 run: $(STAMP)  ## start a node on embedded defaults (data in $$MESHNODE_HOME or the XDG data dir)
-	$(BIN)/meshnode run
+	$(BIN)/meshnode init --if-missing
+	$(BIN)/meshnode id
 
 test: $(STAMP)  ## run every required test
 	$(BIN)/python -m pytest -q -p no:cacheprovider
@@ -33,6 +34,9 @@ typecheck: $(STAMP)  ## mypy only
 
 bench: $(STAMP)  ## print the benchmark figures
 	$(BIN)/python bench/core.py
+
+docs: $(STAMP)  ## regenerate docs/cli.md from the commands' --help
+	$(BIN)/python -c "from meshnode.cli import render_docs; print(render_docs())" > docs/cli.md
 
 check: lint test  ## what CI runs
 

@@ -1,0 +1,295 @@
+"""The client for a running daemon, used by the CLI and by developers.
+
+``meshnode.connect()`` returns a synchronous :class:`Client`; trio code uses
+``meshnode.connect_async()``, an :class:`AsyncClient` whose every method is the
+synchronous one run in a worker thread, so both always offer the same
+operations. Each call opens one connection to the control socket
+(docs/spec/control.md), sends one request and reads the answer.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from meshnode import control
+from meshnode.core.views import BulletinRecord, ChannelInfo, ContactInfo, NodeStatus, PeerInfo
+from meshnode.errors import DaemonUnreachable, OperationTimeout
+from meshnode.paths import resolve_data_dir
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+SOCKET_POINTER = "control.path"
+"""A file in the data directory naming the socket when it lives elsewhere (long paths)."""
+
+
+def socket_path(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Where the daemon of ``data_dir`` listens (see :mod:`meshnode.home` for the default)."""
+    home = resolve_data_dir(data_dir)
+    pointer = home / SOCKET_POINTER
+    if pointer.exists():
+        return Path(pointer.read_text().strip())
+    return home / control.SOCKET_NAME
+
+
+class Client:
+    """A synchronous connection to a daemon's control socket.
+
+    Every method raises the daemon's own :class:`~meshnode.errors.MeshError`
+    subclass on failure, :class:`~meshnode.errors.DaemonUnreachable` when no
+    daemon answers and :class:`~meshnode.errors.OperationTimeout` after
+    ``timeout`` seconds without an answer.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+
+    def _connect(self) -> socket.socket:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            raise DaemonUnreachable(
+                f"no meshnode daemon is running for {self.path.parent} "
+                "(start one with 'meshnode daemon')"
+            ) from None
+        except PermissionError:
+            sock.close()
+            raise DaemonUnreachable(
+                f"no permission to use the control socket {self.path}"
+            ) from None
+        except OSError as exc:
+            sock.close()
+            raise DaemonUnreachable(f"cannot reach the daemon at {self.path}: {exc}") from None
+        return sock
+
+    def _exchange(self, op: str, args: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Send one request and yield every answer frame until the final one."""
+        with self._connect() as sock:
+            try:
+                sock.sendall(control.frame(control.request(op, **args)))
+                while True:
+                    header = _recv_exact(sock, 4)
+                    message = control.parse_frame(_recv_exact(sock, control.frame_length(header)))
+                    yield message
+                    if "item" not in message:
+                        return
+            except TimeoutError:
+                raise OperationTimeout(
+                    f"the daemon did not answer '{op}' within {self.timeout:g} s"
+                ) from None
+            except (ConnectionError, BrokenPipeError):
+                raise DaemonUnreachable("the daemon closed the connection (did it stop?)") from None
+
+    def call(self, op: str, **args: Any) -> Any:
+        """Run one operation and return its decoded result."""
+        for message in self._exchange(op, args):
+            if "item" in message:
+                continue
+            if not message.get("ok"):
+                control.raise_failure(message)
+            return control.decode_value(message.get("result"))
+        raise DaemonUnreachable("the daemon closed the connection without an answer")
+
+    def stream(self, op: str, **args: Any) -> Iterator[Any]:
+        """Run one streaming operation, yielding each item as it arrives."""
+        for message in self._exchange(op, args):
+            if "item" in message:
+                yield control.decode_value(message["item"])
+            elif not message.get("ok"):
+                control.raise_failure(message)
+
+    # The operations. Channels are named by name or by id; groups by petname or key text.
+
+    def status(self) -> NodeStatus:
+        """Peers, DHT size, channels, last sync, pending deliveries, reachability."""
+        return control.expect(self.call("status"), NodeStatus)
+
+    def identity(self) -> dict[str, str]:
+        """This node's name, fingerprint, key text and address."""
+        return control.expect(self.call("identity"), dict)
+
+    def peers(self) -> list[PeerInfo]:
+        """The open sessions with other nodes."""
+        return control.expect(self.call("peers"), list)
+
+    def add_peer(self, address: str) -> PeerInfo:
+        """Open a session with the node at ``host:port``."""
+        return control.expect(self.call("peer_add", address=address), PeerInfo)
+
+    def channels(self) -> list[ChannelInfo]:
+        """The channels this group is a member of."""
+        return control.expect(self.call("channels"), list)
+
+    def create_channel(self, name: str) -> ChannelInfo:
+        """Create a channel; this group is its first member."""
+        return control.expect(self.call("channel_create", name=name), ChannelInfo)
+
+    def invite(self, channel: str, expires: int | None = None) -> str:
+        """An invite code for ``channel``, valid for ``expires`` seconds (None: no expiry)."""
+        return control.expect(self.call("channel_invite", channel=channel, expires=expires), str)
+
+    def join(self, code: str) -> ChannelInfo:
+        """Join the channel an invite code admits to."""
+        return control.expect(self.call("channel_join", code=code), ChannelInfo)
+
+    def leave(self, channel: str) -> None:
+        """Leave a channel and forget its keys."""
+        self.call("channel_leave", channel=channel)
+
+    def rekey(self, channel: str, remove: Sequence[str] = ()) -> ChannelInfo:
+        """Start a new epoch of ``channel``, leaving out the groups in ``remove``."""
+        info = self.call("channel_rekey", channel=channel, remove=list(remove))
+        return control.expect(info, ChannelInfo)
+
+    def post(
+        self,
+        channel: str,
+        text: str,
+        *,
+        reply_to: bytes | None = None,
+        expires: int | None = None,
+    ) -> BulletinRecord:
+        """Post to a channel; returns once the bulletin is durable on disk."""
+        record = self.call("post", channel=channel, text=text, reply_to=reply_to, expires=expires)
+        return control.expect(record, BulletinRecord)
+
+    def post_public(self, text: str, *, expires: int | None = None) -> BulletinRecord:
+        """Post a public bulletin, readable by the whole mesh."""
+        return control.expect(self.call("post_public", text=text, expires=expires), BulletinRecord)
+
+    def send(self, recipients: Sequence[str], text: str) -> BulletinRecord:
+        """A direct bulletin to 1 to 16 groups (petnames or key texts)."""
+        record = self.call("send", recipients=list(recipients), text=text)
+        return control.expect(record, BulletinRecord)
+
+    def endorse(self, bulletin_id: bytes) -> BulletinRecord:
+        """State publicly that this group stands behind a bulletin."""
+        return control.expect(self.call("endorse", id=bulletin_id), BulletinRecord)
+
+    def read(
+        self, channel: str | None = None, *, since: int | None = None, limit: int | None = None
+    ) -> list[BulletinRecord]:
+        """Stored bulletins (all readable ones, or one channel's), oldest first."""
+        return control.expect(
+            self.call("read", channel=channel, since=since, limit=limit, follow=False), list
+        )
+
+    def follow(
+        self, channel: str | None = None, *, since: int | None = None
+    ) -> Iterator[BulletinRecord]:
+        """Stored bulletins, then new ones as they arrive, until the caller stops."""
+        yield from self.stream("read", channel=channel, since=since, limit=None, follow=True)
+
+    def contacts(self) -> list[ContactInfo]:
+        """The groups this node knows by petname."""
+        return control.expect(self.call("contacts"), list)
+
+    def add_contact(self, petname: str, key: str) -> ContactInfo:
+        """Name a group's key (``mk1...``) with a petname."""
+        return control.expect(self.call("contact_add", petname=petname, key=key), ContactInfo)
+
+    def verify_contact(self, petname: str) -> ContactInfo:
+        """Mark a contact as verified (its fingerprint was compared in person)."""
+        return control.expect(self.call("contact_verify", petname=petname), ContactInfo)
+
+    def block_contact(self, petname: str) -> ContactInfo:
+        """Refuse this group's bulletins and sessions from now on."""
+        return control.expect(self.call("contact_block", petname=petname), ContactInfo)
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < size:
+        chunk = sock.recv(size - len(chunks))
+        if not chunk:
+            raise ConnectionError("closed")
+        chunks += chunk
+    return bytes(chunks)
+
+
+def _async_twin(
+    method: Callable[Concatenate[Client, P], R],
+) -> Callable[Concatenate[AsyncClient, P], Awaitable[R]]:
+    async def call(self: AsyncClient, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        import trio
+
+        work = functools.partial(method, self.sync, *args, **kwargs)
+        return await trio.to_thread.run_sync(work, abandon_on_cancel=True)
+
+    call.__name__ = method.__name__
+    call.__qualname__ = f"AsyncClient.{method.__name__}"
+    call.__doc__ = method.__doc__
+    return call
+
+
+class AsyncClient:
+    """The async twin of :class:`Client` for trio code: same methods, awaited."""
+
+    def __init__(self, client: Client) -> None:
+        self.sync = client
+
+    status = _async_twin(Client.status)
+    identity = _async_twin(Client.identity)
+    peers = _async_twin(Client.peers)
+    add_peer = _async_twin(Client.add_peer)
+    channels = _async_twin(Client.channels)
+    create_channel = _async_twin(Client.create_channel)
+    invite = _async_twin(Client.invite)
+    join = _async_twin(Client.join)
+    leave = _async_twin(Client.leave)
+    rekey = _async_twin(Client.rekey)
+    post = _async_twin(Client.post)
+    post_public = _async_twin(Client.post_public)
+    send = _async_twin(Client.send)
+    endorse = _async_twin(Client.endorse)
+    read = _async_twin(Client.read)
+    contacts = _async_twin(Client.contacts)
+    add_contact = _async_twin(Client.add_contact)
+    verify_contact = _async_twin(Client.verify_contact)
+    block_contact = _async_twin(Client.block_contact)
+
+    async def follow(
+        self, channel: str | None = None, *, since: int | None = None
+    ) -> AsyncIterator[BulletinRecord]:
+        """Stored bulletins, then new ones as they arrive (see :meth:`Client.follow`)."""
+        import trio
+
+        send, receive = trio.open_memory_channel[BulletinRecord](64)
+        token = trio.lowlevel.current_trio_token()
+
+        def pump() -> None:
+            try:
+                for record in self.sync.follow(channel, since=since):
+                    trio.from_thread.run(send.send, record, trio_token=token)
+            finally:
+                trio.from_thread.run_sync(send.close, trio_token=token)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                functools.partial(trio.to_thread.run_sync, pump, abandon_on_cancel=True)
+            )
+            async with receive:
+                async for record in receive:
+                    yield record
+            nursery.cancel_scope.cancel()
+
+
+def connect(data_dir: str | os.PathLike[str] | None = None, *, timeout: float = 60.0) -> Client:
+    """A client for the daemon running on ``data_dir`` (default: the default data dir)."""
+    return Client(socket_path(data_dir), timeout=timeout)
+
+
+def connect_async(
+    data_dir: str | os.PathLike[str] | None = None, *, timeout: float = 60.0
+) -> AsyncClient:
+    """The async twin of :func:`connect`, for trio code."""
+    return AsyncClient(connect(data_dir, timeout=timeout))

@@ -1,0 +1,158 @@
+"""The daemon's configuration: ``meshnode.toml`` in the data directory.
+
+Every key is optional; the defaults make a working node on the open mesh.
+``meshnode init`` writes a commented file listing every key (see
+:func:`render`), and docs/operator-guide.md documents them. Mistakes raise
+:class:`~meshnode.errors.ConfigError` naming the key, never a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from meshnode.errors import ConfigError
+
+DEFAULT_PORT: Final = 7447
+DEFAULT_LISTEN: Final = f"0.0.0.0:{DEFAULT_PORT}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """Resource limits a node enforces on its peers."""
+
+    max_sessions: int = 256
+    max_sessions_per_ip: int = 8
+    mesh_degree: int = 6
+    quota_mb_per_author: int = 64
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """The daemon's settings; command-line flags override them."""
+
+    listen: str = DEFAULT_LISTEN
+    announce: str | None = None
+    bootstrap: tuple[str, ...] = ()
+    network_key_file: str | None = None
+    control_group: str | None = None
+    log_format: str = "text"
+    log_level: str = "info"
+    limits: Limits = field(default_factory=Limits)
+
+    def replace(self, **changes: Any) -> Config:
+        """This configuration with some keys changed (flags given on the command line)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+_DOCS: Final = {
+    "listen": "host:port for sessions (TCP) and the DHT (UDP); port 0 picks a free port",
+    "announce": "host:port other nodes should dial (your public address); never 0.0.0.0",
+    "bootstrap": 'addresses of nodes to join the mesh through, as ["host:port", ...]',
+    "network_key_file": "file with a private mesh's 32-byte network key (default: the open mesh)",
+    "control_group": "Unix group that may use the control socket (mode 0660); default: owner only",
+    "log_format": '"text" for people or "json" for log collectors',
+    "log_level": '"debug", "info", "warning" or "error"',
+}
+_LIMIT_DOCS: Final = {
+    "max_sessions": "sessions with other nodes, in total",
+    "max_sessions_per_ip": "sessions from one IP address",
+    "mesh_degree": "peers per channel that get new bulletins at once (GossipSub's D)",
+    "quota_mb_per_author": "megabytes of bulletins stored per author",
+}
+
+
+def check_address(value: object, key: str, *, allow_zero_port: bool = True) -> str:
+    """A ``host:port`` string, or ConfigError naming ``key``."""
+    if not isinstance(value, str):
+        raise ConfigError(f'{key}: expected "host:port", got {value!r}')
+    host, sep, port = value.rpartition(":")
+    low = 0 if allow_zero_port else 1
+    if not sep or not host or not port.isdigit() or not low <= int(port) <= 65535:
+        raise ConfigError(f'{key}: expected "host:port", got {value!r}')
+    return value
+
+
+def load(path: Path) -> Config:
+    """Read ``path``; a missing file means every default."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return Config()
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return from_mapping(data, source=str(path))
+
+
+def from_mapping(data: dict[str, Any], *, source: str = "configuration") -> Config:
+    """A Config from parsed TOML, checking every key and type."""
+    limits_data = data.pop("limits", {})
+    unknown = set(data) - set(_DOCS)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {sorted(unknown)[0]!r}")
+    if not isinstance(limits_data, dict):
+        raise ConfigError(f"{source}: [limits] must be a table")
+    unknown = set(limits_data) - set(_LIMIT_DOCS)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key limits.{sorted(unknown)[0]}")
+    for key, value in limits_data.items():
+        if type(value) is not int or value < 1:
+            raise ConfigError(f"{source}: limits.{key} must be a positive whole number")
+    config = Config(limits=Limits(**limits_data))
+    changes: dict[str, Any] = {}
+    if "listen" in data:
+        changes["listen"] = check_address(data["listen"], "listen")
+    if "announce" in data:
+        changes["announce"] = check_address(data["announce"], "announce", allow_zero_port=False)
+        if data["announce"].rpartition(":")[0] in ("0.0.0.0", "[::]", "::"):
+            raise ConfigError("announce: give the address other nodes can dial, not 0.0.0.0")
+    if "bootstrap" in data:
+        boot = data["bootstrap"]
+        if not isinstance(boot, list):
+            raise ConfigError('bootstrap: expected a list of "host:port"')
+        changes["bootstrap"] = tuple(
+            check_address(a, "bootstrap", allow_zero_port=False) for a in boot
+        )
+    for key in ("network_key_file", "control_group"):
+        if key in data:
+            if not isinstance(data[key], str) or not data[key]:
+                raise ConfigError(f"{key}: expected a non-empty string")
+            changes[key] = data[key]
+    if "log_format" in data:
+        if data["log_format"] not in ("text", "json"):
+            raise ConfigError('log_format: expected "text" or "json"')
+        changes["log_format"] = data["log_format"]
+    if "log_level" in data:
+        if data["log_level"] not in ("debug", "info", "warning", "error"):
+            raise ConfigError("log_level: expected debug, info, warning or error")
+        changes["log_level"] = data["log_level"]
+    return config.replace(**changes)
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return str(value)
+
+
+def render(config: Config) -> str:
+    """The text of ``meshnode.toml`` for ``config``: every key, with its meaning."""
+    lines = ["# meshnode daemon configuration. Every key is optional.", ""]
+    for key, doc in _DOCS.items():
+        value = getattr(config, key)
+        lines.append(f"# {doc}")
+        if value is None or value == ():
+            lines.append(f"# {key} = ")
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    lines.append("[limits]")
+    for key, doc in _LIMIT_DOCS.items():
+        lines.append(f"# {doc}")
+        lines.append(f"{key} = {getattr(config.limits, key)}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,134 @@
+"""The CLI in-process: help, usage errors, exit codes, and the commands that need no daemon."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from meshnode.cli import ExitStatus, build_parser, exit_status_for, render_docs, run
+from meshnode.errors import (
+    DaemonUnreachable,
+    HandshakeError,
+    MeshError,
+    OperationTimeout,
+    PeerDisconnected,
+    UnknownChannel,
+)
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+
+
+def _commands(
+    parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
+) -> list[tuple[str, ...]]:
+    found = [prefix]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                found += _commands(child, (*prefix, name))
+    return found
+
+
+ALL_COMMANDS = _commands(build_parser())
+
+
+@pytest.mark.parametrize("command", ALL_COMMANDS, ids=lambda c: " ".join(c) or "meshnode")
+def test_every_command_has_help(
+    command: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run([*command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: meshnode")
+    assert len(out.splitlines()) > 3
+
+
+def test_cli_docs_are_current() -> None:
+    assert DOCS.read_text() == render_docs() + "\n", "docs/cli.md is stale: run 'make docs'"
+
+
+def test_usage_error_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["post", "--nonsense"]) == ExitStatus.USAGE
+    err = capsys.readouterr().err
+    assert err.startswith("meshnode: error: ")
+    assert err.count("\n") == 1
+
+
+def test_bare_noun_asks_for_an_action(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["channel"]) == ExitStatus.USAGE
+    assert "needs an action" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (MeshError("x"), ExitStatus.ERROR),
+        (UnknownChannel("x"), ExitStatus.ERROR),
+        (DaemonUnreachable("x"), ExitStatus.DAEMON_UNREACHABLE),
+        (OperationTimeout("x"), ExitStatus.TIMEOUT),
+        (HandshakeError("x"), ExitStatus.PEER_FAILURE),
+        (PeerDisconnected("x"), ExitStatus.PEER_FAILURE),
+    ],
+)
+def test_exit_codes_are_pinned(error: MeshError, status: ExitStatus) -> None:
+    assert exit_status_for(error) == status
+    assert [int(s) for s in ExitStatus] == [0, 1, 2, 3, 4, 5, 130]
+
+
+def test_init_then_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    home = tmp_path / "home"
+    assert run(["--data-dir", str(home), "init", "--name", "Local 12", "--json"]) == 0
+    created = json.loads(capsys.readouterr().out)
+    assert created["name"] == "Local 12"
+    assert (home / "identity.key").stat().st_mode & 0o777 == 0o600
+    assert (home / "meshnode.toml").exists()
+    assert run(["id", "--json", "--data-dir", str(home)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["key"] == created["key"]
+    assert shown["fingerprint"] == created["fingerprint"]
+    assert run(["--data-dir", str(home), "init"]) == ExitStatus.ERROR
+    assert "already holds an identity" in capsys.readouterr().err
+    assert run(["--data-dir", str(home), "init", "--if-missing"]) == 0
+
+
+def test_id_without_init_says_what_to_do(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["id", "--data-dir", str(tmp_path / "nothing")]) == ExitStatus.ERROR
+    err = capsys.readouterr().err
+    assert "meshnode init" in err
+    assert err.count("\n") == 1
+
+
+def test_daemon_unreachable_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["status", "--data-dir", str(tmp_path)]) == ExitStatus.DAEMON_UNREACHABLE
+    err = capsys.readouterr().err
+    assert "meshnode daemon" in err
+    assert err.count("\n") == 1
+
+
+def test_wrong_passphrase_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from meshnode.home import DataDir
+
+    DataDir(tmp_path).initialise("Local 12", "right", opslimit=1, memlimit=8192)
+    monkeypatch.setenv("MESHNODE_PASSPHRASE", "wrong")
+    assert run(["id", "--data-dir", str(tmp_path)]) == ExitStatus.ERROR
+    err = capsys.readouterr().err
+    assert "wrong passphrase" in err
+    assert err.count("\n") == 1
+
+
+def test_private_mesh_writes_a_network_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["init", "--data-dir", str(tmp_path), "--private-mesh", "--name", "A"]) == 0
+    key = (tmp_path / "network.key").read_text().strip()
+    assert len(bytes.fromhex(key)) == 32
+    assert (tmp_path / "network.key").stat().st_mode & 0o777 == 0o600
+    assert "network_key_file" in (tmp_path / "meshnode.toml").read_text()

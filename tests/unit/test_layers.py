@@ -1,0 +1,238 @@
+"""Imports point one way (STYLE.md section 1), checked on the source of every module.
+
+Each module of the ``meshnode`` package is parsed with ``ast``; every import it
+makes (at the top, inside functions, under ``TYPE_CHECKING``) is checked
+against the table below. A module is governed by the longest layer name that
+is a prefix of its own name; a module that no layer covers fails the test, so
+a new top-level module makes its author decide where it belongs. Layers that
+do not exist yet are simply not exercised.
+
+Rules enforced:
+1. ``LAYERS``: which meshnode modules each layer may import (core, store, net,
+   control, daemon, client, cli and the glue around them).
+2. ``CORE_FORBIDDEN``: the core does no I/O and reads no clock or randomness;
+   its third-party imports are limited to ``CORE_THIRD_PARTY``, and it never
+   calls the ``open`` builtin.
+3. ``ONLY_IN``: the asyncio island (asyncio, kademlia, rpcudp, trio_asyncio)
+   lives in ``meshnode.net.dht`` alone; sqlite3 in ``meshnode.store`` alone.
+4. Importing ``meshnode`` or ``meshnode.cli`` loads no part of the asyncio
+   island, so ``meshnode post`` starts fast.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from collections.abc import Collection, Iterator
+from pathlib import Path
+from typing import Final
+
+import pytest
+
+PACKAGE: Final = Path(__file__).resolve().parents[2] / "meshnode"
+
+# layer: the meshnode modules (or packages) it may import. errors and the pure
+# core are everybody's vocabulary; above them each layer names what it stands on.
+CORE: Final = "meshnode.core"
+LAYERS: Final[dict[str, tuple[str, ...]]] = {
+    "meshnode": ("meshnode",),  # the package __init__ re-exports from all of them
+    "meshnode.errors": (),
+    "meshnode.core": ("meshnode.errors", CORE),
+    "meshnode.store": ("meshnode.errors", CORE),
+    "meshnode.net": ("meshnode.errors", CORE, "meshnode.store", "meshnode.net"),
+    "meshnode.control": ("meshnode.errors", CORE),
+    "meshnode.config": ("meshnode.errors", CORE),
+    "meshnode.paths": ("meshnode.errors",),
+    "meshnode.daemon": (
+        "meshnode.errors", CORE, "meshnode.net", "meshnode.control",
+        "meshnode.config", "meshnode.paths",
+    ),
+    "meshnode.client": ("meshnode.errors", CORE, "meshnode.control", "meshnode.paths"),
+    # The offline side of the CLI (init, id): the data directory and its identity.
+    "meshnode.home": (
+        "meshnode.errors", CORE, "meshnode.store", "meshnode.api", "meshnode.paths",
+    ),
+    "meshnode.cli": (
+        "meshnode.errors", CORE, "meshnode.client", "meshnode.store", "meshnode.daemon",
+        "meshnode.config", "meshnode.paths", "meshnode.home", "meshnode.api",
+    ),
+    # The Python API, embedded (net) or through a running daemon (client).
+    "meshnode.api": (
+        "meshnode.errors", CORE, "meshnode.store", "meshnode.net", "meshnode.client",
+        "meshnode.control", "meshnode.paths",
+    ),
+}  # fmt: skip
+
+CORE_THIRD_PARTY: Final = frozenset({"nacl", "msgpack"})
+CORE_FORBIDDEN: Final = frozenset(
+    {
+        *("trio", "asyncio", "trio_asyncio", "kademlia", "rpcudp", "socket", "ssl"),
+        *("select", "selectors", "time", "datetime", "random", "secrets", "uuid"),
+        *("os", "sys", "io", "pathlib", "shutil", "tempfile", "glob", "fcntl", "mmap"),
+        *("sqlite3", "subprocess", "signal", "threading", "multiprocessing", "logging"),
+        *("urllib", "http", "pickle", "shelve"),
+    }
+)
+ONLY_IN: Final[dict[str, frozenset[str]]] = {
+    "asyncio": frozenset({"meshnode.net.dht"}),
+    "kademlia": frozenset({"meshnode.net.dht"}),
+    "rpcudp": frozenset({"meshnode.net.dht"}),
+    "trio_asyncio": frozenset({"meshnode.net.dht"}),
+    "sqlite3": frozenset({"meshnode.store"}),
+}
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out[".".join(parts)] = path
+    return out
+
+
+MODULES: Final = _modules()
+
+
+def _within(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def _layer_of(module: str) -> str | None:
+    """The longest layer that governs ``module`` (the root only governs itself)."""
+    candidates = [k for k in LAYERS if k == module or (k != "meshnode" and _within(module, k))]
+    return max(candidates, key=len, default=None)
+
+
+def _imports(
+    module: str, path: Path, known: Collection[str] = MODULES.keys()
+) -> Iterator[tuple[str, int]]:
+    """(absolute module name, line) for every import in ``path``."""
+    is_package = path.name == "__init__.py"
+    package = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, node.lineno
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                origin = ".".join([*base, node.module] if node.module else base)
+            else:
+                origin = node.module or ""
+            for alias in node.names:
+                # ``from meshnode.core import codec`` imports the module meshnode.core.codec.
+                candidate = f"{origin}.{alias.name}"
+                yield (candidate if candidate in known else origin), node.lineno
+
+
+def _open_calls(path: Path) -> Iterator[int]:
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        func = node.func if isinstance(node, ast.Call) else None
+        if isinstance(func, ast.Name) and func.id == "open":
+            yield func.lineno
+
+
+def _layer_violations(module: str, imports: list[tuple[str, int]]) -> list[str]:
+    layer = _layer_of(module)
+    if layer is None:
+        return [f"{module} is in no layer of tests/unit/test_layers.py: add it to LAYERS"]
+    allowed = LAYERS[layer]
+    return [
+        f"line {line}: {name} (the {layer} layer may import only {allowed})"
+        for name, line in imports
+        if _within(name, "meshnode") and not any(_within(name, a) for a in allowed)
+    ]
+
+
+def _io_violations(imports: list[tuple[str, int]], open_calls: list[int]) -> list[str]:
+    wrong = []
+    for name, line in imports:
+        top = name.partition(".")[0]
+        if top == "meshnode":
+            continue
+        if top in CORE_FORBIDDEN:
+            wrong.append(f"line {line}: {name} (I/O, clock or randomness)")
+        elif top not in sys.stdlib_module_names and top not in CORE_THIRD_PARTY:
+            wrong.append(f"line {line}: {name} (third-party beyond {sorted(CORE_THIRD_PARTY)})")
+    return wrong + [f"line {line}: open() builtin" for line in open_calls]
+
+
+def _island_violations(module: str, imports: list[tuple[str, int]]) -> list[str]:
+    return [
+        f"line {line}: {name} (only {sorted(ONLY_IN[top])} may)"
+        for name, line in imports
+        if (top := name.partition(".")[0]) in ONLY_IN and module not in ONLY_IN[top]
+    ]
+
+
+def test_the_package_is_found() -> None:
+    assert {"meshnode", "meshnode.errors", "meshnode.core.bulletin"} <= set(MODULES)
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_imports_point_one_way(module: str) -> None:
+    wrong = _layer_violations(module, list(_imports(module, MODULES[module])))
+    assert not wrong, f"{module}: {wrong}"
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if _within(m, CORE)))
+def test_core_does_no_io(module: str) -> None:
+    path = MODULES[module]
+    wrong = _io_violations(list(_imports(module, path)), list(_open_calls(path)))
+    assert not wrong, f"{module} is sans-I/O: {wrong}"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_islands_stay_in_their_module(module: str) -> None:
+    wrong = _island_violations(module, list(_imports(module, MODULES[module])))
+    assert not wrong, f"{module}: {wrong}"
+
+
+def test_the_checker_sees_violations(tmp_path: Path) -> None:
+    """Every import form is resolved, so a violation cannot hide from the tests above."""
+    path = tmp_path / "bad.py"
+    path.write_text(
+        "import os.path\n"
+        "from . import codec\n"
+        "from .. import cli\n"
+        "from meshnode.core import crypto\n"
+        "import trio_asyncio\n"
+        "def f():\n"
+        "    from meshnode.net import node\n"
+        "    return open('x')\n"
+    )
+    known = {"meshnode.cli", "meshnode.core.codec", "meshnode.core.crypto", "meshnode.net.node"}
+    imports = sorted(_imports("meshnode.core.bad", path, known))
+    assert imports == [
+        ("meshnode.cli", 3),
+        ("meshnode.core.codec", 2),
+        ("meshnode.core.crypto", 4),
+        ("meshnode.net.node", 7),
+        ("os.path", 1),
+        ("trio_asyncio", 5),
+    ]
+    assert len(_layer_violations("meshnode.core.bad", imports)) == 2  # cli and net
+    assert len(_io_violations(imports, list(_open_calls(path)))) == 3  # os, trio_asyncio, open
+    assert len(_island_violations("meshnode.core.bad", imports)) == 1
+    assert _island_violations("meshnode.net.dht", imports) == []
+    assert _layer_violations("meshnode.brand_new", []) != []
+    assert _layer_of("meshnode.core.bad") == "meshnode.core"
+    assert _layer_of("meshnode.net.node") == "meshnode.net"
+    assert _layer_of("meshnode") == "meshnode"
+
+
+def test_importing_the_api_and_cli_loads_no_asyncio_island() -> None:
+    code = (
+        "import sys, meshnode, meshnode.cli\n"
+        "meshnode.Identity, meshnode.Bulletin, meshnode.Channel\n"
+        "heavy = {'kademlia', 'rpcudp', 'trio_asyncio'} & set(sys.modules)\n"
+        "print(sorted(heavy))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
