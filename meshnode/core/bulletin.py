@@ -27,8 +27,6 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
-import msgpack
-
 from meshnode.core import codec, crypto
 from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity
@@ -53,6 +51,7 @@ PUBLIC_STREAM: Final = bytes(32)
 DIRECT_STREAM: Final = b"\xff" * 32
 _FIELDS: Final = 11
 _ZERO_NONCE: Final = bytes(crypto.XNONCE_SIZE)
+_ARRAY_OF_FIELDS: Final = bytes([0x90 | _FIELDS])  # msgpack fixarray header, 11 elements
 
 
 class Kind(IntEnum):
@@ -152,11 +151,13 @@ class Bulletin:
         problem = _content_problem(content_type, data)
         if problem is not None:
             raise ValueError(problem)
-        if isinstance(audience, Channel):
-            channel_id: bytes | None = audience.id
-            aud: object = [audience.id, audience.epoch]
-        else:
-            channel_id, aud = None, None
+        channel = audience if isinstance(audience, Channel) else None
+        channel_id: bytes | None = None
+        epoch: int | None = None
+        aud: object = None
+        if channel is not None:
+            channel_id, epoch = channel.id, channel.epoch
+            aud = [channel_id, epoch]
         header = [
             VERSION,
             int(kind),
@@ -170,18 +171,21 @@ class Bulletin:
             endorses,
         ]
         try:
-            prefix = msgpack.Packer(use_bin_type=True).pack_array_header(_FIELDS)
-            prefix += b"".join(codec.pack(f) for f in header)
+            # The 10 header fields packed as one array, its 1-byte array header
+            # swapped for the 11-element one: the body up to the payload.
+            prefix = _ARRAY_OF_FIELDS + codec.pack(header)[1:]
         except (ValueError, TypeError, OverflowError) as exc:
             raise ValueError(f"bulletin field out of range: {exc}") from None
-        plain = codec.pack([content_type, data])
         payload: object
         if audience is None:
             payload = [content_type, data]
         elif isinstance(audience, Channel):
             nonce = rng(crypto.XNONCE_SIZE)
-            payload = nonce + crypto.xchacha_encrypt(audience.epoch_key(), nonce, plain, prefix)
+            plain = codec.pack([content_type, data])
+            key = audience.epoch_key(epoch)
+            payload = nonce + crypto.xchacha_encrypt(key, nonce, plain, prefix)
         else:
+            plain = codec.pack([content_type, data])
             payload = _seal_direct(author, audience, plain, prefix, rng)
         body = prefix + codec.pack(payload)
         raw = body + author.sign(SIGN_LABEL + body)
@@ -197,7 +201,7 @@ class Bulletin:
             created_at=now,
             expires_at=expires_at,
             channel_id=channel_id,
-            epoch=audience.epoch if isinstance(audience, Channel) else None,
+            epoch=epoch,
             reply_to=reply_to,
             endorses=endorses,
             payload=payload,
