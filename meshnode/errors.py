@@ -64,6 +64,10 @@ class InvalidRecord(MeshError):
     """A DHT record that fails validation (type, key, signature, expiry or size)."""
 
 
+class StaleRecord(InvalidRecord):
+    """A valid DHT record that brings nothing newer than the one already held."""
+
+
 class StoreError(MeshError):
     """The local store could not do what was asked."""
 
