@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from meshnode.api import Bulletin, Channel, Identity
+    from meshnode.client import AsyncClient, Client, connect, connect_async
+    from meshnode.net.node import Node, NodeConfig, open_node
     from meshnode.core.bulletin import Content, Kind
     from meshnode.core.identity import fingerprint, format_key, parse_key
     from meshnode.errors import (
@@ -30,6 +32,13 @@ _EXPORTS: dict[str, str] = {
     "Identity": "meshnode.api",
     "Channel": "meshnode.api",
     "Bulletin": "meshnode.api",
+    "open_node": "meshnode.net.node",
+    "Node": "meshnode.net.node",
+    "NodeConfig": "meshnode.net.node",
+    "connect": "meshnode.client",
+    "connect_async": "meshnode.client",
+    "Client": "meshnode.client",
+    "AsyncClient": "meshnode.client",
     "Content": "meshnode.core.bulletin",
     "Kind": "meshnode.core.bulletin",
     "format_key": "meshnode.core.identity",

@@ -44,6 +44,12 @@ from meshnode.errors import AuthenticationError, StoreError
 DEFAULT_AUTHOR_QUOTA: Final = 64 * 1024 * 1024
 """Bytes of bulletins held for one author, unless the node is configured otherwise."""
 
+DEFAULT_DIRECT_LIFETIME: Final = 7 * 86400
+"""How long a direct bulletin without an expiry waits for an offline recipient."""
+MAIL_PER_SENDER: Final = 64
+MAIL_BYTES_PER_SENDER: Final = 1024 * 1024
+MAIL_TOTAL_BYTES: Final = 256 * 1024 * 1024
+
 _SEAL_NONCE_SIZE: Final = 24
 
 MIGRATIONS: Final[tuple[str, ...]] = (
@@ -112,6 +118,29 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         second_id   BLOB NOT NULL,
         detected_at INTEGER NOT NULL,
         PRIMARY KEY (author, stream, seq, second_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE mail (
+        arrival     INTEGER PRIMARY KEY AUTOINCREMENT,
+        recipient   BLOB NOT NULL,
+        id          BLOB NOT NULL,
+        author      BLOB NOT NULL,
+        size        INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        received_at INTEGER NOT NULL,
+        raw         BLOB NOT NULL,
+        UNIQUE (recipient, id)
+    );
+    CREATE INDEX mail_by_sender ON mail (recipient, author);
+    CREATE INDEX mail_by_expiry ON mail (expires_at);
+
+    CREATE TABLE outbox (
+        id         BLOB NOT NULL,
+        recipient  BLOB NOT NULL,
+        expires_at INTEGER NOT NULL,
+        delivered  INTEGER NOT NULL DEFAULT 0,
+        holders    INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (id, recipient)
     ) WITHOUT ROWID;
 
     CREATE TABLE dht_records (
@@ -508,6 +537,20 @@ class Store:
         )
         return [_stored(r) for r in rows]
 
+    def id_at(self, stream: bytes, author: bytes, seq: int) -> bytes | None:
+        """The id of a held bulletin at (stream, author, seq), the first one if forked."""
+        row = self._db.execute(
+            "SELECT id FROM bulletins WHERE stream = ? AND author = ? AND seq = ? "
+            "ORDER BY cursor LIMIT 1",
+            (stream, author, seq),
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def items(self, stream: bytes) -> list[tuple[int, bytes]]:
+        """Every (created_at, id) held on a stream: what anti-entropy reconciles."""
+        rows = self._db.execute("SELECT created_at, id FROM bulletins WHERE stream = ?", (stream,))
+        return [(t, bytes(i)) for t, i in rows]
+
     def gaps(self, stream: bytes, author: bytes, *, limit: int = 256) -> list[int]:
         """Sequence numbers below the author's frontier that this node lacks (bounded)."""
         missing: list[int] = []
@@ -563,8 +606,100 @@ class Store:
             cur = self._db.execute(
                 "DELETE FROM bulletins WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
             )
+            self._db.execute("DELETE FROM mail WHERE expires_at <= ?", (now,))
+            self._db.execute("DELETE FROM outbox WHERE expires_at <= ?", (now,))
+            self._db.execute("DELETE FROM dht_records WHERE expires_at <= ?", (now,))
         # Frontiers keep max_seq: an expired bulletin is not a gap to fetch again.
         return cur.rowcount
+
+    # Direct delivery: what we send, and what we hold for others ------------------
+
+    def queue_delivery(self, bulletin: Bulletin, recipients: Sequence[bytes]) -> None:
+        """Remember to deliver our direct bulletin to each recipient until it expires."""
+        expires = bulletin.expires_at or bulletin.created_at + DEFAULT_DIRECT_LIFETIME
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO outbox (id, recipient, expires_at) VALUES (?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                [(bulletin.id, r, expires) for r in recipients],
+            )
+
+    def pending_deliveries(self, *, now: int) -> list[tuple[bytes, bytes, int]]:
+        """(bulletin id, recipient, holders so far) not yet delivered and not expired."""
+        rows = self._db.execute(
+            "SELECT id, recipient, holders FROM outbox "
+            "WHERE delivered = 0 AND expires_at > ? ORDER BY expires_at",
+            (now,),
+        )
+        return [(bytes(i), bytes(r), h) for i, r, h in rows]
+
+    def delivered(self, bulletin_id: bytes, recipient: bytes) -> None:
+        """The recipient's own node acknowledged the bulletin."""
+        with self._transaction():
+            self._db.execute(
+                "UPDATE outbox SET delivered = 1 WHERE id = ? AND recipient = ?",
+                (bulletin_id, recipient),
+            )
+
+    def held_by_one_more(self, bulletin_id: bytes, recipient: bytes) -> None:
+        """A holder acknowledged keeping the bulletin for an offline recipient."""
+        with self._transaction():
+            self._db.execute(
+                "UPDATE outbox SET holders = holders + 1 WHERE id = ? AND recipient = ?",
+                (bulletin_id, recipient),
+            )
+
+    def hold_mail(self, recipient: bytes, bulletin: Bulletin, *, now: int) -> bool:
+        """Keep a verified direct bulletin for an offline recipient; False if refused.
+
+        Bounded (docs/spec/gossip.md, "Direct delivery"): per (author,
+        recipient) :data:`MAIL_PER_SENDER` bulletins and :data:`MAIL_BYTES_PER_SENDER`
+        bytes, :data:`MAIL_TOTAL_BYTES` in all; nothing already expired, nothing
+        kept past its expiry.
+        """
+        expires = bulletin.expires_at or bulletin.created_at + DEFAULT_DIRECT_LIFETIME
+        size = len(bulletin.raw)
+        if expires <= now:
+            return False
+        with self._transaction():
+            count, used = self._db.execute(
+                "SELECT count(*), coalesce(sum(size), 0) FROM mail "
+                "WHERE recipient = ? AND author = ?",
+                (recipient, bulletin.author),
+            ).fetchone()
+            (total,) = self._db.execute("SELECT coalesce(sum(size), 0) FROM mail").fetchone()
+            if (
+                count >= MAIL_PER_SENDER
+                or used + size > MAIL_BYTES_PER_SENDER
+                or total + size > MAIL_TOTAL_BYTES
+            ):
+                return False
+            self._db.execute(
+                "INSERT INTO mail (recipient, id, author, size, expires_at, received_at, raw) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (recipient, bulletin.id, bulletin.author, size, expires, now, bulletin.raw),
+            )
+        return True
+
+    def mail_for(self, recipient: bytes, *, now: int, limit: int) -> tuple[list[bytes], bool]:
+        """Up to ``limit`` held bulletins for ``recipient``, oldest first, and whether
+        there are more."""
+        rows = self._db.execute(
+            "SELECT raw FROM mail WHERE recipient = ? AND expires_at > ? ORDER BY arrival LIMIT ?",
+            (recipient, now, limit + 1),
+        ).fetchall()
+        return [bytes(r[0]) for r in rows[:limit]], len(rows) > limit
+
+    def forget_mail(self, recipient: bytes, ids: Sequence[bytes]) -> None:
+        """The recipient has these: stop holding them."""
+        with self._transaction():
+            self._db.executemany(
+                "DELETE FROM mail WHERE recipient = ? AND id = ?", [(recipient, i) for i in ids]
+            )
+
+    def mail_count(self) -> int:
+        """How many bulletins this node holds for offline recipients."""
+        return int(self._db.execute("SELECT count(*) FROM mail").fetchone()[0])
 
     # DHT records (the RecordStore protocol of meshnode.net.dht) -------------------
 

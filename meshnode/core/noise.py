@@ -192,8 +192,10 @@ class SymmetricState:
     __slots__ = ("_ck", "_h", "cipher")
 
     def __init__(self, protocol_name: bytes) -> None:
-        h = protocol_name.ljust(HASHLEN, b"\x00") if len(protocol_name) <= HASHLEN else (
-            crypto.blake2b_512(protocol_name)
+        h = (
+            protocol_name.ljust(HASHLEN, b"\x00")
+            if len(protocol_name) <= HASHLEN
+            else (crypto.blake2b_512(protocol_name))
         )
         self._ck = h
         self._h = h
@@ -437,8 +439,8 @@ class HandshakeState:
         ephemeral: KeyPair | None = None,
         rng: crypto.Rng | None = None,
     ) -> None:
-        self._protocol = protocol if isinstance(protocol, NoiseProtocol) else (
-            NoiseProtocol.parse(protocol)
+        self._protocol = (
+            protocol if isinstance(protocol, NoiseProtocol) else (NoiseProtocol.parse(protocol))
         )
         pattern = self._protocol.pattern
         if len(psks) != self._protocol.psk_count or any(len(p) != PSKLEN for p in psks):
@@ -446,9 +448,7 @@ class HandshakeState:
         if remote_static is not None and len(remote_static) != DHLEN:
             raise ValueError("a remote static key is 32 bytes")
         writes_e = any(
-            "e" in tokens
-            for i, tokens in enumerate(pattern.messages)
-            if (i % 2 == 0) == initiator
+            "e" in tokens for i, tokens in enumerate(pattern.messages) if (i % 2 == 0) == initiator
         )
         if writes_e and ephemeral is None and rng is None:
             raise ValueError("give an rng (or, for test vectors, a fixed ephemeral key)")
@@ -534,8 +534,10 @@ class HandshakeState:
             self._result = self._symmetric.split()
             self._phase = HandshakePhase.DONE
         else:
-            self._phase = HandshakePhase.WRITE if self._phase is HandshakePhase.READ else (
-                HandshakePhase.READ
+            self._phase = (
+                HandshakePhase.WRITE
+                if self._phase is HandshakePhase.READ
+                else (HandshakePhase.READ)
             )
 
     def write_message(self, payload: bytes = b"") -> bytes:

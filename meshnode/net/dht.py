@@ -1036,8 +1036,8 @@ class DHTNode:
         self._rendezvous[record.key] = record
         return await self._publish(record)
 
-    async def closest(self, group_key: bytes, count: int) -> list[str]:
-        """The ``host:port`` of up to ``count`` live nodes closest to a group's node ID.
+    async def closest(self, group_key: bytes, count: int) -> list[tuple[bytes, str]]:
+        """(node ID, ``host:port``) of up to ``count`` live nodes closest to a group's node ID.
 
         They are the nodes that would hold that group's records, so the node
         layer leaves mail for an absent group with them. The group's own node
@@ -1045,7 +1045,7 @@ class DHTNode:
         node's sessions listen on its DHT port number, so these addresses serve both.
         """
         found = await self._aio(self._server.closest(records.node_id(group_key), count))
-        return [f"{n.ip}:{n.port}" for n in found]  # type: ignore[attr-defined]
+        return [(n.id, f"{n.ip}:{n.port}") for n in found]  # type: ignore[attr-defined]
 
     async def lookup_rendezvous(self, tag: bytes) -> list[ContactRecord]:
         """The union of the members' contact records several nodes hold for ``tag``."""

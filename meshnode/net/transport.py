@@ -251,8 +251,12 @@ class Session:
         finally:
             self._send_tx.close()
             self._recv_tx.close()
-            await trio.aclose_forcefully(self._stream)
-            self._done.set()
+            try:
+                await trio.aclose_forcefully(self._stream)
+            finally:
+                # Set even when an outer cancellation escapes the close, or a
+                # shielded aclose() elsewhere would wait for it forever.
+                self._done.set()
 
     async def _reader(self) -> None:
         """Feed the machine; deliver messages; watch the idle timer (spec: "Idle timeout")."""

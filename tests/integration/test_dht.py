@@ -417,7 +417,7 @@ async def test_rendezvous_lookup_takes_the_union() -> None:
             candidates = [n for n in nodes[1:] if n.node_id != target]
             others = sorted(candidates, key=lambda n: _distance(n.node_id, target))[:3]
             expected = {_addr(n, _host(nodes, n, 160)) for n in others}
-            assert set(await nodes[0].closest(group, 3)) == expected
+            assert {a for _, a in await nodes[0].closest(group, 3)} == expected
 
 
 # --- interop with the stock package ----------------------------------------------------------

@@ -40,7 +40,11 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
     "meshnode.errors": (),
     "meshnode.core": ("meshnode.errors", CORE),
     "meshnode.store": ("meshnode.errors", CORE),
-    "meshnode.net": ("meshnode.errors", CORE, "meshnode.store", "meshnode.net"),
+    # The node opens its data directory (identity, store) through home and api.
+    "meshnode.net": (
+        "meshnode.errors", CORE, "meshnode.store", "meshnode.net",
+        "meshnode.home", "meshnode.paths", "meshnode.api", "meshnode.config",
+    ),
     "meshnode.control": ("meshnode.errors", CORE),
     "meshnode.config": ("meshnode.errors", CORE),
     "meshnode.paths": ("meshnode.errors",),

@@ -154,9 +154,7 @@ def test_the_vector_folder_yields_supported_vectors() -> None:
     print(f"{len(SUPPORTED)} of {len(ALL_VECTORS)} Noise vectors supported and run")
 
 
-@pytest.mark.parametrize(
-    "vector", SUPPORTED, ids=[f"{v.source}:{v.protocol}" for v in SUPPORTED]
-)
+@pytest.mark.parametrize("vector", SUPPORTED, ids=[f"{v.source}:{v.protocol}" for v in SUPPORTED])
 def test_vector(vector: Vector) -> None:
     initiator, responder = _side(vector, True), _side(vector, False)
     handshake_length = len(initiator.protocol.pattern.messages)

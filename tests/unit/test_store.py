@@ -14,7 +14,7 @@ from meshnode.core.bulletin import Bulletin
 from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity
 from meshnode.errors import StoreError
-from meshnode.store import MIGRATIONS, Insert, Store
+from meshnode.store import MAIL_PER_SENDER, MIGRATIONS, Insert, Store
 from tests.conftest import Rng, seeded_rng
 
 KEY = bytes(range(32))
@@ -211,3 +211,41 @@ def test_get_many_keeps_order_and_skips_unknown(
     ids = [b.id for b in reversed(bs)]
     got = store.get_many([*ids, bytes(32)])
     assert [g.id for g in got] == ids
+
+
+def test_mail_is_bounded_per_sender_and_handed_out_in_order(
+    store: Store, alice: Identity, bob: Identity
+) -> None:
+    rng = seeded_rng()
+    direct = [
+        Bulletin.seal(alice, [bob.public_key], b"m", seq=s, prev=_prev(s), now=NOW + s, rng=rng)
+        for s in range(1, MAIL_PER_SENDER + 3)
+    ]
+    kept = [store.hold_mail(bob.public_key, b, now=NOW) for b in direct]
+    assert kept.count(True) == MAIL_PER_SENDER
+    assert store.mail_count() == MAIL_PER_SENDER
+    first, more = store.mail_for(bob.public_key, now=NOW, limit=10)
+    assert more
+    assert first == [b.raw for b in direct[:10]]
+    store.forget_mail(bob.public_key, [b.id for b in direct[:10]])
+    assert store.mail_count() == MAIL_PER_SENDER - 10
+    assert store.mail_for(alice.public_key, now=NOW, limit=10) == ([], False)
+    late = NOW + 8 * 86400
+    assert store.mail_for(bob.public_key, now=late, limit=10) == ([], False)
+    store.purge_expired(now=late)
+    assert store.mail_count() == 0
+
+
+def test_outbox_until_delivered(
+    store: Store, alice: Identity, bob: Identity, carol: Identity
+) -> None:
+    b = Bulletin.seal(
+        alice, [bob.public_key, carol.public_key], b"hi", seq=1, prev=None, now=NOW,
+        rng=seeded_rng(),
+    )  # fmt: skip
+    store.queue_delivery(b, [bob.public_key, carol.public_key])
+    assert len(store.pending_deliveries(now=NOW)) == 2
+    store.delivered(b.id, bob.public_key)
+    store.held_by_one_more(b.id, carol.public_key)
+    assert store.pending_deliveries(now=NOW) == [(b.id, carol.public_key, 1)]
+    assert store.pending_deliveries(now=NOW + 8 * 86400) == []

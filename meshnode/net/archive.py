@@ -1,0 +1,335 @@
+"""What a node holds and writes: its bulletins, channels and contacts over the store.
+
+The node's trio code calls this synchronous layer, which never blocks on the
+network. It:
+- seals the node's own bulletins with the next sequence number and ``prev``
+  of their stream, and stores them before anyone hears of them (so a post is
+  durable when it returns);
+- takes in received bulletins (stored once, forks kept, quotas enforced) and
+  keeps one :class:`~meshnode.core.sync.RangeIndex` per topic beside the
+  store, which is the :class:`~meshnode.core.sync.Holdings` gossip and sync
+  read;
+- applies key updates addressed to this group to the channels it holds;
+- turns stored bulletins into the :class:`~meshnode.core.views.BulletinRecord`
+  an organizer reads, when this group can open them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from meshnode.core import crypto, views
+from meshnode.core.bulletin import DIRECT_STREAM, PUBLIC_STREAM, TEXT_PLAIN, Bulletin, Kind
+from meshnode.core.channel import KEY_UPDATE_TYPE, Channel, decode_key_update, encode_key_update
+from meshnode.core.identity import Identity, fingerprint, parse_key
+from meshnode.core.sync import RangeIndex, topic_of
+from meshnode.core.wire import Topic
+from meshnode.errors import (
+    BulletinTooLarge,
+    InvalidKey,
+    MeshError,
+    NotARecipient,
+    StoreError,
+    UnknownBulletin,
+    UnknownChannel,
+    UnknownContact,
+    WrongChannel,
+)
+from meshnode.store import Insert, Store, StoredBulletin
+
+_KIND_NAMES = {
+    Kind.PUBLIC: "public",
+    Kind.CHANNEL: "channel",
+    Kind.DIRECT: "direct",
+    Kind.ENDORSEMENT: "endorsement",
+    Kind.KEY_UPDATE: "key-update",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    """What taking in one bulletin did."""
+
+    result: Insert
+    channel_changed: Channel | None = None
+    """A key update addressed to us gave this channel a new epoch."""
+
+
+class Archive:
+    """A node's bulletins, channels and contacts; the gossip machine's Holdings.
+
+    Args:
+        identity: this group's identity (its own bulletins are sealed with it).
+        store: the open store.
+        clock: the Unix time in seconds, written into bulletins.
+        rng: random bytes for nonces and keys.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        store: Store,
+        *,
+        clock: Callable[[], int],
+        rng: crypto.Rng = os.urandom,
+    ) -> None:
+        self.identity = identity
+        self.store = store
+        self._clock = clock
+        self._rng = rng
+        self._channels: dict[bytes, Channel] = {c.id: c for c in store.channels()}
+        self._indexes: dict[Topic, RangeIndex] = {}
+
+    # Holdings (read by gossip and sync) ----------------------------------------
+
+    def has(self, bulletin_id: bytes) -> bool:
+        return self.store.has(bulletin_id)
+
+    def get(self, topic: Topic, ids: Sequence[bytes]) -> list[bytes]:
+        index = self.index(topic)
+        return [s.raw for s in self.store.get_many([i for i in ids if i in index])]
+
+    def seq_id(self, topic: Topic, author: bytes, seq: int) -> bytes | None:
+        return self.store.id_at(topic, author, seq)
+
+    def index(self, topic: Topic) -> RangeIndex:
+        index = self._indexes.get(topic)
+        if index is None:
+            index = self._indexes[topic] = RangeIndex(self.store.items(topic))
+        return index
+
+    # Channels ----------------------------------------------------------------------
+
+    def channels(self) -> list[Channel]:
+        """The channels this group is in, by name."""
+        return sorted(self._channels.values(), key=lambda c: c.name)
+
+    def channel(self, channel_id: bytes) -> Channel | None:
+        return self._channels.get(channel_id)
+
+    def find_channel(self, name_or_id: str) -> Channel | None:
+        """A channel by its name, or by its id in hex (or a unique prefix of it)."""
+        wanted = name_or_id.strip()
+        for c in self._channels.values():
+            if c.name == wanted:
+                return c
+        lowered = wanted.lower()
+        if len(lowered) >= 8:
+            matches = [c for c in self._channels.values() if c.id.hex().startswith(lowered)]
+            if len(matches) == 1:
+                return matches[0]
+        return None
+
+    def require_channel(self, name_or_id: str) -> Channel:
+        """:meth:`find_channel`, raising UnknownChannel with what to do next."""
+        channel = self.find_channel(name_or_id)
+        if channel is None:
+            raise UnknownChannel(
+                f"no channel {name_or_id!r} on this node (see 'meshnode channel list')"
+            )
+        return channel
+
+    def add_channel(self, channel: Channel) -> Channel:
+        """Keep a channel (merging epochs with the copy already held)."""
+        held = self._channels.get(channel.id)
+        if held is not None:
+            for epoch, secret in channel.epochs.items():
+                if epoch not in held.epochs:
+                    held = held.with_epoch(epoch, secret)
+            channel = held
+        elif self.find_channel(channel.name) is not None:
+            raise StoreError(f"a different channel named {channel.name!r} is already here")
+        self.store.save_channel(channel, now=self._clock())
+        self._channels[channel.id] = channel
+        return channel
+
+    def remove_channel(self, channel: Channel) -> None:
+        self.store.delete_channel(channel.id)
+        self._channels.pop(channel.id, None)
+
+    # Writing our own ---------------------------------------------------------------
+
+    def _next(self, stream: bytes) -> tuple[int, bytes | None]:
+        me = self.identity.public_key
+        seq = self.store.frontiers(stream).get(me, 0)
+        prev = self.store.id_at(stream, me, seq) if seq else None
+        return seq + 1, prev
+
+    def seal(
+        self,
+        audience: Channel | Sequence[bytes] | None,
+        data: bytes,
+        *,
+        content_type: str = TEXT_PLAIN,
+        expires_in: int | None = None,
+        reply_to: bytes | None = None,
+        endorses: bytes | None = None,
+        kind: Kind | None = None,
+    ) -> Bulletin:
+        """Seal, sign and durably store a bulletin of this group's; returns it.
+
+        Raises:
+            BulletinTooLarge: the text does not fit the 64 KiB envelope.
+        """
+        now = self._clock()
+        stream = (
+            audience.id
+            if isinstance(audience, Channel)
+            else (DIRECT_STREAM if audience is not None else PUBLIC_STREAM)
+        )
+        seq, prev = self._next(stream)
+        try:
+            bulletin = Bulletin.seal(
+                self.identity,
+                audience,
+                data,
+                seq=seq,
+                prev=prev,
+                now=now,
+                rng=self._rng,
+                content_type=content_type,
+                expires_at=None if expires_in is None else now + expires_in,
+                reply_to=reply_to,
+                endorses=endorses,
+                kind=kind,
+            )
+        except ValueError as exc:
+            if "exceeds" in str(exc):
+                raise BulletinTooLarge(
+                    f"the text is too long for one bulletin ({len(data)} bytes; "
+                    "a bulletin is at most 64 KiB with its envelope)"
+                ) from None
+            raise MeshError(str(exc)) from None
+        self.ingest(bulletin)
+        return bulletin
+
+    def key_update(self, channel: Channel, recipients: Sequence[bytes]) -> Bulletin:
+        """Seal the key update handing ``channel``'s current epoch to ``recipients``."""
+        return self.seal(
+            list(recipients),
+            encode_key_update(channel),
+            content_type=KEY_UPDATE_TYPE,
+            kind=Kind.KEY_UPDATE,
+            expires_in=7 * 86400,
+        )
+
+    # Taking in ---------------------------------------------------------------------
+
+    def ingest(self, bulletin: Bulletin) -> Ingested:
+        """Store a verified bulletin; index it; apply it if it is a key update for us."""
+        result = self.store.add(bulletin, now=self._clock())
+        if not result.stored:
+            return Ingested(result)
+        topic = topic_of(bulletin)
+        if topic is not None:
+            self.index(topic).add(bulletin.created_at, bulletin.id)
+            return Ingested(result)
+        if bulletin.kind == Kind.KEY_UPDATE and bulletin.author != self.identity.public_key:
+            return Ingested(result, self._apply_key_update(bulletin))
+        return Ingested(result)
+
+    def _apply_key_update(self, bulletin: Bulletin) -> Channel | None:
+        try:
+            content = bulletin.open(self.identity)
+            channel_id, epoch, secret = decode_key_update(content.data)
+        except MeshError:
+            return None  # not for us, or damaged: kept as held mail, nothing to apply
+        held = self._channels.get(channel_id)
+        if held is None or epoch in held.epochs:
+            return None
+        return self.add_channel(held.with_epoch(epoch, secret))
+
+    def purge_expired(self) -> int:
+        """Drop expired bulletins from the store and from the indexes."""
+        removed = self.store.purge_expired(now=self._clock())
+        if removed:
+            self._indexes.clear()  # rebuilt from the store on next use
+        return removed
+
+    # Reading -----------------------------------------------------------------------
+
+    def record(self, stored: StoredBulletin) -> views.BulletinRecord | None:
+        """The bulletin as an organizer reads it, or None if this group cannot open it
+        (another channel's, an epoch it does not hold, a direct one for others, a
+        key update)."""
+        b = Bulletin.from_bytes(stored.raw)
+        channel = self._channels.get(b.channel_id) if b.channel_id is not None else None
+        if b.kind == Kind.KEY_UPDATE:
+            return None
+        try:
+            if b.channel_id is not None:
+                if channel is None:
+                    return None
+                content = b.open(channel)
+            elif b.kind == Kind.DIRECT:
+                content = b.open(self.identity)
+            else:
+                content = b.open()
+        except (WrongChannel, NotARecipient):
+            return None
+        try:
+            text = content.text
+        except UnicodeDecodeError:
+            text = f"({content.content_type}, {len(content.data)} bytes)"
+        return views.BulletinRecord(
+            id=b.id,
+            author=b.author,
+            author_name=self.author_name(b.author),
+            kind=_KIND_NAMES[b.kind],
+            channel=channel.name if channel is not None else None,
+            channel_id=b.channel_id,
+            text=text,
+            created_at=b.created_at,
+            expires_at=b.expires_at,
+            reply_to=b.reply_to,
+            endorses=b.endorses,
+            seq=b.seq,
+            cursor=stored.cursor,
+        )
+
+    def history(
+        self, channel: Channel | None, *, since: int | None = None
+    ) -> list[views.BulletinRecord]:
+        """Readable bulletins in order: one channel's, or everything readable."""
+        if channel is not None:
+            rows = self.store.channel_bulletins(channel.id, since=since)
+        else:
+            rows = []
+            cursor = 0
+            while batch := self.store.arrivals(after=cursor):
+                rows.extend(batch)
+                cursor = batch[-1].cursor
+            rows.sort(key=lambda s: Bulletin.from_bytes(s.raw).created_at)
+        records = (self.record(s) for s in rows)
+        return [r for r in records if r is not None and (since is None or r.created_at >= since)]
+
+    def bulletin(self, bulletin_id: bytes) -> Bulletin:
+        """A held bulletin, raising UnknownBulletin."""
+        stored = self.store.get(bulletin_id)
+        if stored is None:
+            raise UnknownBulletin(f"no bulletin {bulletin_id.hex()} on this node")
+        return Bulletin.from_bytes(stored.raw)
+
+    # Contacts ----------------------------------------------------------------------
+
+    def author_name(self, key: bytes) -> str:
+        """The petname given to a group, else its own name if this is us, else its
+        fingerprint."""
+        if key == self.identity.public_key:
+            return self.identity.name
+        contact = self.store.contact(key)
+        return contact.petname if contact is not None else fingerprint(key)
+
+    def resolve_group(self, name_or_key: str) -> bytes:
+        """A group key from a contact's petname or a key text (``mk1...``)."""
+        contact = self.store.contact_by_name(name_or_key.strip())
+        if contact is not None:
+            return contact.key
+        try:
+            return parse_key(name_or_key)
+        except InvalidKey:
+            raise UnknownContact(
+                f"no contact {name_or_key!r}: add one with 'meshnode contact add NAME KEY'"
+            ) from None

@@ -1,0 +1,897 @@
+"""The node: one group's presence on the mesh, owning its store, DHT and sessions.
+
+Theory of operation:
+1. :func:`open_node` opens the data directory (the identity is created on
+   first use), the store, the session listener (TCP) and the DHT (UDP) on the
+   same port number, all in one nursery, and closes them in reverse order.
+2. Every session, dialled or accepted, is registered with the one
+   :class:`~meshnode.core.gossip.Gossip` machine. A reader task per session
+   feeds what arrives to the machine; a writer task per session drains a
+   bounded queue the machine's output goes to. A peer whose queue is full is
+   too slow to keep: its session is closed, never buffered without bound.
+3. The machine's events are acted on here: a received bulletin is stored
+   (durably) and only then accepted for relaying; a DropPeer closes the
+   session; deliveries are answered (see ``_on_delivery``).
+4. The node's own bulletins are stored before they are published, so every
+   operation that returns a bulletin returns a durable one.
+5. Background loops keep the node present: the contact record is
+   republished before it expires, each channel's rendezvous record is
+   published for each new day, members found there are dialled up to the
+   mesh degree, direct bulletins are delivered or left with holders, and
+   mail left for us is collected.
+
+Everything timed is in :class:`NodeConfig`, so tests run in seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import trio
+
+from meshnode.api import Channel as ApiChannel
+from meshnode.config import Limits
+from meshnode.core import crypto, records, views, wire
+from meshnode.core.bulletin import Bulletin, Kind
+from meshnode.core.channel import Channel, day_of
+from meshnode.core.gossip import (
+    BulletinReceived,
+    DeliveryReceived,
+    DropPeer,
+    Event,
+    ForkDetected,
+    Gossip,
+    GossipConfig,
+    Offence,
+    SyncCompleted,
+    channel_keys,
+)
+from meshnode.core.identity import Identity, fingerprint, parse_key
+from meshnode.core.noise import OPEN_MESH_KEY
+from meshnode.core.wire import PUBLIC_TOPIC, PeerId, Topic
+from meshnode.errors import (
+    InvalidBulletin,
+    MeshError,
+    PeerDisconnected,
+    RemoteProtocolError,
+    StoreError,
+    UnknownContact,
+)
+from meshnode.home import DataDir
+from meshnode.net import dht as _dht
+from meshnode.net import transport
+from meshnode.net.archive import Archive
+from meshnode.store import Contact, Insert, Store, StoredBulletin
+
+log = logging.getLogger("meshnode.node")
+
+DEFAULT_LISTEN: Final = "0.0.0.0:7447"
+DIRECT_EXPIRY: Final = 7 * 86400
+"""Direct bulletins wait for offline recipients this long unless told otherwise."""
+MAX_HOLDERS: Final = 8
+_BIND_ATTEMPTS: Final = 20
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeConfig:
+    """Every interval and bound of a node; the defaults suit a daemon that runs for months.
+
+    Attributes:
+        session: the sessions' limits and timeouts.
+        dht: the DHT's timeouts, intervals and quotas.
+        gossip: propagation and anti-entropy parameters.
+        contact_lifetime: seconds a published contact record is valid.
+        overlay_interval: seconds between looks for channel members.
+        delivery_interval: seconds between attempts to deliver direct bulletins.
+        mail_interval: seconds between collections of mail held for us.
+        purge_interval: seconds between purges of expired bulletins.
+        author_quota: bytes of bulletins stored per author.
+    """
+
+    session: transport.SessionConfig = field(default_factory=transport.SessionConfig)
+    dht: _dht.DHTConfig = field(default_factory=_dht.DHTConfig)
+    gossip: GossipConfig = field(default_factory=GossipConfig)
+    contact_lifetime: int = records.DEFAULT_LIFETIME
+    overlay_interval: float = 60.0
+    delivery_interval: float = 60.0
+    mail_interval: float = 600.0
+    purge_interval: float = 3600.0
+    author_quota: int = 64 * 1024 * 1024
+
+    @classmethod
+    def from_limits(cls, limits: Limits) -> NodeConfig:
+        """The configuration a daemon's ``[limits]`` table asks for."""
+        base = cls()
+        gossip = GossipConfig(
+            d=limits.mesh_degree,
+            d_low=min(base.gossip.d_low, limits.mesh_degree),
+            d_high=max(base.gossip.d_high, limits.mesh_degree),
+        )
+        session = transport.SessionConfig(
+            max_sessions=limits.max_sessions, max_sessions_per_ip=limits.max_sessions_per_ip
+        )
+        return cls(
+            gossip=gossip,
+            session=session,
+            author_quota=limits.quota_mb_per_author * 1024 * 1024,
+        )
+
+
+@dataclass
+class _Peer:
+    session: transport.Session
+    outbound: bool
+    since: float
+
+
+class Node:
+    """A running node. Made by :func:`open_node`; its methods are the node API."""
+
+    def __init__(
+        self,
+        *,
+        identity: Identity,
+        archive: Archive,
+        dht: _dht.DHTNode,
+        network_key: bytes,
+        address: str,
+        announce: str,
+        config: NodeConfig,
+        nursery: trio.Nursery,
+    ) -> None:
+        self.identity = identity
+        self.archive = archive
+        self.dht = dht
+        self.address = address
+        """The bound ``host:port`` (TCP sessions and UDP DHT share the port)."""
+        self.announce = announce
+        """The address put in contact records and invites."""
+        self._network_key = network_key
+        host = address.rpartition(":")[0]
+        self._local_host = None if host in ("0.0.0.0", "") else host
+        """Dial from the bound address, so peers see the address we listen on."""
+        self._config = config
+        self._nursery = nursery
+        self._peers: dict[bytes, _Peer] = {}
+        self._dialing: dict[bytes, trio.Event] = {}
+        self._arrived = trio.Condition()
+        self._last_sync: float | None = None
+        self._reachable: bool | None = None
+        self._deliver_now = trio.Event()
+        self._deposits: dict[tuple[bytes, wire.BulletinId], bytes] = {}
+        """(peer, bulletin id) -> recipient of deposits awaiting an ack."""
+        self.gossip = Gossip(
+            local=PeerId(identity.public_key),
+            holdings=archive,
+            rng=os.urandom,
+            now=trio.current_time(),
+            config=config.gossip,
+        )
+        self.gossip.subscribe(PUBLIC_TOPIC, now=trio.current_time())
+        for channel in archive.channels():
+            self._subscribe(channel)
+
+    # Sessions --------------------------------------------------------------------
+
+    def peers(self) -> list[views.PeerInfo]:
+        """The open sessions, oldest first."""
+        return [
+            views.PeerInfo(
+                key=key,
+                name=self.archive.author_name(key),
+                address=p.session.remote_address,
+                outbound=p.outbound,
+                since=p.since,
+            )
+            for key, p in sorted(self._peers.items(), key=lambda kv: kv[1].since)
+        ]
+
+    async def connect(self, address: str) -> views.PeerInfo:
+        """Open a session with the node at ``address`` (or return the one already open).
+
+        Raises:
+            PeerDisconnected: nothing answers there, or the handshake failed
+                (another mesh's network key, or not a meshnode node).
+            OperationTimeout: no answer within the session's ``handshake_timeout``.
+        """
+        key = await self._dial(address)
+        return next(p for p in self.peers() if p.key == key)
+
+    async def _dial(self, address: str) -> bytes:
+        """A session with the node at ``address``: its group key once it is registered."""
+        try:
+            session = await transport.connect_session(
+                self._nursery,
+                address,
+                identity=self.identity,
+                network_key=self._network_key,
+                config=self._config.session,
+                local_host=self._local_host,
+            )
+        except RemoteProtocolError as exc:
+            raise PeerDisconnected(f"no meshnode session with {address}: {exc}") from None
+        key = session.peer_key
+        if key == self.identity.public_key or key in self._peers or self._blocked(key):
+            await session.aclose()
+            if key == self.identity.public_key:
+                raise PeerDisconnected(f"{address} is this node itself")
+            if key not in self._peers:
+                raise PeerDisconnected(f"{address} is a blocked group")
+            return key
+        started = trio.Event()
+        self._nursery.start_soon(self._run_session, session, True, started)
+        await started.wait()
+        return key
+
+    async def _accept(self, session: transport.Session) -> None:
+        key = session.peer_key
+        if key in self._peers or key == self.identity.public_key or self._blocked(key):
+            return
+        await self._run_session(session, False, trio.Event())
+
+    async def _run_session(
+        self, session: transport.Session, outbound: bool, started: trio.Event
+    ) -> None:
+        key = session.peer_key
+        self._peers[key] = _Peer(session, outbound, time.time())
+        self.gossip.add_peer(PeerId(key), session.handshake_hash, trio.current_time())
+        log.info("session with %s at %s", fingerprint(key), session.remote_address)
+        try:
+            self._flush()
+            started.set()
+            peer = PeerId(key)
+            while True:
+                data = await session.receive()
+                self._handle(self.gossip.receive_data(peer, data, trio.current_time()))
+                self._flush()
+        except PeerDisconnected as exc:
+            log.info("session with %s ended: %s", fingerprint(key), exc)
+        finally:
+            started.set()
+            self._peers.pop(key, None)
+            self.gossip.remove_peer(PeerId(key), trio.current_time())
+            with trio.CancelScope(shield=True):
+                await session.aclose()
+
+    def _flush(self) -> None:
+        """Hand the machine's output to the sessions' bounded queues, never blocking:
+        a peer whose queue is full is too slow to keep, and is closed."""
+        for peer, payload in self.gossip.data_to_send():
+            p = self._peers.get(peer)
+            if p is None:
+                continue
+            try:
+                p.session.send_nowait(payload)
+            except trio.WouldBlock:
+                log.warning("closing the session with %s: too slow to keep up", fingerprint(peer))
+                self._nursery.start_soon(p.session.aclose)
+            except PeerDisconnected:
+                pass
+
+    async def _close(self, key: bytes) -> None:
+        p = self._peers.get(key)
+        if p is not None:
+            await p.session.aclose()
+
+    # Gossip events -----------------------------------------------------------------
+
+    def _handle(self, events: list[Event]) -> None:
+        now = trio.current_time()
+        for event in events:
+            match event:
+                case BulletinReceived():
+                    self._on_bulletin(event.bulletin, now)
+                case ForkDetected():
+                    log.warning(
+                        "fork: %s signed two bulletins with seq %d",
+                        fingerprint(event.author),
+                        event.seq,
+                    )
+                case DropPeer():
+                    log.warning("dropping a peer: %s (score %.0f)", event.reason, event.score)
+                    self._nursery.start_soon(self._close, bytes(event.peer))
+                case SyncCompleted():
+                    self._last_sync = time.time()
+                case DeliveryReceived():
+                    self._on_delivery(event.peer, event.message)
+                case _:
+                    pass
+
+    def _on_bulletin(self, bulletin: Bulletin, now: float) -> None:
+        try:
+            result = self.archive.ingest(bulletin).result
+        except StoreError as exc:
+            log.error("could not store a bulletin: %s", exc)
+            self.gossip.reject(bulletin.id, now)
+            return
+        if result is Insert.OVER_QUOTA:
+            self.gossip.reject(bulletin.id, now)
+            return
+        self.gossip.accept(bulletin.id, now)
+        self._notify()
+
+    def _notify(self) -> None:
+        async def wake() -> None:
+            async with self._arrived:
+                self._arrived.notify_all()
+
+        self._nursery.start_soon(wake)
+
+    # Direct delivery ---------------------------------------------------------------
+
+    def _on_delivery(self, peer: PeerId, message: wire.DeliveryMessage) -> None:
+        now = trio.current_time()
+        match message:
+            case wire.Deposit():
+                stored: list[wire.BulletinId] = []
+                refused: list[wire.BulletinId] = []
+                for raw in message.raws:
+                    try:
+                        b = Bulletin.from_bytes(raw)
+                    except InvalidBulletin:
+                        self._handle(self.gossip.penalize(peer, Offence.INVALID_BULLETIN, now))
+                        continue
+                    if b.kind not in (Kind.DIRECT, Kind.KEY_UPDATE):
+                        self._handle(self.gossip.penalize(peer, Offence.INVALID_BULLETIN, now))
+                        continue
+                    ok = self._take_deposit(bytes(peer), message.recipient, b)
+                    (stored if ok else refused).append(wire.BulletinId(b.id))
+                self.gossip.send(
+                    peer, wire.DepositAck(stored=tuple(stored), refused=tuple(refused))
+                )
+            case wire.DepositAck():
+                for bid in (*message.stored, *message.refused):
+                    recipient = self._deposits.pop((bytes(peer), bid), None)
+                    if recipient is None or bid not in message.stored:
+                        continue
+                    if recipient == bytes(peer):
+                        self.archive.store.delivered(bid, recipient)
+                    else:
+                        self.archive.store.held_by_one_more(bid, recipient)
+            case wire.MailRequest():
+                raws, more = self.archive.store.mail_for(
+                    bytes(peer), now=int(time.time()), limit=message.limit
+                )
+                self.gossip.send(peer, wire.Mail(raws=tuple(raws), more=more))
+            case wire.Mail():
+                ids = []
+                for raw in message.raws:
+                    try:
+                        b = Bulletin.from_bytes(raw)
+                    except InvalidBulletin:
+                        self._handle(self.gossip.penalize(peer, Offence.INVALID_BULLETIN, now))
+                        continue
+                    if b.kind in (Kind.DIRECT, Kind.KEY_UPDATE):
+                        self._ingest_direct(b)
+                        ids.append(wire.BulletinId(b.id))
+                if ids:
+                    self.gossip.send(peer, wire.MailAck(ids=tuple(ids)))
+                if message.more:
+                    self.gossip.send(peer, wire.MailRequest(limit=wire.MAX_MAIL))
+            case wire.MailAck():
+                self.archive.store.forget_mail(bytes(peer), message.ids)
+        self._flush()
+
+    def _take_deposit(self, sender: bytes, recipient: bytes, b: Bulletin) -> bool:
+        if recipient == self.identity.public_key:
+            self._ingest_direct(b)
+            return True
+        if self._blocked(sender) or self._blocked(b.author):
+            return False
+        return self.archive.store.hold_mail(recipient, b, now=int(time.time()))
+
+    def _ingest_direct(self, b: Bulletin) -> None:
+        got = self.archive.ingest(b)
+        if got.channel_changed is not None:
+            self._subscribe(got.channel_changed)
+        if got.result.stored:
+            self._notify()
+
+    # Channels ----------------------------------------------------------------------
+
+    def channels(self) -> list[views.ChannelInfo]:
+        """The channels this group is in, by name."""
+        return [self._channel_info(c) for c in self.archive.channels()]
+
+    def find_channel(self, name: str) -> views.ChannelInfo | None:
+        """A channel by name (or id in hex), or None."""
+        channel = self.archive.find_channel(name)
+        return None if channel is None else self._channel_info(channel)
+
+    async def create_channel(self, name: str) -> views.ChannelInfo:
+        """Create a channel with this group as its first member.
+
+        Raises:
+            StoreError: this node already has a channel of that name.
+        """
+        if self.archive.find_channel(name) is not None:
+            raise StoreError(f"a channel named {name!r} already exists here")
+        channel = self.archive.add_channel(ApiChannel.create(name))
+        self._subscribe(channel)
+        self._nursery.start_soon(self._find_members, channel)
+        return self._channel_info(channel)
+
+    async def invite(self, channel: str, expires: int | None = None) -> str:
+        """An invite code for ``channel`` carrying this node's address; ``expires`` in
+        seconds from now (None: no expiry)."""
+        held = self.archive.require_channel(channel)
+        now = int(time.time())
+        return held.make_invite(
+            self.identity,
+            now=now,
+            expires_at=None if expires is None else now + expires,
+            bootstrap=[self.announce],
+        )
+
+    async def join(self, code: str) -> views.ChannelInfo:
+        """Join the channel of an invite and dial the inviter's node.
+
+        Raises:
+            InvalidInvite, InviteExpired: the code is damaged or too old.
+        """
+        invite = Channel.parse_invite(code, now=int(time.time()))
+        channel = self.archive.add_channel(invite.channel)
+        self._subscribe(channel)
+        for address in invite.bootstrap:
+            if address != self.announce:
+                with contextlib.suppress(MeshError):
+                    await self._dial(address)
+        self._nursery.start_soon(self._find_members, channel)
+        return self._channel_info(channel)
+
+    async def leave(self, channel: str) -> None:
+        """Leave a channel: forget its keys; its bulletins here become unreadable."""
+        held = self.archive.require_channel(channel)
+        self.archive.remove_channel(held)
+        self._handle(self.gossip.unsubscribe(Topic(held.id), now=trio.current_time()))
+        self._flush()
+
+    async def rekey(self, channel: str, remove: Sequence[str | bytes] = ()) -> views.ChannelInfo:
+        """Start a new epoch of ``channel`` and hand its key to every member but ``remove``.
+
+        The members are the groups this node has seen post in the channel (and
+        its contacts who did); the key travels in direct key-update bulletins,
+        so members who are offline get it from holders.
+        """
+        held = self.archive.require_channel(channel)
+        removed = {k if isinstance(k, bytes) else self.archive.resolve_group(k) for k in remove}
+        members = self._members(held) - removed - {self.identity.public_key}
+        rekeyed = self.archive.add_channel(held.next_epoch(os.urandom))
+        self._subscribe(rekeyed)
+        for start in range(0, len(members), 16):
+            batch = sorted(members)[start : start + 16]
+            update = self.archive.key_update(rekeyed, batch)
+            self._queue_direct(update, batch)
+        self._nursery.start_soon(self._find_members, rekeyed)
+        return self._channel_info(rekeyed)
+
+    def _members(self, channel: Channel) -> set[bytes]:
+        return set(self.archive.store.frontiers(channel.id))
+
+    def _channel_info(self, channel: Channel) -> views.ChannelInfo:
+        frontiers = self.archive.store.frontiers(channel.id)
+        return views.ChannelInfo(
+            id=channel.id,
+            name=channel.name,
+            epoch=channel.epoch,
+            members_seen=len(frontiers),
+            bulletins=len(self.archive.index(Topic(channel.id))),
+        )
+
+    # Posting -----------------------------------------------------------------------
+
+    async def post(
+        self,
+        channel: str,
+        text: str,
+        reply_to: bytes | None = None,
+        expires: int | None = None,
+    ) -> views.BulletinRecord:
+        """Post ``text`` to ``channel``; returns once it is durable in the store."""
+        held = self.archive.require_channel(channel)
+        bulletin = self.archive.seal(
+            held, text.encode("utf-8"), reply_to=reply_to, expires_in=expires
+        )
+        return self._published(bulletin)
+
+    async def post_public(self, text: str, expires: int | None = None) -> views.BulletinRecord:
+        """Post ``text`` to the whole mesh; returns once it is durable."""
+        bulletin = self.archive.seal(None, text.encode("utf-8"), expires_in=expires)
+        return self._published(bulletin)
+
+    async def endorse(self, bulletin_id: bytes) -> views.BulletinRecord:
+        """State that this group stands behind a bulletin (in the bulletin's channel)."""
+        target = self.archive.bulletin(bulletin_id)
+        channel = self.archive.channel(target.channel_id) if target.channel_id else None
+        if target.channel_id is not None and channel is None:
+            raise StoreError("that bulletin is in a channel this group is not in")
+        bulletin = self.archive.seal(channel, b"", endorses=target.id, kind=Kind.ENDORSEMENT)
+        return self._published(bulletin)
+
+    async def send(
+        self, recipient_keys: Sequence[str | bytes], text: str, expires: int | None = None
+    ) -> views.BulletinRecord:
+        """Send a direct bulletin to 1 to 16 groups (petnames or keys); durable on return.
+
+        It reaches each recipient's node when it is online, else waits with up to
+        eight holders near the recipient until it expires (default 7 days).
+        """
+        keys = [
+            k if isinstance(k, bytes) else self.archive.resolve_group(k) for k in recipient_keys
+        ]
+        if not keys:
+            raise UnknownContact("name at least one recipient")
+        bulletin = self.archive.seal(
+            keys, text.encode("utf-8"), expires_in=expires or DIRECT_EXPIRY
+        )
+        self._queue_direct(bulletin, keys)
+        record = self.archive.record(self._stored(bulletin))
+        assert record is not None
+        self._notify()
+        return record
+
+    def _published(self, bulletin: Bulletin) -> views.BulletinRecord:
+        self.gossip.publish(bulletin, trio.current_time())
+        self._flush()
+        self._notify()
+        record = self.archive.record(self._stored(bulletin))
+        assert record is not None
+        return record
+
+    def _stored(self, bulletin: Bulletin) -> StoredBulletin:
+        stored = self.archive.store.get(bulletin.id)
+        assert stored is not None
+        return stored
+
+    def _queue_direct(self, bulletin: Bulletin, recipients: Sequence[bytes]) -> None:
+        others = [r for r in recipients if r != self.identity.public_key]
+        self.archive.store.queue_delivery(bulletin, others)
+        self._deliver_now.set()
+
+    # Reading -----------------------------------------------------------------------
+
+    async def bulletins(
+        self, channel: str | None = None, since: int | None = None, follow: bool = True
+    ) -> AsyncIterator[views.BulletinRecord]:
+        """Stored history (oldest first), then with ``follow`` live arrivals, forever.
+
+        Raises:
+            UnknownChannel: ``channel`` is not one of this node's.
+        """
+        held = self.archive.require_channel(channel) if channel is not None else None
+        cursor = self.archive.store.last_cursor()
+        for record in self.archive.history(held, since=since):
+            yield record
+        while follow:
+            async with self._arrived:
+                while self.archive.store.last_cursor() <= cursor:
+                    await self._arrived.wait()
+            for stored in self.archive.store.arrivals(after=cursor):
+                cursor = stored.cursor
+                live = self.archive.record(stored)
+                if live is None or (held is not None and live.channel_id != held.id):
+                    continue
+                if since is None or live.created_at >= since:
+                    yield live
+
+    # Contacts ----------------------------------------------------------------------
+
+    def contacts(self) -> list[views.ContactInfo]:
+        return [_contact_info(c) for c in self.archive.store.contacts()]
+
+    def add_contact(self, petname: str, key: str | bytes) -> views.ContactInfo:
+        """Name a group (``key`` is its key text ``mk1...`` or 32 bytes)."""
+        raw = key if isinstance(key, bytes) else parse_key(key)
+        return _contact_info(self.archive.store.add_contact(petname, raw, now=int(time.time())))
+
+    def verify_contact(self, petname: str) -> views.ContactInfo:
+        """Mark a contact verified (its fingerprint was compared in person)."""
+        return self._update_contact(petname, verified=True)
+
+    def block_contact(self, petname: str) -> views.ContactInfo:
+        """Block a contact: its sessions are refused and closed."""
+        info = self._update_contact(petname, blocked=True)
+        self._nursery.start_soon(self._close, info.key)
+        return info
+
+    def _update_contact(self, petname: str, **change: bool) -> views.ContactInfo:
+        contact = self.archive.store.contact_by_name(petname)
+        if contact is None:
+            raise UnknownContact(f"no contact {petname!r} (see 'meshnode contact list')")
+        updated = self.archive.store.update_contact(contact.key, **change)
+        assert updated is not None
+        return _contact_info(updated)
+
+    def _blocked(self, key: bytes) -> bool:
+        contact = self.archive.store.contact(key)
+        return contact is not None and contact.blocked
+
+    # Status and discovery --------------------------------------------------------------
+
+    def status(self) -> views.NodeStatus:
+        """What ``meshnode status`` shows."""
+        return views.NodeStatus(
+            name=self.identity.name,
+            key=self.identity.public_key,
+            address=self.announce,
+            peers=len(self._peers),
+            dht_size=len(self.dht.routing_snapshot()),
+            channels=len(self.archive.channels()),
+            last_sync=self._last_sync,
+            pending_deliveries=len(self.archive.store.pending_deliveries(now=int(time.time()))),
+            reachable=self._reachable,
+        )
+
+    async def lookup(self, group_key: bytes) -> records.ContactRecord | None:
+        """A group's contact record, found through the DHT (None if nobody holds one)."""
+        if group_key == self.identity.public_key:
+            return self.dht.contact
+        return await self.dht.lookup_contact(group_key)
+
+    # Background loops ----------------------------------------------------------------
+
+    async def _ticker(self) -> None:
+        while True:
+            await trio.sleep_until(self.gossip.next_deadline())
+            self._handle(self.gossip.tick(trio.current_time()))
+            self._flush()
+
+    async def _presence(self) -> None:
+        """Publish our contact record, then our channels' rendezvous, again and again."""
+        while True:
+            with contextlib.suppress(MeshError):
+                await self.dht.publish_contact([self.announce])
+            for channel in self.archive.channels():
+                await self._find_members(channel)
+            await trio.sleep(self._config.overlay_interval)
+
+    async def _find_members(self, channel: Channel) -> None:
+        """Put our contact in today's rendezvous of ``channel`` and dial members found there
+        until the mesh has ``d`` of them."""
+        tag = channel.rendezvous_tag(day_of(int(time.time())))
+        with contextlib.suppress(MeshError):
+            if self.dht.contact is None:
+                await self.dht.publish_contact([self.announce])
+            await self.dht.publish_rendezvous(tag)
+        found = await self.dht.lookup_rendezvous(tag)
+        wanted = self._config.gossip.d
+        sharing = [
+            k for k in self._peers if Topic(channel.id) in self.gossip.shared_topics(PeerId(k))
+        ]
+        for contact in found:
+            if len(sharing) >= wanted:
+                break
+            key = contact.group_key
+            if key == self.identity.public_key or key in self._peers or self._blocked(key):
+                continue
+            for address in contact.addresses:
+                try:
+                    await self._dial(address)
+                except MeshError:
+                    continue
+                sharing.append(key)
+                break
+
+    async def _deliveries(self) -> None:
+        """Deliver queued direct bulletins: to the recipient's node, else to holders."""
+        while True:
+            with trio.move_on_after(self._config.delivery_interval):
+                await self._deliver_now.wait()
+            self._deliver_now = trio.Event()
+            for bulletin_id, recipient, holders in self.archive.store.pending_deliveries(
+                now=int(time.time())
+            ):
+                stored = self.archive.store.get(bulletin_id)
+                if stored is None:
+                    continue
+                if await self._deposit_with(recipient, recipient, stored.raw):
+                    continue
+                if holders < MAX_HOLDERS:
+                    for address in await self._near(recipient):
+                        with contextlib.suppress(MeshError):
+                            key = await self._dial(address)
+                            await self._deposit_with(key, recipient, stored.raw, holder=True)
+
+    async def _deposit_with(
+        self, peer: bytes, recipient: bytes, raw: bytes, *, holder: bool = False
+    ) -> bool:
+        """Open a session with ``peer`` if needed and deposit; True if the deposit went out."""
+        if peer not in self._peers:
+            if holder:
+                return False
+            contact = await self.lookup(peer)
+            if contact is None:
+                return False
+            for address in contact.addresses:
+                with contextlib.suppress(MeshError):
+                    await self._dial(address)
+                    break
+        if peer not in self._peers:
+            return False
+        bid = wire.BulletinId(crypto.blake2b_256(raw))
+        self._deposits[(peer, bid)] = recipient
+        sent = self.gossip.send(PeerId(peer), wire.Deposit(recipient=recipient, raws=(raw,)))
+        self._flush()
+        return sent
+
+    async def _mail(self) -> None:
+        """Collect what holders keep for us, at start and every ``mail_interval``."""
+        while True:
+            for address in await self._near(self.identity.public_key):
+                with contextlib.suppress(MeshError):
+                    await self._dial(address)
+            for key in self._peers:
+                self.gossip.send(PeerId(key), wire.MailRequest(limit=wire.MAX_MAIL))
+            self._flush()
+            await trio.sleep(self._config.mail_interval)
+
+    async def _near(self, group_key: bytes) -> list[str]:
+        """Addresses of the holders for ``group_key`` (the nodes nearest its node ID)
+        that this node has no session with yet."""
+        connected = {records.node_id(k) for k in self._peers}
+        found = await self.dht.closest(group_key, MAX_HOLDERS)
+        return [address for node_id, address in found if node_id not in connected]
+
+    async def _purge(self) -> None:
+        while True:
+            await trio.sleep(self._config.purge_interval)
+            self.archive.purge_expired()
+
+    # Helpers -----------------------------------------------------------------------
+
+    def _subscribe(self, channel: Channel) -> None:
+        self._handle(
+            self.gossip.subscribe(Topic(channel.id), channel_keys(channel), now=trio.current_time())
+        )
+        self._flush()
+
+
+def _contact_info(c: Contact) -> views.ContactInfo:
+    return views.ContactInfo(key=c.key, petname=c.petname, verified=c.verified, blocked=c.blocked)
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f'expected "host:port", got {address!r}')
+    return host.strip("[]"), int(port)
+
+
+def _announced(host: str, port: int, announce: str | None) -> str:
+    if announce is not None:
+        return announce
+    if host in ("0.0.0.0", "::", ""):
+        try:
+            host = socket.gethostbyname(socket.gethostname())
+        except OSError:
+            host = "127.0.0.1"
+    return f"{host}:{port}"
+
+
+@contextlib.asynccontextmanager
+async def open_node(
+    data_dir: str | os.PathLike[str] | None,
+    *,
+    name: str | None = None,
+    listen: str = DEFAULT_LISTEN,
+    announce: str | None = None,
+    bootstrap: Sequence[str] = (),
+    network_key: bytes | None = None,
+    passphrase: str | None = None,
+    limits: Limits | None = None,
+    config: NodeConfig | None = None,
+) -> AsyncIterator[Node]:
+    """Open a node on ``data_dir``; on exit close its sessions, DHT and store.
+
+    Args:
+        data_dir: the node's data directory (created with its identity on
+            first use, named ``name``); None for the default one.
+        listen: ``host:port`` to bind; port 0 picks a free port, the same
+            number for TCP (sessions) and UDP (DHT).
+        announce: the address other nodes should dial, put in the contact
+            record and invites (default: the bound address).
+        bootstrap: addresses of nodes to join the mesh through; none makes
+            this the first node (or one that rejoins from its saved routing table).
+        network_key: the mesh's 32-byte key (default: the open mesh's).
+        passphrase: unlocks (or, on first use, seals) the keyfile.
+        limits: a daemon's ``[limits]``; ``config`` overrides it.
+        config: every interval and bound (see :class:`NodeConfig`).
+
+    Raises:
+        WrongPassphrase, KeyfileError: the identity does not open.
+        OSError: the address cannot be bound.
+        ValueError: a malformed address or network key.
+    """
+    home = DataDir.resolve(data_dir)
+    if not home.is_initialised():
+        home.initialise(name or socket.gethostname() or "meshnode", passphrase)
+    identity = home.load_identity(passphrase)
+    cfg = config or (NodeConfig.from_limits(limits) if limits is not None else NodeConfig())
+    key = network_key if network_key is not None else OPEN_MESH_KEY
+    if len(key) != 32:
+        raise ValueError("a network key is 32 bytes")
+    host, port = _split(listen)
+    for b in bootstrap:
+        _split(b)
+    if announce is not None and _split(announce)[0] in ("0.0.0.0", "::", ""):
+        raise ValueError("announce the address other nodes can dial, not 0.0.0.0")
+    store = home.open_store(identity, author_quota=cfg.author_quota)
+    try:
+        archive = Archive(identity, store, clock=lambda: int(time.time()))
+        async with contextlib.AsyncExitStack() as stack:
+            dht, listeners = await _bind(stack, identity, host, port, key, store, cfg, bootstrap)
+            nursery = await stack.enter_async_context(trio.open_nursery())
+            node = Node(
+                identity=identity,
+                archive=archive,
+                dht=dht,
+                network_key=key,
+                address=f"{host}:{dht.port}",
+                announce=_announced(host, dht.port, announce),
+                config=cfg,
+                nursery=nursery,
+            )
+            await nursery.start(
+                functools.partial(
+                    transport.serve_listeners,
+                    node._accept,
+                    listeners,
+                    identity=identity,
+                    network_key=key,
+                    config=cfg.session,
+                )
+            )
+            for loop in (node._ticker, node._presence, node._deliveries, node._mail, node._purge):
+                nursery.start_soon(loop)
+            for address in bootstrap:
+                with contextlib.suppress(MeshError):
+                    await node._dial(address)
+            try:
+                yield node
+            finally:
+                nursery.cancel_scope.cancel()
+    finally:
+        store.close()
+
+
+async def _bind(
+    stack: contextlib.AsyncExitStack,
+    identity: Identity,
+    host: str,
+    port: int,
+    key: bytes,
+    store: Store,
+    cfg: NodeConfig,
+    bootstrap: Sequence[str],
+) -> tuple[_dht.DHTNode, list[trio.SocketListener]]:
+    """Bind UDP (the DHT) and TCP (sessions) on one port number; with port 0 try
+    free UDP ports until the same TCP port is free too."""
+    for _ in range(_BIND_ATTEMPTS):
+        inner = contextlib.AsyncExitStack()
+        dht = await inner.enter_async_context(
+            _dht.open_dht(
+                identity, host, port, network_key=key, bootstrap=(), store=store, config=cfg.dht
+            )
+        )
+        try:
+            listeners = await trio.open_tcp_listeners(dht.port, host=host)
+        except OSError:
+            await inner.aclose()
+            if port != 0:
+                raise
+            continue
+        await stack.enter_async_context(inner)
+        for listener in listeners:
+            stack.push_async_callback(listener.aclose)
+        if bootstrap:
+            await dht.bootstrap(list(bootstrap))
+        return dht, listeners
+    raise OSError(f"no port free for both TCP and UDP on {host}")

@@ -1,0 +1,113 @@
+"""The node API of issue 3 over real sockets and real stores, in one process.
+
+Network rules: every node binds its own 127.0.0.N (N from 40 up) with port 0;
+nothing is sent anywhere else. Every test runs under ``trio.fail_after``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from meshnode.errors import PeerDisconnected
+from meshnode.net.dht import DHTConfig
+from meshnode.net.node import Node, NodeConfig, open_node
+
+CONFIG = NodeConfig(dht=DHTConfig(rpc_timeout=0.5), overlay_interval=0.5, mail_interval=1.0)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_kademlia() -> None:
+    for name in ("kademlia", "rpcudp"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@asynccontextmanager
+async def node(
+    tmp_path: Path, n: int, *bootstrap: Node, network_key: bytes | None = None
+) -> AsyncIterator[Node]:
+    async with open_node(
+        tmp_path / f"node{n}",
+        name=f"Group {n}",
+        listen=f"127.0.0.{40 + n}:0",
+        bootstrap=[b.address for b in bootstrap],
+        network_key=network_key,
+        config=CONFIG,
+    ) as opened:
+        yield opened
+
+
+async def wait_for(predicate: Callable[[], bool]) -> None:
+    """Poll a condition that no event announces (a DHT publish finishing elsewhere)."""
+    for _ in range(500):
+        if predicate():
+            return
+        await trio.sleep(0.02)
+    raise AssertionError("the condition did not hold within 10 s")
+
+
+async def test_first_node_binds_one_port_for_tcp_and_udp(tmp_path: Path) -> None:
+    with trio.fail_after(20):
+        async with node(tmp_path, 1) as a:
+            host, port = a.address.rsplit(":", 1)
+            assert host == "127.0.0.41"
+            assert int(port) == a.dht.port
+            assert a.announce == a.address
+            assert a.peers() == []
+            assert (await a.lookup(a.identity.public_key)) is not None or a.dht.contact is None
+
+
+async def test_connect_peers_and_lookup_through_the_dht(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with node(tmp_path, 1) as a, node(tmp_path, 2, a) as b, node(tmp_path, 3, b) as c:
+            await wait_for(lambda: c.dht.contact is not None and a.dht.contact is not None)
+            assert [p.key for p in b.peers()] == [a.identity.public_key, c.identity.public_key]
+            assert c.identity.public_key not in [p.key for p in a.peers()]
+            found = None
+            with trio.fail_after(10):
+                while found is None:
+                    found = await a.lookup(c.identity.public_key)
+            assert found.addresses == (c.announce,)
+            info = await a.connect(found.addresses[0])
+            assert info.key == c.identity.public_key
+            assert a.identity.public_key in [p.key for p in c.peers()]
+            again = await a.connect(c.address)  # the session already open is kept
+            assert again.key == c.identity.public_key
+            assert len(a.peers()) == 2
+
+
+async def test_wrong_network_key_gets_no_session(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with node(tmp_path, 1) as a, node(tmp_path, 2, network_key=bytes(32)) as stranger:
+            with pytest.raises(PeerDisconnected):
+                await stranger.connect(a.address)
+            assert a.peers() == []
+            async with node(tmp_path, 3, a) as member:
+                assert [p.key for p in a.peers()] == [member.identity.public_key]
+
+
+async def test_restart_rejoins_from_the_saved_routing_table(tmp_path: Path) -> None:
+    with trio.fail_after(40):
+        async with node(tmp_path, 1) as a:
+            async with node(tmp_path, 2, a) as b:
+                await wait_for(lambda: b.dht.routing_snapshot() != [])
+                b.dht.save_routing()
+            async with AsyncExitStack() as stack:
+                again = await stack.enter_async_context(node(tmp_path, 2))  # no bootstrap
+                assert again.dht.routing_snapshot() != []
+                found = None
+                with trio.fail_after(10):
+                    while found is None:
+                        found = await again.lookup(a.identity.public_key)
+                assert found.addresses == (a.announce,)
+
+
+async def test_announce_must_be_dialable(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"0\.0\.0\.0"):
+        async with open_node(tmp_path / "x", listen="127.0.0.49:0", announce="0.0.0.0:7447"):
+            pass

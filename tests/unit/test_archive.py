@@ -1,0 +1,117 @@
+"""The node's archive over a real store file: sealing with the next seq, reading, key updates."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from meshnode.core.bulletin import PUBLIC_STREAM, Bulletin
+from meshnode.core.channel import Channel
+from meshnode.core.identity import Identity, format_key
+from meshnode.core.wire import Topic
+from meshnode.errors import BulletinTooLarge, UnknownChannel, UnknownContact
+from meshnode.net.archive import Archive
+from meshnode.store import Insert, Store
+from tests.conftest import seeded_rng
+
+NOW = 1_800_000_000
+
+
+def archive_for(identity: Identity, path: Path) -> Archive:
+    store = Store.open(path, seal_key=identity.store_seal_key(), owner=identity.public_key)
+    return Archive(identity, store, clock=lambda: NOW, rng=seeded_rng(identity.name))
+
+
+@pytest.fixture
+def pair(tmp_path: Path, alice: Identity, bob: Identity) -> Iterator[tuple[Archive, Archive]]:
+    a, b = archive_for(alice, tmp_path / "a.db"), archive_for(bob, tmp_path / "b.db")
+    yield a, b
+    a.store.close()
+    b.store.close()
+
+
+def test_own_bulletins_chain_per_stream(pair: tuple[Archive, Archive], channel: Channel) -> None:
+    a, _ = pair
+    a.add_channel(channel)
+    first = a.seal(channel, b"one")
+    second = a.seal(channel, b"two")
+    public = a.seal(None, b"hello mesh")
+    assert (first.seq, first.prev) == (1, None)
+    assert (second.seq, second.prev) == (2, first.id)
+    assert (public.seq, public.prev) == (1, None)
+    assert a.has(second.id)
+    assert second.id in a.index(Topic(channel.id))
+    assert a.get(Topic(channel.id), [first.id, public.id]) == [first.raw]
+    assert a.seq_id(Topic(PUBLIC_STREAM), a.identity.public_key, 1) == public.id
+
+
+def test_records_only_for_what_we_can_open(
+    pair: tuple[Archive, Archive], channel: Channel, carol: Identity
+) -> None:
+    a, b = pair
+    a.add_channel(channel)
+    posted = a.seal(channel, b"Strike vote Friday")
+    direct = a.seal([carol.public_key], b"for carol only")
+    for bulletin in (posted, direct):
+        assert b.ingest(Bulletin.from_bytes(bulletin.raw)).result is Insert.ADDED
+    assert b.history(None) == []  # not a member, not a recipient
+    b.add_channel(channel)
+    (record,) = b.history(channel)
+    assert (record.text, record.channel, record.author) == (
+        "Strike vote Friday",
+        channel.name,
+        a.identity.public_key,
+    )
+    assert record.author_name == a.identity.fingerprint
+    b.store.add_contact("local12", a.identity.public_key, now=NOW)
+    assert b.history(channel)[0].author_name == "local12"
+    assert [r.text for r in a.history(None)] == ["Strike vote Friday", "for carol only"]
+
+
+def test_key_update_gives_the_new_epoch(
+    pair: tuple[Archive, Archive], channel: Channel, rng: object
+) -> None:
+    a, b = pair
+    a.add_channel(channel)
+    b.add_channel(channel)
+    rekeyed = a.add_channel(channel.next_epoch(seeded_rng("rekey")))
+    update = a.key_update(rekeyed, [b.identity.public_key])
+    got = b.ingest(Bulletin.from_bytes(update.raw))
+    assert got.channel_changed is not None
+    assert got.channel_changed.epoch == rekeyed.epoch
+    held = b.channel(channel.id)
+    assert held is not None
+    assert held.epoch == 1
+    after = a.seal(rekeyed, b"new epoch")
+    b.ingest(Bulletin.from_bytes(after.raw))
+    assert [r.text for r in b.history(held)] == ["new epoch"]
+
+
+def test_lookups_and_errors(pair: tuple[Archive, Archive], channel: Channel, bob: Identity) -> None:
+    a, _ = pair
+    a.add_channel(channel)
+    assert a.find_channel("strike-support") == channel
+    assert a.find_channel(channel.id.hex()[:10]) == channel
+    with pytest.raises(UnknownChannel, match="channel list"):
+        a.require_channel("nope")
+    assert a.resolve_group(format_key(bob.public_key)) == bob.public_key
+    a.store.add_contact("tenants", bob.public_key, now=NOW)
+    assert a.resolve_group("tenants") == bob.public_key
+    with pytest.raises(UnknownContact, match="contact add"):
+        a.resolve_group("strangers")
+    with pytest.raises(BulletinTooLarge, match="too long"):
+        a.seal(channel, b"x" * 70_000)
+
+
+def test_state_survives_reopening(tmp_path: Path, alice: Identity, channel: Channel) -> None:
+    a = archive_for(alice, tmp_path / "a.db")
+    a.add_channel(channel)
+    first = a.seal(channel, b"one")
+    a.store.close()
+    again = archive_for(alice, tmp_path / "a.db")
+    assert again.channels() == [channel]
+    assert again.seal(channel, b"two").prev == first.id
+    assert first.id in again.index(Topic(channel.id))
+    again.store.close()
