@@ -463,7 +463,7 @@ class Node:
         """
         held = self.archive.require_channel(channel)
         removed = {k if isinstance(k, bytes) else self.archive.resolve_group(k) for k in remove}
-        members = self._members(held) - removed - {self.identity.public_key}
+        members = await self._members(held) - removed - {self.identity.public_key}
         rekeyed = self.archive.add_channel(held.next_epoch(os.urandom))
         self._subscribe(rekeyed)
         for start in range(0, len(members), 16):
@@ -473,8 +473,19 @@ class Node:
         self._nursery.start_soon(self._find_members, rekeyed)
         return self._channel_info(rekeyed)
 
-    def _members(self, channel: Channel) -> set[bytes]:
-        return set(self.archive.store.frontiers(channel.id))
+    async def _members(self, channel: Channel) -> set[bytes]:
+        """Every member this node knows of: authors in the channel, peers that proved
+        membership in this session, and groups in today's and yesterday's rendezvous
+        records (members who only read show up there)."""
+        members = set(self.archive.store.frontiers(channel.id))
+        topic = Topic(channel.id)
+        members.update(k for k in self._peers if topic in self.gossip.shared_topics(PeerId(k)))
+        today = day_of(int(time.time()))
+        for day in (today, today - 1):
+            with contextlib.suppress(MeshError):
+                found = await self.dht.lookup_rendezvous(channel.rendezvous_tag(day))
+                members.update(c.group_key for c in found)
+        return members
 
     def _channel_info(self, channel: Channel) -> views.ChannelInfo:
         frontiers = self.archive.store.frontiers(channel.id)
@@ -645,13 +656,28 @@ class Node:
             self._flush()
 
     async def _presence(self) -> None:
-        """Publish our contact record, then our channels' rendezvous, again and again."""
+        """Publish our contact record, then our channels' rendezvous, again and again;
+        keep at least ``d_low`` sessions for the mesh-wide (public) overlay."""
         while True:
             with contextlib.suppress(MeshError):
                 await self.dht.publish_contact([self.announce])
             for channel in self.archive.channels():
                 await self._find_members(channel)
+            await self._fill_overlay()
             await trio.sleep(self._config.overlay_interval)
+
+    async def _fill_overlay(self) -> None:
+        """Dial nodes from the routing table while there are fewer than ``d_low`` sessions.
+
+        A node's sessions listen on its DHT port, so routing entries are dialable."""
+        connected = {records.node_id(k) for k in self._peers}
+        for node_id, host, port in self.dht.routing_snapshot():
+            if len(self._peers) >= self._config.gossip.d_low:
+                return
+            if node_id in connected:
+                continue
+            with contextlib.suppress(MeshError):
+                await self._dial(f"{host}:{port}")
 
     async def _find_members(self, channel: Channel) -> None:
         """Put our contact in today's rendezvous of ``channel`` and dial members found there
