@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from meshnode.api import Bulletin, Channel, Identity
     from meshnode.client import AsyncClient, Client, connect, connect_async
-    from meshnode.net.node import Node, NodeConfig, open_node
     from meshnode.core.bulletin import Content, Kind
     from meshnode.core.identity import fingerprint, format_key, parse_key
     from meshnode.errors import (
@@ -27,6 +26,7 @@ if TYPE_CHECKING:
         WrongChannel,
         WrongPassphrase,
     )
+    from meshnode.net.node import Node, NodeConfig, open_node
 
 _EXPORTS: dict[str, str] = {
     "Identity": "meshnode.api",
