@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint typecheck bench docs check clean
+.PHONY: help install run demo test lint typecheck bench docs check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -18,9 +18,23 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install meshnode with its test extras
 
-run: $(STAMP)  ## start a node on embedded defaults (data in $$MESHNODE_HOME or the XDG data dir)
-	$(BIN)/meshnode init --if-missing
-	$(BIN)/meshnode id
+LISTEN ?=
+LISTEN_FLAG = $(if $(LISTEN),--listen $(LISTEN))
+CLI_HINT = $(if $(MESHNODE_HOME),MESHNODE_HOME=$(MESHNODE_HOME) )$(BIN)/meshnode
+
+run: $(STAMP)  ## run a node in the foreground, initialised on first use (LISTEN=host:port)
+	@$(BIN)/meshnode init --if-missing $(LISTEN_FLAG) > /dev/null
+	@$(BIN)/meshnode id
+	@echo
+	@echo "Starting the daemon in the foreground (Ctrl-C stops it). In another terminal:"
+	@echo "  $(CLI_HINT) channel create NAME     create a channel"
+	@echo "  $(CLI_HINT) channel invite NAME     a code for another group's 'channel join CODE'"
+	@echo "  $(CLI_HINT) post NAME \"TEXT\"        post a bulletin; 'read' shows what arrived"
+	@echo
+	@exec $(BIN)/meshnode daemon $(LISTEN_FLAG)
+
+demo: $(STAMP)  ## three daemons on loopback: a channel, invites, posts, what each group sees
+	$(BIN)/python -m meshnode.demo
 
 test: $(STAMP)  ## run every required test
 	$(BIN)/python -m pytest -q -p no:cacheprovider

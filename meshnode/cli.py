@@ -436,8 +436,15 @@ def _cmd_status(args: argparse.Namespace) -> int:
             "reachable          no: other nodes cannot dial this one. If it is behind NAT, "
             "forward the TCP and UDP port to it and set 'announce' in meshnode.toml."
         )
+    elif status.reachable:
+        print("reachable          yes")
+    elif status.peers:
+        print(
+            "reachable          not yet known: no node has dialled this one. If it is behind "
+            "NAT, forward the TCP and UDP port to it and set 'announce' in meshnode.toml."
+        )
     else:
-        print(f"reachable          {'yes' if status.reachable else 'unknown (no peers yet)'}")
+        print("reachable          unknown (no peers yet)")
     return ExitStatus.OK
 
 

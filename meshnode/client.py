@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import functools
 import os
+import shlex
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 from meshnode import control
 from meshnode.core.views import BulletinRecord, ChannelInfo, ContactInfo, NodeStatus, PeerInfo
-from meshnode.errors import DaemonUnreachable, OperationTimeout
+from meshnode.errors import BulletinTooLarge, DaemonUnreachable, OperationTimeout
 from meshnode.paths import resolve_data_dir
 
 P = ParamSpec("P")
@@ -27,14 +28,20 @@ R = TypeVar("R")
 SOCKET_POINTER = "control.path"
 """A file in the data directory naming the socket when it lives elsewhere (long paths)."""
 
+MAX_TEXT: Final = 64 * 1024
+"""A bulletin's whole envelope is at most this many bytes (``core.bulletin.MAX_SIZE``), so
+longer text is refused here, before it could overflow a control frame."""
+
 
 def socket_path(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """Where the daemon of ``data_dir`` listens (see :mod:`meshnode.home` for the default)."""
     home = resolve_data_dir(data_dir)
-    pointer = home / SOCKET_POINTER
-    if pointer.exists():
-        return Path(pointer.read_text().strip())
-    return home / control.SOCKET_NAME
+    try:
+        return Path((home / SOCKET_POINTER).read_text().strip())
+    except OSError:
+        # No pointer (the usual case), or a data directory we may not search:
+        # connecting then says so in a DaemonUnreachable message.
+        return home / control.SOCKET_NAME
 
 
 class Client:
@@ -46,9 +53,22 @@ class Client:
     ``timeout`` seconds without an answer.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        timeout: float = 60.0,
+        data_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.timeout = timeout
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        """The data directory the daemon runs on, named in error messages."""
+
+    def _start_hint(self) -> str:
+        if self.data_dir is None or self.data_dir == resolve_data_dir(None):
+            return "meshnode daemon"
+        return f"meshnode daemon --data-dir {shlex.quote(str(self.data_dir))}"
 
     def _connect(self) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -57,9 +77,10 @@ class Client:
             sock.connect(str(self.path))
         except (FileNotFoundError, ConnectionRefusedError):
             sock.close()
+            where = self.data_dir if self.data_dir is not None else self.path.parent
             raise DaemonUnreachable(
-                f"no meshnode daemon is running for {self.path.parent} "
-                "(start one with 'meshnode daemon')"
+                f"no meshnode daemon is running for {where} "
+                f"(start one with '{self._start_hint()}')"
             ) from None
         except PermissionError:
             sock.close()
@@ -159,15 +180,18 @@ class Client:
         expires: int | None = None,
     ) -> BulletinRecord:
         """Post to a channel; returns once the bulletin is durable on disk."""
+        _check_text(text)
         record = self.call("post", channel=channel, text=text, reply_to=reply_to, expires=expires)
         return control.expect(record, BulletinRecord)
 
     def post_public(self, text: str, *, expires: int | None = None) -> BulletinRecord:
         """Post a public bulletin, readable by the whole mesh."""
+        _check_text(text)
         return control.expect(self.call("post_public", text=text, expires=expires), BulletinRecord)
 
     def send(self, recipients: Sequence[str], text: str) -> BulletinRecord:
         """A direct bulletin to 1 to 16 groups (petnames or key texts)."""
+        _check_text(text)
         record = self.call("send", recipients=list(recipients), text=text)
         return control.expect(record, BulletinRecord)
 
@@ -204,6 +228,15 @@ class Client:
     def block_contact(self, petname: str) -> ContactInfo:
         """Refuse this group's bulletins and sessions from now on."""
         return control.expect(self.call("contact_block", petname=petname), ContactInfo)
+
+
+def _check_text(text: str) -> None:
+    size = len(text.encode("utf-8"))
+    if size > MAX_TEXT:
+        raise BulletinTooLarge(
+            f"the text is too long for one bulletin ({size} bytes; "
+            "a bulletin is at most 64 KiB with its envelope)"
+        )
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes:
@@ -285,7 +318,7 @@ class AsyncClient:
 
 def connect(data_dir: str | os.PathLike[str] | None = None, *, timeout: float = 60.0) -> Client:
     """A client for the daemon running on ``data_dir`` (default: the default data dir)."""
-    return Client(socket_path(data_dir), timeout=timeout)
+    return Client(socket_path(data_dir), timeout=timeout, data_dir=resolve_data_dir(data_dir))
 
 
 def connect_async(

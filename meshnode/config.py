@@ -31,6 +31,22 @@ class Limits:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Timing:
+    """How often a node acts and how long it waits, in seconds.
+
+    The defaults suit a node that runs for months; local test meshes shorten
+    them so that a lost message or a restart costs seconds, not minutes.
+    """
+
+    heartbeat: float = 1.0
+    sync_interval: float = 60.0
+    overlay_interval: float = 60.0
+    delivery_interval: float = 60.0
+    mail_interval: float = 600.0
+    rpc_timeout: float = 2.0
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     """The daemon's settings; command-line flags override them."""
 
@@ -42,6 +58,7 @@ class Config:
     log_format: str = "text"
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
+    timing: Timing = field(default_factory=Timing)
 
     def replace(self, **changes: Any) -> Config:
         """This configuration with some keys changed (flags given on the command line)."""
@@ -62,6 +79,14 @@ _LIMIT_DOCS: Final = {
     "max_sessions_per_ip": "sessions from one IP address",
     "mesh_degree": "peers per channel that get new bulletins at once (GossipSub's D)",
     "quota_mb_per_author": "megabytes of bulletins stored per author",
+}
+_TIMING_DOCS: Final = {
+    "heartbeat": "seconds between gossip heartbeats (mesh upkeep, announcements of new ids)",
+    "sync_interval": "seconds between two reconciliations with a peer of a shared channel",
+    "overlay_interval": "seconds between looks for channel members in the DHT",
+    "delivery_interval": "seconds between attempts to deliver queued direct bulletins",
+    "mail_interval": "seconds between collections of mail that holders keep for us",
+    "rpc_timeout": "seconds to wait for the answer to one DHT request",
 }
 
 
@@ -89,7 +114,9 @@ def load(path: Path) -> Config:
 
 def from_mapping(data: dict[str, Any], *, source: str = "configuration") -> Config:
     """A Config from parsed TOML, checking every key and type."""
+    data = dict(data)
     limits_data = data.pop("limits", {})
+    timing_data = data.pop("timing", {})
     unknown = set(data) - set(_DOCS)
     if unknown:
         raise ConfigError(f"{source}: unknown key {sorted(unknown)[0]!r}")
@@ -101,7 +128,16 @@ def from_mapping(data: dict[str, Any], *, source: str = "configuration") -> Conf
     for key, value in limits_data.items():
         if type(value) is not int or value < 1:
             raise ConfigError(f"{source}: limits.{key} must be a positive whole number")
-    config = Config(limits=Limits(**limits_data))
+    if not isinstance(timing_data, dict):
+        raise ConfigError(f"{source}: [timing] must be a table")
+    unknown = set(timing_data) - set(_TIMING_DOCS)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key timing.{sorted(unknown)[0]}")
+    for key, value in timing_data.items():
+        if type(value) not in (int, float) or not 0 < value <= 86400:
+            raise ConfigError(f"{source}: timing.{key} must be a number of seconds, up to 86400")
+    timing = Timing(**{k: float(v) for k, v in timing_data.items()})
+    config = Config(limits=Limits(**limits_data), timing=timing)
     changes: dict[str, Any] = {}
     if "listen" in data:
         changes["listen"] = check_address(data["listen"], "listen")
@@ -155,4 +191,8 @@ def render(config: Config) -> str:
     for key, doc in _LIMIT_DOCS.items():
         lines.append(f"# {doc}")
         lines.append(f"{key} = {getattr(config.limits, key)}")
+    lines.extend(["", "[timing]"])
+    for key, doc in _TIMING_DOCS.items():
+        lines.append(f"# {doc}")
+        lines.append(f"{key} = {getattr(config.timing, key)!r}")
     return "\n".join(lines) + "\n"

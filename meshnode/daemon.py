@@ -27,6 +27,7 @@ import logging
 import os
 import signal
 import socket
+import stat
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -39,7 +40,7 @@ from meshnode import control
 from meshnode.config import Config
 from meshnode.config import load as load_config
 from meshnode.core import views
-from meshnode.errors import ConfigError, MeshError, UnknownChannel
+from meshnode.errors import AlreadyRunning, ConfigError, MeshError, UnknownChannel
 from meshnode.paths import resolve_data_dir
 
 log = logging.getLogger("meshnode")
@@ -48,10 +49,7 @@ LOCK_NAME: Final = "daemon.lock"
 SOCKET_POINTER: Final = "control.path"
 MAX_UNIX_PATH: Final = 107
 MAX_CONTROL_CLIENTS: Final = 64
-
-
-class AlreadyRunning(MeshError):
-    """Another daemon holds this data directory."""
+QUIET_LOGGERS: Final = ("kademlia", "rpcudp")
 
 
 # Logging ---------------------------------------------------------------------------
@@ -82,6 +80,12 @@ def setup_logging(fmt: str, level: str, stream: TextIO | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # kademlia and rpcudp log every RPC and crawl at INFO; keep their warnings,
+    # and everything they say only when the operator asks for debug logs.
+    for noisy in QUIET_LOGGERS:
+        logging.getLogger(noisy).setLevel(
+            logging.DEBUG if level.lower() == "debug" else logging.WARNING
+        )
 
 
 # The lock and the socket path ---------------------------------------------------------
@@ -111,10 +115,22 @@ def control_socket_path(data_dir: Path) -> Path:
     path = data_dir.resolve() / control.SOCKET_NAME
     if len(os.fsencode(path)) <= MAX_UNIX_PATH:
         return path
-    runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/meshnode-{os.getuid()}"
-    base = Path(runtime)
-    base.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(base, 0o700)
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        base = Path(runtime)
+    else:
+        base = Path(f"/tmp/meshnode-{os.getuid()}")
+        with contextlib.suppress(FileExistsError):
+            base.mkdir(mode=0o700)
+        # Another user may have made this path first, to take over the socket:
+        # use it only if it is our own private folder, not a link.
+        info = base.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            raise ConfigError(
+                f"{base} is not a folder of this user's: remove it, or set XDG_RUNTIME_DIR "
+                "(the data directory's path is too long for a control socket)"
+            )
+        os.chmod(base, 0o700)
     digest = hashlib.blake2b(os.fsencode(data_dir.resolve()), digest_size=8).hexdigest()
     return base / f"meshnode-{digest}.sock"
 
@@ -370,7 +386,7 @@ async def serve_daemon(
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the node and its control socket until cancelled or signalled."""
-    from meshnode.net.node import open_node
+    from meshnode.net.node import NodeConfig, open_node
 
     network_key = read_network_key(config.network_key_file)
     with trio.CancelScope() as scope:
@@ -382,7 +398,7 @@ async def serve_daemon(
                 bootstrap=config.bootstrap,
                 network_key=network_key,
                 passphrase=passphrase,
-                limits=config.limits,
+                config=NodeConfig.from_limits(config.limits, config.timing),
             ) as node,
             trio.open_nursery() as nursery,
         ):

@@ -112,6 +112,10 @@ class BulletinTooLarge(MeshError):
     """The text does not fit in one bulletin (64 KiB with its envelope)."""
 
 
+class AlreadyRunning(MeshError):
+    """Another daemon holds this data directory."""
+
+
 class DaemonUnreachable(MeshError):
     """No daemon answers on the control socket: start one with ``meshnode daemon``."""
 

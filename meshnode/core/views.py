@@ -49,13 +49,16 @@ class ChannelInfo:
 
 @dataclass(frozen=True, kw_only=True)
 class PeerInfo:
-    """An open session with another node."""
+    """An open session with another node; ``bytes_sent`` and ``bytes_received``
+    count what the session carried (handshake included) since it opened."""
 
     key: bytes
     name: str
     address: str
     outbound: bool
     since: float
+    bytes_sent: int = 0
+    bytes_received: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -61,6 +61,8 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
         "meshnode.errors", CORE, "meshnode.client", "meshnode.store", "meshnode.daemon",
         "meshnode.config", "meshnode.paths", "meshnode.home", "meshnode.api",
     ),
+    # make demo: drives real daemons through the command line and the client.
+    "meshnode.demo": ("meshnode.errors", "meshnode.client"),
     # The Python API, embedded (net) or through a running daemon (client).
     "meshnode.api": (
         "meshnode.errors", CORE, "meshnode.store", "meshnode.net", "meshnode.client",

@@ -1,0 +1,86 @@
+"""meshnode.toml: the [timing] table is rendered, parsed, checked and reaches the node."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from meshnode.cli import run
+from meshnode.config import Config, Limits, Timing, from_mapping, load, render
+from meshnode.errors import ConfigError
+from meshnode.net.node import NodeConfig
+
+
+def test_init_writes_every_timing_key_with_its_default(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert run(["--data-dir", str(home), "init", "--name", "Local 12"]) == 0
+    text = (home / "meshnode.toml").read_text()
+    assert "[timing]" in text
+    assert load(home / "meshnode.toml").timing == Timing()
+
+
+def test_timing_round_trips_through_render() -> None:
+    timing = Timing(heartbeat=0.25, sync_interval=2, mail_interval=1.5, rpc_timeout=0.5)
+    config = Config(timing=timing)
+    parsed = from_mapping(tomllib.loads(render(config)))
+    assert parsed.timing == timing
+    assert parsed == config
+
+
+@pytest.mark.parametrize(
+    ("timing", "message"),
+    [
+        ({"heartbeat": 0}, "timing.heartbeat must be a number of seconds"),
+        ({"sync_interval": -1.0}, "timing.sync_interval must be a number of seconds"),
+        ({"mail_interval": "10"}, "timing.mail_interval must be a number of seconds"),
+        ({"rpc_timeout": True}, "timing.rpc_timeout must be a number of seconds"),
+        ({"overlay_interval": 90_000}, "up to 86400"),
+        ({"gossip": 1.0}, "unknown key timing.gossip"),
+    ],
+)
+def test_bad_timing_names_the_key(timing: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_mapping({"timing": timing})
+
+
+def test_timing_must_be_a_table() -> None:
+    with pytest.raises(ConfigError, match=r"\[timing\] must be a table"):
+        from_mapping({"timing": 3})
+
+
+def test_from_mapping_leaves_its_argument_alone() -> None:
+    data = {"timing": {"heartbeat": 0.5}, "limits": {"mesh_degree": 4}}
+    from_mapping(data)
+    assert data == {"timing": {"heartbeat": 0.5}, "limits": {"mesh_degree": 4}}
+
+
+def test_timing_reaches_the_node_config() -> None:
+    timing = Timing(
+        heartbeat=0.2,
+        sync_interval=3.0,
+        overlay_interval=4.0,
+        delivery_interval=5.0,
+        mail_interval=6.0,
+        rpc_timeout=0.7,
+    )
+    cfg = NodeConfig.from_limits(Limits(mesh_degree=5), timing)
+    assert cfg.gossip.heartbeat == 0.2
+    assert cfg.gossip.sync.interval == 3.0
+    assert cfg.overlay_interval == 4.0
+    assert cfg.delivery_interval == 5.0
+    assert cfg.mail_interval == 6.0
+    assert cfg.dht.rpc_timeout == 0.7
+    assert cfg.gossip.d == 5
+
+
+def test_default_timing_is_the_node_default() -> None:
+    assert NodeConfig.from_limits(Limits()) == NodeConfig.from_limits(Limits(), Timing())
+    default, node = Timing(), NodeConfig()
+    assert default.heartbeat == node.gossip.heartbeat
+    assert default.sync_interval == node.gossip.sync.interval
+    assert default.overlay_interval == node.overlay_interval
+    assert default.delivery_interval == node.delivery_interval
+    assert default.mail_interval == node.mail_interval
+    assert default.rpc_timeout == node.dht.rpc_timeout
