@@ -1,0 +1,247 @@
+"""Real ``meshnode daemon`` processes for system tests.
+
+Network-test rules for every test that uses this module:
+- only loopback: each daemon has its own 127.0.3.N (N from 1) and port 0 on
+  its first start, then keeps the port it got, so peers find it again after
+  a restart; test peers of our own use 127.0.3.200 and up;
+- every daemon is started by :class:`Daemon` and stopped (SIGTERM, then
+  SIGKILL) in the fixture's teardown, whatever the test did;
+- readiness is the control socket answering ``status``; everything else is
+  awaited with :func:`wait_for`, a bounded polling loop with a deadline,
+  never a fixed sleep;
+- the daemons run with the short ``[timing]`` of :data:`FAST`, so a lost
+  message or a restart costs a second, not a minute.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from meshnode.client import Client, connect
+from meshnode.config import Timing, load, render
+from meshnode.core.identity import parse_key
+from meshnode.errors import MeshError
+from meshnode.paths import CONFIG, STORE
+
+T = TypeVar("T")
+
+# The console script is ``meshnode = "meshnode.cli:main"`` (pyproject.toml).
+CLI: tuple[str, ...] = (sys.executable, "-c", "from meshnode.cli import main; main()")
+ROOT = Path(__file__).resolve().parents[2]
+SUBNET = "127.0.3"
+FAST = Timing(
+    heartbeat=0.2,
+    sync_interval=2.0,
+    overlay_interval=1.0,
+    delivery_interval=0.5,
+    mail_interval=1.0,
+    rpc_timeout=0.5,
+)
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+
+
+def _env() -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MESHNODE_HOME", "MESHNODE_PASSPHRASE", "NOTIFY_SOCKET")
+    }
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    return env
+
+
+def cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run one ``meshnode`` command to completion; raise with its stderr if it failed."""
+    done = subprocess.run(
+        [*CLI, *args], env=_env(), capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if done.returncode != 0:
+        raise AssertionError(f"meshnode {' '.join(args)} failed: {done.stderr.strip()}")
+    return done
+
+
+def wait_for(
+    probe: Callable[[], T | None],
+    *,
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+    explain: Callable[[], str] | None = None,
+) -> T:
+    """Poll ``probe`` until it returns something truthy, or fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            detail = f"\n{explain()}" if explain is not None else ""
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{detail}")
+        time.sleep(interval)
+
+
+@dataclasses.dataclass
+class Daemon:
+    """One node: its data directory, address and (while running) its process."""
+
+    name: str
+    data_dir: Path
+    host: str
+    port: int = 0
+    key_text: str = ""
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / "daemon.log"
+
+    @property
+    def address(self) -> str:
+        assert self.port, f"{self.name} has not started yet"
+        return f"{self.host}:{self.port}"
+
+    @property
+    def key(self) -> bytes:
+        return parse_key(self.key_text)
+
+    @property
+    def client(self) -> Client:
+        return connect(self.data_dir, timeout=30.0)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def init(self, *, bootstrap: Sequence[str] = (), timing: Timing = FAST) -> None:
+        """``meshnode init`` on ``host:0``, then the short timings in meshnode.toml."""
+        args = ["--data-dir", str(self.data_dir), "init", "--name", self.name]
+        args += ["--listen", f"{self.host}:0", "--json"]
+        if bootstrap:
+            args += ["--bootstrap", *bootstrap]
+        self.key_text = json.loads(cli(*args).stdout)["key"]
+        path = self.data_dir / CONFIG
+        path.write_text(render(dataclasses.replace(load(path), timing=timing)))
+
+    def spawn(self) -> None:
+        """Start ``meshnode daemon`` (on the port of its first start, after that)."""
+        assert not self.running, f"{self.name} is already running"
+        args = [*CLI, "--data-dir", str(self.data_dir), "daemon"]
+        if self.port:
+            args += ["--listen", self.address]
+        with self.log_path.open("ab") as log:
+            log.write(f"--- start {self.restarts} ---\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(
+                args, env=_env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+        """Until the control socket answers ``status``; learn the bound port."""
+
+        def ready() -> bool:
+            if self.process is None or self.process.poll() is not None:
+                raise AssertionError(f"{self.name} exited while starting:\n{self.log_tail()}")
+            try:
+                status = self.client.status()
+            except MeshError:
+                return False
+            self.port = int(status.address.rpartition(":")[2])
+            return True
+
+        wait_for(ready, timeout=timeout, what=f"{self.name} to answer", explain=self.log_tail)
+
+    def start(self) -> None:
+        self.spawn()
+        self.wait_ready()
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """SIGTERM and wait for a clean exit (SIGKILL if it does not come); the exit code."""
+        process = self.process
+        if process is None:
+            return 0
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=timeout)
+        self.process = None
+        self.restarts += 1
+        return process.returncode
+
+    def kill(self) -> None:
+        """Teardown: no daemon outlives its test, however it ended."""
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+        self.process = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return f"({self.name}: no log)"
+        return f"--- {self.name} log ---\n" + "\n".join(text.splitlines()[-lines:])
+
+    def held_mail(self, recipient: bytes) -> int:
+        """Bulletins this node holds for ``recipient`` while it is offline, read from
+        its SQLite file (read-only; the daemon keeps writing)."""
+        uri = f"file:{self.data_dir / STORE}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5)) as db:
+            row = db.execute("SELECT count(*) FROM mail WHERE recipient = ?", (recipient,))
+            return int(row.fetchone()[0])
+
+
+class Mesh:
+    """Daemons on 127.0.3.N under one directory; :meth:`close` stops them all."""
+
+    def __init__(self, root: Path, *, first_host: int = 1) -> None:
+        self.root = root
+        self.daemons: list[Daemon] = []
+        self._next_host = first_host
+
+    def add(self, name: str, *, bootstrap: Sequence[str] = (), timing: Timing = FAST) -> Daemon:
+        assert self._next_host < 200, "127.0.3.200 and up are for test peers"
+        daemon = Daemon(
+            name=name,
+            data_dir=self.root / f"node-{self._next_host:03d}",
+            host=f"{SUBNET}.{self._next_host}",
+        )
+        self._next_host += 1
+        daemon.init(bootstrap=bootstrap, timing=timing)
+        self.daemons.append(daemon)
+        return daemon
+
+    def start(self, daemons: Iterable[Daemon]) -> None:
+        """Start several daemons at once and wait until every one answers."""
+        batch = list(daemons)
+        for d in batch:
+            d.spawn()
+        for d in batch:
+            d.wait_ready()
+
+    def close(self) -> None:
+        for d in self.daemons:
+            d.kill()
+
+    def logs(self) -> str:
+        return "\n".join(d.log_tail() for d in self.daemons)
