@@ -237,12 +237,13 @@ class Node:
         except RemoteProtocolError as exc:
             raise PeerDisconnected(f"no meshnode session with {address}: {exc}") from None
         key = session.peer_key
-        if key == self.identity.public_key or key in self._peers or self._blocked(key):
+        if key == self.identity.public_key or self._blocked(key):
             await session.aclose()
             if key == self.identity.public_key:
                 raise PeerDisconnected(f"{address} is this node itself")
-            if key not in self._peers:
-                raise PeerDisconnected(f"{address} is a blocked group")
+            raise PeerDisconnected(f"{address} is a blocked group")
+        if not self._keeps(key, outbound=True):
+            await session.aclose()
             return key
         started = trio.Event()
         self._nursery.start_soon(self._run_session, session, True, started)
@@ -252,22 +253,39 @@ class Node:
     async def _accept(self, session: transport.Session) -> None:
         self._reachable = True  # another node dialled us and completed a handshake
         key = session.peer_key
-        if key in self._peers or key == self.identity.public_key or self._blocked(key):
+        if key == self.identity.public_key or self._blocked(key):
             return
-        await self._run_session(session, False, trio.Event())
+        if self._keeps(key, outbound=False):
+            await self._run_session(session, False, trio.Event())
+
+    def _keeps(self, key: bytes, *, outbound: bool) -> bool:
+        """Whether a new session with ``key`` should replace the one already open, if any.
+
+        Two nodes that dial each other at once must keep the same connection, or
+        each closes the one the other kept: both keep the one dialled by the
+        smaller group key. A dial that races one of our own keeps the first."""
+        existing = self._peers.get(key)
+        if existing is None:
+            return True
+        if existing.outbound == outbound:
+            return False
+        smaller_dials = self.identity.public_key if outbound else key
+        return smaller_dials == min(self.identity.public_key, key)
 
     async def _run_session(
         self, session: transport.Session, outbound: bool, started: trio.Event
     ) -> None:
         key = session.peer_key
-        if key in self._peers:
-            # Two sessions with one peer raced (dials from several loops, or a dial
-            # and an accept): keep the one registered first.
+        if not self._keeps(key, outbound=outbound):
             started.set()
             with trio.CancelScope(shield=True):
                 await session.aclose()
             return
-        self._peers[key] = _Peer(session, outbound, time.time())
+        replaced = self._peers.pop(key, None)
+        if replaced is not None:
+            self.gossip.remove_peer(PeerId(key), trio.current_time())
+            self._nursery.start_soon(replaced.session.aclose)
+        entry = self._peers[key] = _Peer(session, outbound, time.time())
         self.gossip.add_peer(PeerId(key), session.handshake_hash, trio.current_time())
         log.info("session with %s at %s", fingerprint(key), session.remote_address)
         try:
@@ -282,8 +300,9 @@ class Node:
             log.info("session with %s ended: %s", fingerprint(key), exc)
         finally:
             started.set()
-            self._peers.pop(key, None)
-            self.gossip.remove_peer(PeerId(key), trio.current_time())
+            if self._peers.get(key) is entry:  # not if a preferred session replaced it
+                del self._peers[key]
+                self.gossip.remove_peer(PeerId(key), trio.current_time())
             with trio.CancelScope(shield=True):
                 await session.aclose()
 
@@ -333,23 +352,27 @@ class Node:
 
     async def _storer(self) -> None:
         """Group commit: what every session received since the last pass is stored in
-        one transaction (one fsync), and only then accepted, i.e. relayed. Under load a
-        pass takes in more at once, so the cost per bulletin falls as the rate rises."""
+        one transaction, made durable by one fsync in a worker thread (the event loop
+        goes on meanwhile, and the next batch gathers), and only then accepted, i.e.
+        relayed. Under load a batch holds more, so the cost per bulletin falls."""
         while True:
             await self._store_now.wait()
             self._store_now = trio.Event()
             batch, self._to_store = self._to_store, []
-            self._on_bulletins(batch, trio.current_time())
+            try:
+                results = self.archive.store_unsynced(batch)
+                await trio.to_thread.run_sync(self.archive.store.sync)
+            except StoreError as exc:
+                log.error("could not store %d bulletins: %s", len(batch), exc)
+                now = trio.current_time()
+                for bulletin in batch:
+                    self.gossip.reject(bulletin.id, now)
+                continue
+            self._on_stored(batch, results, trio.current_time())
             self._flush()
 
-    def _on_bulletins(self, batch: list[Bulletin], now: float) -> None:
-        try:
-            results = [got.result for got in self.archive.ingest_many(batch)]
-        except StoreError as exc:
-            log.error("could not store %d bulletins: %s", len(batch), exc)
-            for bulletin in batch:
-                self.gossip.reject(bulletin.id, now)
-            return
+    def _on_stored(self, batch: list[Bulletin], results: list[Insert], now: float) -> None:
+        self.archive.taken(batch, results)
         for bulletin, result in zip(batch, results, strict=True):
             if result is Insert.OVER_QUOTA:
                 self.gossip.reject(bulletin.id, now)

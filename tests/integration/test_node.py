@@ -111,3 +111,21 @@ async def test_announce_must_be_dialable(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"0\.0\.0\.0"):
         async with open_node(tmp_path / "x", listen="127.0.0.49:0", announce="0.0.0.0:7447"):
             pass
+
+
+async def test_simultaneous_dials_keep_one_shared_session(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with node(tmp_path, 1) as a, node(tmp_path, 2) as b:
+            for _ in range(5):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(a.connect, b.address)
+                    nursery.start_soon(b.connect, a.address)
+                await wait_for(lambda: len(a.peers()) == 1 and len(b.peers()) == 1)
+                (ab,) = a.peers()
+                (ba,) = b.peers()
+                smaller = min(a.identity.public_key, b.identity.public_key)
+                # Both kept the connection the smaller key dialled.
+                assert ab.outbound == (a.identity.public_key == smaller)
+                assert ba.outbound == (b.identity.public_key == smaller)
+                await a._close(b.identity.public_key)
+                await wait_for(lambda: a.peers() == [] and b.peers() == [])
