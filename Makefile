@@ -49,6 +49,7 @@ typecheck: $(STAMP)  ## mypy only
 bench: $(STAMP)  ## print the benchmark figures
 	$(BIN)/python bench/core.py
 	$(BIN)/python bench/dht.py
+	$(BIN)/python bench/mesh.py
 
 docs: $(STAMP)  ## regenerate docs/cli.md from the commands' --help
 	$(BIN)/python -c "from meshnode.cli import render_docs; print(render_docs())" > docs/cli.md

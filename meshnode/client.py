@@ -79,8 +79,7 @@ class Client:
             sock.close()
             where = self.data_dir if self.data_dir is not None else self.path.parent
             raise DaemonUnreachable(
-                f"no meshnode daemon is running for {where} "
-                f"(start one with '{self._start_hint()}')"
+                f"no meshnode daemon is running for {where} (start one with '{self._start_hint()}')"
             ) from None
         except PermissionError:
             sock.close()

@@ -231,15 +231,26 @@ class Archive:
     def ingest_many(self, bulletins: Sequence[Bulletin]) -> list[Ingested]:
         """:meth:`ingest` for several bulletins in one durable transaction (one fsync):
         when it returns, every one it stored is durable."""
-        results = self.store.add_many(bulletins, now=self._clock())
+        return self.taken(bulletins, self.store.add_many(bulletins, now=self._clock()))
+
+    def store_unsynced(self, bulletins: Sequence[Bulletin]) -> list[Insert]:
+        """Received bulletins, in two steps: this commits them without an fsync; then
+        ``store.sync()`` (in a worker thread) makes them durable, and :meth:`taken`
+        indexes them. Until then nothing serves them: gossip and sync read the index."""
+        results = self.store.add_unsynced(bulletins, now=self._clock())
+        for b, r in zip(bulletins, results, strict=True):
+            if r.stored:
+                self._remember(b)
+        return results
+
+    def taken(self, bulletins: Sequence[Bulletin], results: Sequence[Insert]) -> list[Ingested]:
+        """Index bulletins the store took (and apply key updates)."""
         return [self._taken(b, r) for b, r in zip(bulletins, results, strict=True)]
 
     def _taken(self, bulletin: Bulletin, result: Insert) -> Ingested:
         if not result.stored:
             return Ingested(result)
-        self._recent[bulletin.id] = bulletin
-        if len(self._recent) > _RECENT:
-            del self._recent[next(iter(self._recent))]
+        self._remember(bulletin)
         topic = topic_of(bulletin)
         if topic is not None:
             self.index(topic).add(bulletin.created_at, bulletin.id)
@@ -247,6 +258,11 @@ class Archive:
         if bulletin.kind == Kind.KEY_UPDATE and bulletin.author != self.identity.public_key:
             return Ingested(result, self._apply_key_update(bulletin))
         return Ingested(result)
+
+    def _remember(self, bulletin: Bulletin) -> None:
+        self._recent[bulletin.id] = bulletin
+        if len(self._recent) > _RECENT:
+            del self._recent[next(iter(self._recent))]
 
     def _apply_key_update(self, bulletin: Bulletin) -> Channel | None:
         try:

@@ -64,6 +64,9 @@ log = logging.getLogger(__name__)
 _READ_SIZE: Final = LENGTH_SIZE + MAX_RECORD
 """One whole record per read at most, so the machine's inbound buffer stays small."""
 
+_WRITE_BATCH: Final = 16
+"""Queued messages written together at most (one ``send_all``)."""
+
 SessionHandler = Callable[["Session"], Awaitable[None]]
 """What a listener runs for each open session; the session closes when it returns."""
 
@@ -279,7 +282,10 @@ class Session:
                     continue
                 deadline = trio.current_time() + config.idle_timeout
                 if isinstance(event, MessageReceived):
-                    await self._recv_tx.send(event.data)
+                    try:  # no checkpoint per message while the queue has room
+                        self._recv_tx.send_nowait(event.data)
+                    except trio.WouldBlock:
+                        await self._recv_tx.send(event.data)
         except RemoteProtocolError as exc:
             self._abort(f"the peer broke the session protocol: {exc}")
         except NonceExhausted as exc:
@@ -288,18 +294,31 @@ class Session:
             self._abort("the connection broke")
 
     async def _writer(self) -> None:
-        """Write queued messages, or a keepalive when idle; flush and end on aclose."""
+        """Write queued messages, or a keepalive when idle; flush and end on aclose.
+
+        The messages already queued when the writer wakes (up to ``_WRITE_BATCH``) go
+        out in one write, so a burst costs one system call, not one per message.
+        """
         config = self._config
         try:
             while True:
                 data: bytes | None = None
-                with trio.move_on_after(config.keepalive_interval):
-                    data = await self._send_rx.receive()
+                try:
+                    data = self._send_rx.receive_nowait()
+                except trio.WouldBlock:
+                    with trio.move_on_after(config.keepalive_interval):
+                        data = await self._send_rx.receive()
                 try:
                     if data is None:
                         self._machine.send_keepalive()
                     else:
                         self._machine.send(data)
+                        for _ in range(_WRITE_BATCH - 1):
+                            try:
+                                more = self._send_rx.receive_nowait()
+                            except (trio.WouldBlock, trio.EndOfChannel):
+                                break  # (a close is seen at the top, after this write)
+                            self._machine.send(more)
                 except LocalProtocolError as exc:  # the reader failed it, or nonces ran out
                     self._abort(f"the session failed: {exc}")
                     return
