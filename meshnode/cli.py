@@ -246,7 +246,10 @@ def _when(ts: int) -> str:
 def _print_bulletin(record: BulletinRecord) -> None:
     where = f"#{record.channel}" if record.channel else record.kind
     reply = f"  (reply to {record.reply_to.hex()[:12]})" if record.reply_to else ""
-    print(f"[{_when(record.created_at)}] {where} {record.author_name}: {record.text}{reply}")
+    text = record.text
+    if record.endorses is not None:
+        text = f"stands behind {record.endorses.hex()[:16]}" + (f": {text}" if text else "")
+    print(f"[{_when(record.created_at)}] {where} {record.author_name}: {text}{reply}")
     print(f"    id {record.id.hex()[:16]}", flush=True)
 
 

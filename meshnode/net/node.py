@@ -248,7 +248,15 @@ class Node:
         started = trio.Event()
         self._nursery.start_soon(self._run_session, session, True, started)
         await started.wait()
+        if records.node_id(key) not in {entry[0] for entry in self.dht.routing_snapshot()}:
+            # A node dialled by hand, through an invite or as a bootstrap address also
+            # joins our routing table: its DHT listens on the same port number.
+            self._nursery.start_soon(self._join_dht, address)
         return key
+
+    async def _join_dht(self, address: str) -> None:
+        with contextlib.suppress(MeshError, ValueError):
+            await self.dht.bootstrap([address])
 
     async def _accept(self, session: transport.Session) -> None:
         self._reachable = True  # another node dialled us and completed a handshake

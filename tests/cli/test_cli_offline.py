@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from meshnode.cli import ExitStatus, build_parser, exit_status_for, render_docs, run
+from meshnode.cli import (
+    ExitStatus,
+    _print_bulletin,
+    build_parser,
+    exit_status_for,
+    render_docs,
+    run,
+)
+from meshnode.core.views import BulletinRecord
 from meshnode.errors import (
     DaemonUnreachable,
     HandshakeError,
@@ -132,3 +140,13 @@ def test_private_mesh_writes_a_network_key(
     assert len(bytes.fromhex(key)) == 32
     assert (tmp_path / "network.key").stat().st_mode & 0o777 == 0o600
     assert "network_key_file" in (tmp_path / "meshnode.toml").read_text()
+
+
+def test_an_endorsement_reads_as_what_it_endorses(capsys: pytest.CaptureFixture[str]) -> None:
+    record = BulletinRecord(
+        id=bytes(32), author=bytes(32), author_name="local12", kind="endorsement",
+        channel=None, channel_id=None, text="", created_at=0, expires_at=None,
+        reply_to=None, endorses=bytes([0xAB]) * 32, seq=1, cursor=1,
+    )  # fmt: skip
+    _print_bulletin(record)
+    assert "local12: stands behind abababababababab" in capsys.readouterr().out
