@@ -872,6 +872,16 @@ class _HardenedServer(Server):  # type: ignore[misc]  # kademlia ships no type h
         await asyncio.gather(*crawls)
 
 
+def estimate_size(own: bytes, known: Sequence[bytes], k: int) -> int:
+    """The network-size estimate of :meth:`DHTNode.size_estimate` (pure, for tests)."""
+    if len(known) < k:
+        return len(known) + 1
+    me = int.from_bytes(own, "big")
+    distances = sorted(me ^ int.from_bytes(i, "big") for i in known)
+    span: int = 2 ** (8 * len(own))
+    return max(len(known) + 1, round(k * span / max(distances[k - 1], 1)))
+
+
 def _bind(host: str, port: int, receive_buffer: int) -> socket.socket:
     ip = _ipv4(host) if host != "0.0.0.0" else host
     if ip is None:
@@ -944,6 +954,17 @@ class DHTNode:
             for bucket in self._protocol.router.buckets
             for n in bucket.get_nodes()
         ]
+
+    def size_estimate(self) -> int:
+        """How many nodes the mesh has, estimated from the routing table.
+
+        Node IDs are uniform, so the k nodes closest to our own ID span about
+        k / N of the ID space: N is about k * 2^160 / (distance to the k-th).
+        With fewer than k known nodes we know them all (and ourselves).
+        """
+        return estimate_size(
+            self.node_id, [i for i, _, _ in self.routing_snapshot()], self._config.ksize
+        )
 
     def statistics(self) -> DHTStatistics:
         """Counters and sizes, for operators and for the tests' bounds."""

@@ -42,6 +42,7 @@ from meshnode.net.dht import (
     DHTConfig,
     DHTNode,
     RecordStore,
+    estimate_size,
     open_dht,
 )
 from meshnode.store import Store
@@ -598,3 +599,14 @@ async def test_bad_arguments_to_open_dht() -> None:
     async with open_dht(ident, "127.0.0.200", config=FAST) as d:
         with pytest.raises(ValueError, match="IPv4"):
             await d.bootstrap(["example.org:7447"])
+
+
+def test_size_estimate_from_the_routing_table() -> None:
+    rng = random.Random(7)
+    own = rng.randbytes(20)
+    everyone = [rng.randbytes(20) for _ in range(5000)]
+    assert estimate_size(own, everyone[:5], 20) == 6  # fewer than k: we know them all
+    # A node knows its k nearest neighbours and a few farther ones per bucket.
+    nearest = sorted(everyone, key=lambda i: int.from_bytes(i, "big") ^ int.from_bytes(own, "big"))
+    known = nearest[:20] + rng.sample(everyone, 60)
+    assert 2500 <= estimate_size(own, known, 20) <= 10000
