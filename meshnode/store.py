@@ -51,6 +51,8 @@ MAIL_BYTES_PER_SENDER: Final = 1024 * 1024
 MAIL_TOTAL_BYTES: Final = 256 * 1024 * 1024
 
 _SEAL_NONCE_SIZE: Final = 24
+_CONTACT_CACHE: Final = 4096
+"""Keys :meth:`Store.contact` remembers at most (then it starts over)."""
 
 MIGRATIONS: Final[tuple[str, ...]] = (
     """
@@ -216,6 +218,12 @@ class Store:
         self._quota = quota
         self._wal: Path | None = None
         """The write-ahead log's path, for :meth:`sync` (found on first use)."""
+        self._contact_cache: dict[bytes, Contact | None] = {}
+        """Key -> its contact row (None: not a contact), for :meth:`contact`; emptied by
+        every write to ``contacts``, all of which go through this object."""
+        self._relaxed = False
+        """Whether the connection runs with ``synchronous=NORMAL`` (after
+        :meth:`add_unsynced`); every other write restores ``FULL`` first."""
 
     @classmethod
     def open(
@@ -384,6 +392,7 @@ class Store:
 
     def add_contact(self, petname: str, key: bytes, *, now: int) -> Contact:
         """Name a group. Raises StoreError if the petname or the key is already known."""
+        self._contact_cache.clear()
         try:
             with self._transaction():
                 self._db.execute(
@@ -401,9 +410,15 @@ class Store:
         return [_contact(r) for r in self._db.execute(f"{_CONTACT} ORDER BY petname")]
 
     def contact(self, key: bytes) -> Contact | None:
-        """The contact with this group key, or None."""
+        """The contact with this group key, or None (cached: asked for every arrival)."""
+        if key in self._contact_cache:
+            return self._contact_cache[key]
         row = self._db.execute(f"{_CONTACT} WHERE key = ?", (key,)).fetchone()
-        return None if row is None else _contact(row)
+        found = None if row is None else _contact(row)
+        if len(self._contact_cache) >= _CONTACT_CACHE:
+            self._contact_cache.clear()
+        self._contact_cache[key] = found
+        return found
 
     def contact_by_name(self, petname: str) -> Contact | None:
         """The contact with this petname, or None."""
@@ -414,6 +429,7 @@ class Store:
         self, key: bytes, *, verified: bool | None = None, blocked: bool | None = None
     ) -> Contact | None:
         """Mark a contact verified or blocked; returns it updated, or None if unknown."""
+        self._contact_cache.clear()
         with self._transaction():
             if verified is not None:
                 self._db.execute(
@@ -433,8 +449,9 @@ class Store:
 
     def add_many(self, bulletins: Iterable[Bulletin], *, now: int) -> list[Insert]:
         """Keep several verified bulletins in one durable transaction (one fsync)."""
+        batch = list(bulletins)
         with self._transaction():
-            return [self._insert(b, now) for b in bulletins]
+            return self._insert_many(batch, now)
 
     def add_unsynced(self, bulletins: Sequence[Bulletin], *, now: int) -> list[Insert]:
         """:meth:`add_many`, committed but not yet durable: the bulletins survive the
@@ -448,12 +465,11 @@ class Store:
         if self._wal is None:
             row = self._db.execute("PRAGMA database_list").fetchone()
             self._wal = Path(row[2] + "-wal") if row and row[2] else Path()
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        try:
-            with self._transaction():
-                return [self._insert(b, now) for b in bulletins]
-        finally:
-            self._db.execute("PRAGMA synchronous=FULL")
+        if not self._relaxed:  # (left so for the next batch: _transaction restores FULL)
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._relaxed = True
+        with _Transaction(self._db):
+            return self._insert_many(bulletins, now)
 
     def sync(self) -> None:
         """Make every transaction committed so far durable: fsync the write-ahead log.
@@ -479,48 +495,110 @@ class Store:
         finally:
             os.close(fd)
 
-    def _insert(self, b: Bulletin, now: int) -> Insert:
-        if self._db.execute("SELECT 1 FROM bulletins WHERE id = ?", (b.id,)).fetchone():
-            return Insert.DUPLICATE
-        stream = b.stream
-        size = len(b.raw)
-        if b.author != self._owner:
-            row = self._db.execute(
-                "SELECT bytes FROM usage WHERE author = ?", (b.author,)
-            ).fetchone()
-            if (row[0] if row else 0) + size > self._quota:
-                return Insert.OVER_QUOTA
-        rival = self._db.execute(
-            "SELECT id FROM bulletins WHERE stream = ? AND author = ? AND seq = ? LIMIT 1",
-            (stream, b.author, b.seq),
-        ).fetchone()
-        self._db.execute(
+    def _insert_many(self, bulletins: Sequence[Bulletin], now: int) -> list[Insert]:
+        """Rules 3 and 4 for a batch, in a transaction the caller opened.
+
+        The queries are per batch, not per bulletin: one lookup of the ids already
+        held, one of usage per author and of the frontier per (author, stream), then
+        one ``executemany`` per table. A rival (a held bulletin with the same author,
+        stream and seq) is looked for only where one can exist: at a seq no higher
+        than the frontier (``max_seq`` never falls, not even when a bulletin expires),
+        or one taken earlier in this batch.
+        """
+        held: set[bytes] = set()
+        ids = list(dict.fromkeys(b.id for b in bulletins))
+        for start in range(0, len(ids), 500):  # under SQLite's bound-parameter limit
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            held.update(
+                bytes(r[0])
+                for r in self._db.execute(f"SELECT id FROM bulletins WHERE id IN ({marks})", chunk)
+            )
+        usage: dict[bytes, int] = {}
+        """Author -> bytes held, this batch's additions included."""
+        frontier: dict[tuple[bytes, bytes], int] = {}
+        """(stream, author) -> the highest seq held before this batch (0 if none)."""
+        taken: dict[tuple[bytes, bytes, int], bytes] = {}
+        """(stream, author, seq) -> the first id this batch added there."""
+        added_usage: dict[bytes, int] = {}
+        added_frontier: dict[tuple[bytes, bytes], list[int]] = {}
+        """(stream, author) -> [highest seq added, how many added]."""
+        rows: list[tuple[object, ...]] = []
+        forks: list[tuple[bytes, bytes, int, bytes, bytes, int]] = []
+        results: list[Insert] = []
+        for b in bulletins:
+            if b.id in held:
+                results.append(Insert.DUPLICATE)
+                continue
+            author, stream, seq, size = b.author, b.stream, b.seq, len(b.raw)
+            used = usage.get(author)
+            if used is None:
+                row = self._db.execute(
+                    "SELECT bytes FROM usage WHERE author = ?", (author,)
+                ).fetchone()
+                used = usage[author] = row[0] if row else 0
+            if author != self._owner and used + size > self._quota:
+                results.append(Insert.OVER_QUOTA)
+                continue
+            key = (stream, author)
+            top = frontier.get(key)
+            if top is None:
+                row = self._db.execute(
+                    "SELECT max_seq FROM frontiers WHERE stream = ? AND author = ?", key
+                ).fetchone()
+                top = frontier[key] = row[0] if row else 0
+            rival: bytes | None = None
+            if seq <= top:
+                row = self._db.execute(
+                    "SELECT id FROM bulletins WHERE stream = ? AND author = ? AND seq = ? LIMIT 1",
+                    (stream, author, seq),
+                ).fetchone()
+                rival = None if row is None else bytes(row[0])
+            if rival is None:
+                rival = taken.get((stream, author, seq))
+            taken.setdefault((stream, author, seq), b.id)
+            held.add(b.id)
+            usage[author] = used + size
+            added_usage[author] = added_usage.get(author, 0) + size
+            counts = added_frontier.setdefault(key, [seq, 0])
+            counts[0] = max(counts[0], seq)
+            counts[1] += 1
+            rows.append(
+                (
+                    b.id, author, stream, seq, int(b.kind), b.channel_id, b.created_at,
+                    b.expires_at, now, b.raw,
+                )
+            )  # fmt: skip
+            if rival is None:
+                results.append(Insert.ADDED)
+            else:
+                forks.append((author, stream, seq, rival, b.id, now))
+                results.append(Insert.FORK)
+        if not rows:
+            return results
+        self._db.executemany(
             "INSERT INTO bulletins (id, author, stream, seq, kind, channel_id, created_at, "
             "expires_at, received_at, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                b.id, b.author, stream, b.seq, int(b.kind), b.channel_id, b.created_at,
-                b.expires_at, now, b.raw,
-            ),
-        )  # fmt: skip
-        self._db.execute(
+            rows,
+        )
+        self._db.executemany(
             "INSERT INTO usage (author, bytes) VALUES (?, ?) "
             "ON CONFLICT (author) DO UPDATE SET bytes = bytes + excluded.bytes",
-            (b.author, size),
+            added_usage.items(),
         )
-        self._db.execute(
-            "INSERT INTO frontiers (stream, author, max_seq, held) VALUES (?, ?, ?, 1) "
+        self._db.executemany(
+            "INSERT INTO frontiers (stream, author, max_seq, held) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (stream, author) DO UPDATE SET "
-            "max_seq = max(max_seq, excluded.max_seq), held = held + 1",
-            (stream, b.author, b.seq),
+            "max_seq = max(max_seq, excluded.max_seq), held = held + excluded.held",
+            [(stream, author, top, n) for (stream, author), (top, n) in added_frontier.items()],
         )
-        if rival is None:
-            return Insert.ADDED
-        self._db.execute(
-            "INSERT INTO forks (author, stream, seq, first_id, second_id, detected_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (b.author, stream, b.seq, bytes(rival[0]), b.id, now),
-        )
-        return Insert.FORK
+        if forks:
+            self._db.executemany(
+                "INSERT INTO forks (author, stream, seq, first_id, second_id, detected_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                forks,
+            )
+        return results
 
     def has(self, bulletin_id: bytes) -> bool:
         """Whether the bulletin is held."""
@@ -772,6 +850,10 @@ class Store:
     # Plumbing --------------------------------------------------------------------
 
     def _transaction(self) -> _Transaction:
+        """A durable transaction (rule 1): its commit fsyncs the log."""
+        if self._relaxed:
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._relaxed = False
         return _Transaction(self._db)
 
 

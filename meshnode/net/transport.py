@@ -29,6 +29,7 @@ Theory of operation (normative text: docs/spec/session.md):
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -213,6 +214,19 @@ class Session:
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise self._disconnected() from None
 
+    def receive_nowait(self) -> bytes:
+        """The next message if one is queued already: :meth:`receive` without waiting,
+        so a caller can take a burst in one wake-up.
+
+        Raises:
+            trio.WouldBlock: no message is queued (the session may still be open).
+            PeerDisconnected: the session closed and every message was taken.
+        """
+        try:
+            return self._recv_rx.receive_nowait()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise self._disconnected() from None
+
     async def aclose(self) -> None:
         """Write what is queued (for at most ``write_timeout``), then close the connection.
 
@@ -264,28 +278,34 @@ class Session:
     async def _reader(self) -> None:
         """Feed the machine; deliver messages; watch the idle timer (spec: "Idle timeout")."""
         config = self._config
-        deadline = trio.current_time() + config.idle_timeout
+        # One cancel scope for the whole session, its deadline moved on as messages
+        # come (not a scope per read): it is cancelled only when the peer falls idle.
+        idle = trio.CancelScope(deadline=trio.current_time() + config.idle_timeout)
+        heard = False
         try:
-            while True:
-                event = self._machine.next_event()
-                if event is NEED_DATA:
-                    data = None
-                    with trio.move_on_at(deadline):
+            with idle:
+                while True:
+                    event = self._machine.next_event()
+                    if event is NEED_DATA:
+                        if heard:
+                            idle.deadline = trio.current_time() + config.idle_timeout
+                            heard = False
                         data = await self._stream.receive_some(_READ_SIZE)
-                    if data is None:
-                        self._abort(f"no message or keepalive for {config.idle_timeout} s")
-                        return
-                    if not data:
-                        self._abort("the peer closed the connection")
-                        return
-                    self._machine.receive_data(data)
-                    continue
-                deadline = trio.current_time() + config.idle_timeout
-                if isinstance(event, MessageReceived):
-                    try:  # no checkpoint per message while the queue has room
-                        self._recv_tx.send_nowait(event.data)
-                    except trio.WouldBlock:
-                        await self._recv_tx.send(event.data)
+                        if not data:
+                            self._abort("the peer closed the connection")
+                            return
+                        self._machine.receive_data(data)
+                        continue
+                    heard = True
+                    if isinstance(event, MessageReceived):
+                        try:  # no checkpoint per message while the queue has room
+                            self._recv_tx.send_nowait(event.data)
+                        except trio.WouldBlock:  # our side is slow: not the peer's idling
+                            idle.deadline = math.inf
+                            await self._recv_tx.send(event.data)
+            if idle.cancelled_caught:
+                self._abort(f"no message or keepalive for {config.idle_timeout} s")
+                return
         except RemoteProtocolError as exc:
             self._abort(f"the peer broke the session protocol: {exc}")
         except NonceExhausted as exc:
@@ -300,27 +320,29 @@ class Session:
         out in one write, so a burst costs one system call, not one per message.
         """
         config = self._config
+        data: bytes | None = None
         try:
             while True:
-                data: bytes | None = None
-                try:
-                    data = self._send_rx.receive_nowait()
-                except trio.WouldBlock:
-                    with trio.move_on_after(config.keepalive_interval):
-                        data = await self._send_rx.receive()
-                try:
-                    if data is None:
-                        self._machine.send_keepalive()
-                    else:
-                        self._machine.send(data)
-                        for _ in range(_WRITE_BATCH - 1):
-                            try:
-                                more = self._send_rx.receive_nowait()
-                            except (trio.WouldBlock, trio.EndOfChannel):
-                                break  # (a close is seen at the top, after this write)
-                            self._machine.send(more)
-                except LocalProtocolError as exc:  # the reader failed it, or nonces ran out
-                    self._abort(f"the session failed: {exc}")
+                # One cancel scope until it fires (not one per wait and per write): its
+                # deadline is the keepalive while waiting, the write timeout while writing.
+                writing = False
+                with trio.CancelScope() as scope:
+                    while True:
+                        try:
+                            data = self._send_rx.receive_nowait()
+                        except trio.WouldBlock:
+                            scope.deadline = trio.current_time() + config.keepalive_interval
+                            data = await self._send_rx.receive()
+                        if not self._encode(data):
+                            return
+                        scope.deadline = trio.current_time() + config.write_timeout
+                        writing = True
+                        await self._stream.send_all(self._machine.data_to_send())
+                        writing = False
+                if writing:
+                    self._abort(f"the peer read nothing for {config.write_timeout} s")
+                    return
+                if not self._encode(None):  # idle for keepalive_interval
                     return
                 with trio.move_on_after(config.write_timeout) as write:
                     await self._stream.send_all(self._machine.data_to_send())
@@ -331,6 +353,25 @@ class Session:
             self._abort("closed by this side")
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             self._abort("the connection broke")
+
+    def _encode(self, data: bytes | None) -> bool:
+        """Hand ``data`` and what else is queued (up to ``_WRITE_BATCH``) to the machine,
+        or a keepalive for None; False if the session failed."""
+        try:
+            if data is None:
+                self._machine.send_keepalive()
+            else:
+                self._machine.send(data)
+                for _ in range(_WRITE_BATCH - 1):
+                    try:
+                        more = self._send_rx.receive_nowait()
+                    except (trio.WouldBlock, trio.EndOfChannel):
+                        break  # (a close is seen at the top, after this write)
+                    self._machine.send(more)
+        except LocalProtocolError as exc:  # the reader failed it, or nonces ran out
+            self._abort(f"the session failed: {exc}")
+            return False
+        return True
 
 
 async def _handshake(

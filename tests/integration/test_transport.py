@@ -143,6 +143,28 @@ async def test_two_sessions_exchange_messages_both_ways() -> None:
                 await session.send(b"after close")
 
 
+async def test_receive_nowait_takes_a_burst_in_order_then_would_block() -> None:
+    with trio.fail_after(TIMEOUT):
+        async with _listening(_echo, "127.0.0.2") as address:
+            async with open_session(address, identity=ALICE, local_host="127.0.0.3") as session:
+                with pytest.raises(trio.WouldBlock):
+                    session.receive_nowait()
+                messages = [bytes([n]) * 100 for n in range(5)]
+                for message in messages:
+                    session.send_nowait(message)
+                got = [await session.receive()]
+                while len(got) < len(messages):
+                    try:
+                        got.append(session.receive_nowait())
+                    except trio.WouldBlock:
+                        got.append(await session.receive())
+                assert got == [crypto.blake2b_256(m) for m in messages]
+                with pytest.raises(trio.WouldBlock):
+                    session.receive_nowait()
+            with pytest.raises(PeerDisconnected):
+                session.receive_nowait()
+
+
 async def test_a_wrong_network_key_cannot_open_a_session_and_the_listener_serves_on() -> None:
     with trio.fail_after(TIMEOUT):
         opened: list[bytes] = []

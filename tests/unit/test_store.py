@@ -95,6 +95,57 @@ def test_fork_keeps_both_and_flags_the_author(
     assert fork.stream == channel.id
 
 
+@pytest.mark.parametrize("unsynced", [False, True])
+def test_one_batch_does_what_one_at_a_time_does(
+    tmp_path: Path, alice: Identity, bob: Identity, channel: Channel, unsynced: bool
+) -> None:
+    """Duplicates, forks (against a held bulletin and inside the batch) and the quota
+    come out the same whether the bulletins are stored in one batch or one by one."""
+    rng = seeded_rng()
+    held = [post(bob, channel, s, rng) for s in (1, 2)]
+    batch = [
+        post(bob, channel, 3, rng),
+        held[0],  # held already: a duplicate
+        post(bob, channel, 2, seeded_rng("rival")),  # a fork of a held bulletin
+        post(bob, channel, 5, rng),
+        post(bob, channel, 5, seeded_rng("twin")),  # a fork inside the batch
+        post(alice, channel, 1, rng),
+    ]
+    batch.insert(4, batch[3])  # the same bulletin twice in one batch
+    batch += [post(bob, channel, s, rng) for s in range(6, 12)]  # the quota fills up
+    outcomes = []
+    for one_by_one in (True, False):
+        with Store.open(
+            tmp_path / f"{one_by_one}.db", seal_key=KEY, owner=alice.public_key,
+            author_quota=sum(len(b.raw) for b in held) + 6 * len(batch[0].raw),
+        ) as s:  # fmt: skip
+            s.add_many(held, now=NOW)
+            if one_by_one:
+                results = [s.add(b, now=NOW) for b in batch]
+            elif unsynced:
+                results = s.add_unsynced(batch, now=NOW)
+                s.sync()
+            else:
+                results = s.add_many(batch, now=NOW)
+            outcomes.append(
+                (
+                    results,
+                    [(f.seq, f.first_id, f.second_id) for f in s.forks()],
+                    s.usage(bob.public_key),
+                    s.frontiers(channel.id),
+                    [a.id for a in s.arrivals()],
+                    s.gaps(channel.id, bob.public_key),
+                )
+            )
+    assert outcomes[0] == outcomes[1]
+    results = outcomes[0][0]
+    assert results[:7] == [
+        Insert.ADDED, Insert.DUPLICATE, Insert.FORK, Insert.ADDED, Insert.DUPLICATE,
+        Insert.FORK, Insert.ADDED,
+    ]  # fmt: skip
+    assert Insert.OVER_QUOTA in results
+
+
 def test_channel_order_frontiers_gaps_and_after(
     store: Store, alice: Identity, bob: Identity, channel: Channel
 ) -> None:
