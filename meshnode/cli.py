@@ -178,7 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(sub, "read", "read bulletins, and with --follow wait for new ones", _cmd_read)
     p.add_argument("channel", nargs="?", help="only this channel")
     p.add_argument("--since", metavar="WHEN", help="a duration ago (2h, 3d) or a date (2026-11-25)")
-    p.add_argument("--limit", metavar="N", type=int, help="at most N bulletins")
+    p.add_argument(
+        "--limit", metavar="N", type=int, help="only the newest N bulletins (oldest first)"
+    )
     p.add_argument("--follow", action="store_true", help="keep printing new bulletins")
 
     p = command(sub, "endorse", "state that this group stands behind a bulletin", _cmd_endorse)

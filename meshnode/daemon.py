@@ -18,6 +18,7 @@ it lives under the runtime directory and ``<data dir>/control.path`` says where.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import grp
@@ -205,12 +206,17 @@ async def _read(node: Any, args: dict[str, Any]) -> AsyncIterator[views.Bulletin
         raise UnknownChannel(f"no channel {channel!r} on this node (see 'meshnode channel list')")
     limit = _opt(args, "limit", int)
     follow = bool(args.get("follow"))
-    count = 0
-    async for record in node.bulletins(channel, since=_opt(args, "since", int), follow=follow):
+    since = _opt(args, "since", int)
+    if follow or limit is None:
+        async for record in node.bulletins(channel, since=since, follow=follow):
+            yield record
+        return
+    # The newest ``limit`` bulletins, oldest first: what an organizer catching up wants.
+    newest: collections.deque[views.BulletinRecord] = collections.deque(maxlen=max(limit, 0))
+    async for record in node.bulletins(channel, since=since, follow=False):
+        newest.append(record)
+    for record in newest:
         yield record
-        count += 1
-        if limit is not None and count >= limit and not follow:
-            return
 
 
 async def _send_frame(stream: trio.SocketStream, message: dict[str, Any]) -> None:

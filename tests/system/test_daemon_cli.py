@@ -276,6 +276,8 @@ def test_two_daemons_share_a_channel(procs: Procs) -> None:
     streamed = json.loads(lines.next())
     assert (streamed["id"], streamed["text"]) == (later["id"], "Bring banners")
     assert streamed["author"] == posted["author"]
+    newest = [json.loads(x) for x in procs.ok(a, "read", "--limit", "1", "--json").splitlines()]
+    assert [r["id"] for r in newest] == [later["id"]]  # the newest, not the oldest
     follower.send_signal(signal.SIGINT)
     assert follower.wait(timeout=STEP) == 130
     assert follower.stderr is not None
