@@ -16,7 +16,7 @@ import trio
 
 from meshnode.errors import PeerDisconnected
 from meshnode.net.dht import DHTConfig
-from meshnode.net.node import Node, NodeConfig, open_node
+from meshnode.net.node import Node, NodeConfig, default_interface, open_node
 
 CONFIG = NodeConfig(dht=DHTConfig(rpc_timeout=0.5), overlay_interval=0.5, mail_interval=1.0)
 
@@ -129,3 +129,14 @@ async def test_simultaneous_dials_keep_one_shared_session(tmp_path: Path) -> Non
                 assert ba.outbound == (b.identity.public_key == smaller)
                 await a._close(b.identity.public_key)
                 await wait_for(lambda: a.peers() == [] and b.peers() == [])
+
+
+def test_the_default_route_interface_is_read_from_the_route_table() -> None:
+    table = (
+        "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
+        "wlan0\t000200C0\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0\n"
+        "eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n"
+    )
+    assert default_interface(table) == "eth0"
+    assert default_interface(table.splitlines()[0]) is None
+    assert default_interface("") is None
