@@ -201,10 +201,10 @@ class Client:
     def read(
         self, channel: str | None = None, *, since: int | None = None, limit: int | None = None
     ) -> list[BulletinRecord]:
-        """Stored bulletins (all readable ones, or one channel's), oldest first."""
-        return control.expect(
-            self.call("read", channel=channel, since=since, limit=limit, follow=False), list
-        )
+        """Stored bulletins (all readable ones, or one channel's), oldest first; with
+        ``limit``, the newest ``limit`` of them."""
+        stream = self.stream("read", channel=channel, since=since, limit=limit, follow=False)
+        return [control.expect(record, BulletinRecord) for record in stream]
 
     def follow(
         self, channel: str | None = None, *, since: int | None = None

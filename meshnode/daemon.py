@@ -250,13 +250,11 @@ async def _serve_control_client(node: Any, stream: trio.SocketStream) -> None:
             return
         try:
             if op == "read":
-                if args.get("follow"):
-                    async for record in _read(node, args):
-                        await _send_frame(stream, control.item(record))
-                    await _send_frame(stream, control.result(None))
-                else:
-                    records = [r async for r in _read(node, args)]
-                    await _send_frame(stream, control.result(records))
+                # One item per bulletin, with or without follow: a channel's whole
+                # history would not fit one control message.
+                async for record in _read(node, args):
+                    await _send_frame(stream, control.item(record))
+                await _send_frame(stream, control.result(None))
                 return
             handler = OPERATIONS.get(op)
             if handler is None:

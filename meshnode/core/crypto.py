@@ -33,6 +33,7 @@ Rng = Callable[[int], bytes]
 
 KEY_SIZE: Final = 32
 SIGNATURE_SIZE: Final = 64
+NONCE_SIZE: Final = 12
 XNONCE_SIZE: Final = 24
 TAG_SIZE: Final = 16
 
@@ -119,32 +120,16 @@ def x25519(secret: bytes, public: bytes) -> bytes:
 
 def xchacha_encrypt(key: bytes, nonce: bytes, plaintext: bytes, ad: bytes) -> bytes:
     """XChaCha20-Poly1305 (IETF) encryption: ciphertext with the 16-byte tag appended."""
-    if len(key) != KEY_SIZE or len(nonce) != XNONCE_SIZE:
-        raise ValueError("key or nonce has the wrong length")
-    out = bytearray(len(plaintext) + TAG_SIZE)
-    rc = _lib.crypto_aead_xchacha20poly1305_ietf_encrypt(
-        _ffi.from_buffer(out), _ffi.NULL, plaintext, len(plaintext), ad, len(ad),
-        _ffi.NULL, nonce, key,
-    )  # fmt: skip
-    if rc != 0:
-        raise AuthenticationError("encryption failed")
-    return bytes(out)
+    return _aead_encrypt(
+        _lib.crypto_aead_xchacha20poly1305_ietf_encrypt, XNONCE_SIZE, key, nonce, plaintext, ad
+    )
 
 
 def xchacha_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, ad: bytes) -> bytes:
     """XChaCha20-Poly1305 (IETF) decryption, raising :class:`AuthenticationError`."""
-    if len(key) != KEY_SIZE or len(nonce) != XNONCE_SIZE:
-        raise AuthenticationError("key or nonce has the wrong length")
-    if len(ciphertext) < TAG_SIZE:
-        raise AuthenticationError("decryption failed: wrong key or altered data")
-    out = bytearray(len(ciphertext) - TAG_SIZE)
-    rc = _lib.crypto_aead_xchacha20poly1305_ietf_decrypt(
-        _ffi.from_buffer(out), _ffi.NULL, _ffi.NULL, ciphertext, len(ciphertext), ad, len(ad),
-        nonce, key,
-    )  # fmt: skip
-    if rc != 0:
-        raise AuthenticationError("decryption failed: wrong key or altered data")
-    return bytes(out)
+    return _aead_decrypt(
+        _lib.crypto_aead_xchacha20poly1305_ietf_decrypt, XNONCE_SIZE, key, nonce, ciphertext, ad
+    )
 
 
 def chacha_encrypt(key: bytes, nonce: bytes, plaintext: bytes, ad: bytes) -> bytes:
@@ -153,10 +138,31 @@ def chacha_encrypt(key: bytes, nonce: bytes, plaintext: bytes, ad: bytes) -> byt
     Straight to libsodium, as :func:`xchacha_encrypt`: the session layer calls this
     once per message, and PyNaCl's checks cost more than the cipher on 1 KiB.
     """
-    if len(key) != KEY_SIZE or len(nonce) != 12:
+    return _aead_encrypt(
+        _lib.crypto_aead_chacha20poly1305_ietf_encrypt, NONCE_SIZE, key, nonce, plaintext, ad
+    )
+
+
+def chacha_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, ad: bytes) -> bytes:
+    """ChaCha20-Poly1305 (IETF, 12-byte nonce) decryption, raising AuthenticationError."""
+    return _aead_decrypt(
+        _lib.crypto_aead_chacha20poly1305_ietf_decrypt, NONCE_SIZE, key, nonce, ciphertext, ad
+    )
+
+
+def _aead_encrypt(
+    encrypt: Callable[..., int],
+    nonce_size: int,
+    key: bytes,
+    nonce: bytes,
+    plaintext: bytes,
+    ad: bytes,
+) -> bytes:
+    """One libsodium ``*_ietf_encrypt`` call with the lengths checked here."""
+    if len(key) != KEY_SIZE or len(nonce) != nonce_size:
         raise ValueError("key or nonce has the wrong length")
     out = bytearray(len(plaintext) + TAG_SIZE)
-    rc = _lib.crypto_aead_chacha20poly1305_ietf_encrypt(
+    rc = encrypt(
         _ffi.from_buffer(out), _ffi.NULL, plaintext, len(plaintext), ad, len(ad),
         _ffi.NULL, nonce, key,
     )  # fmt: skip
@@ -165,14 +171,21 @@ def chacha_encrypt(key: bytes, nonce: bytes, plaintext: bytes, ad: bytes) -> byt
     return bytes(out)
 
 
-def chacha_decrypt(key: bytes, nonce: bytes, ciphertext: bytes, ad: bytes) -> bytes:
-    """ChaCha20-Poly1305 (IETF, 12-byte nonce) decryption, raising AuthenticationError."""
-    if len(key) != KEY_SIZE or len(nonce) != 12:
+def _aead_decrypt(
+    decrypt: Callable[..., int],
+    nonce_size: int,
+    key: bytes,
+    nonce: bytes,
+    ciphertext: bytes,
+    ad: bytes,
+) -> bytes:
+    """One libsodium ``*_ietf_decrypt`` call; any failure is AuthenticationError."""
+    if len(key) != KEY_SIZE or len(nonce) != nonce_size:
         raise AuthenticationError("key or nonce has the wrong length")
     if len(ciphertext) < TAG_SIZE:
         raise AuthenticationError("decryption failed: wrong key or altered data")
     out = bytearray(len(ciphertext) - TAG_SIZE)
-    rc = _lib.crypto_aead_chacha20poly1305_ietf_decrypt(
+    rc = decrypt(
         _ffi.from_buffer(out), _ffi.NULL, _ffi.NULL, ciphertext, len(ciphertext), ad, len(ad),
         nonce, key,
     )  # fmt: skip

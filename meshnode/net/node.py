@@ -479,15 +479,7 @@ class Node:
             case wire.Deposit():
                 stored: list[wire.BulletinId] = []
                 refused: list[wire.BulletinId] = []
-                for raw in message.raws:
-                    try:
-                        b = Bulletin.from_bytes(raw)
-                    except InvalidBulletin:
-                        self._handle(self.gossip.penalize(peer, Offence.INVALID_BULLETIN, now))
-                        continue
-                    if b.kind not in (Kind.DIRECT, Kind.KEY_UPDATE):
-                        self._handle(self.gossip.penalize(peer, Offence.INVALID_BULLETIN, now))
-                        continue
+                for b in self._direct_bulletins(peer, message.raws, now):
                     ok = self._take_deposit(bytes(peer), message.recipient, b)
                     (stored if ok else refused).append(wire.BulletinId(b.id))
                 self.gossip.send(
@@ -509,15 +501,9 @@ class Node:
                 self.gossip.send(peer, wire.Mail(raws=tuple(raws), more=more))
             case wire.Mail():
                 ids = []
-                for raw in message.raws:
-                    try:
-                        b = Bulletin.from_bytes(raw)
-                    except InvalidBulletin:
-                        self._handle(self.gossip.penalize(peer, Offence.INVALID_BULLETIN, now))
-                        continue
-                    if b.kind in (Kind.DIRECT, Kind.KEY_UPDATE):
-                        self._ingest_direct(b)
-                        ids.append(wire.BulletinId(b.id))
+                for b in self._direct_bulletins(peer, message.raws, now):
+                    self._ingest_direct(b)
+                    ids.append(wire.BulletinId(b.id))
                 if ids:
                     self.gossip.send(peer, wire.MailAck(ids=tuple(ids)))
                 if message.more:
@@ -525,6 +511,21 @@ class Node:
             case wire.MailAck():
                 self.archive.store.forget_mail(bytes(peer), message.ids)
         self._flush()
+
+    def _direct_bulletins(self, peer: PeerId, raws: Sequence[bytes], now: float) -> list[Bulletin]:
+        """The valid direct bulletins (and key updates) among ``raws``; anything else
+        costs ``peer``: direct delivery carries nothing but these."""
+        found = []
+        for raw in raws:
+            try:
+                b = Bulletin.from_bytes(raw)
+            except InvalidBulletin:
+                b = None
+            if b is None or b.kind not in (Kind.DIRECT, Kind.KEY_UPDATE):
+                self._handle(self.gossip.penalize(peer, Offence.INVALID_BULLETIN, now))
+                continue
+            found.append(b)
+        return found
 
     def _take_deposit(self, sender: bytes, recipient: bytes, b: Bulletin) -> bool:
         if recipient == self.identity.public_key:

@@ -191,11 +191,11 @@ def test_sync_cost_follows_what_is_missing(make_mesh: Callable[[int], Mesh]) -> 
     lacking.client.add_peer(full.address)
 
     def arrived() -> bool:
-        found = lacking.client.read("archive", since=missing.created_at, limit=1)
-        return bool(found) and found[0].id == missing.id
+        return [c.bulletins for c in lacking.client.channels()] == [HELD]
 
     wait_for(arrived, timeout=CONVERGE, what="the missing bulletin", explain=net.logs)
-    assert [c.bulletins for c in lacking.client.channels()] == [HELD]
+    since = lacking.client.read("archive", since=missing.created_at)
+    assert since[0].id == missing.id  # the one that was missing, and nothing else new
     wait_for(
         lambda: lacking.client.status().last_sync or full.client.status().last_sync,
         timeout=CONVERGE,
