@@ -28,7 +28,7 @@ Theory of operation:
    (highest ``seq``; the union of rendezvous entries).
 6. Timers (refresh, republish, saving the routing table) are trio tasks with
    intervals from :class:`DHTConfig`; the routing table is saved as plain data,
-   never with kademlia's pickle-based ``save_state``.
+   never with kademlia's own ``save_state``, whose format can run code when loaded.
 7. Nothing here runs per bulletin: the node layer uses the DHT to find peers,
    then talks to them over sessions; trio-asyncio costs 2 to 3 times plain asyncio.
 """
@@ -1074,7 +1074,7 @@ class DHTNode:
         return list(found.contacts) if isinstance(found, RendezvousRecord) else []
 
     def save_routing(self) -> None:
-        """Save the routing table as plain msgpack data (never kademlia's pickle)."""
+        """Save the routing table as plain msgpack data, never in kademlia's own format."""
         if self._store is None:
             return
         routes = [[i, h, p] for i, h, p in self.routing_snapshot()][:MAX_SAVED_ROUTES]

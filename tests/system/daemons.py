@@ -6,9 +6,10 @@ Network-test rules for every test that uses this module:
   a restart; test peers of our own use 127.0.3.200 and up;
 - every daemon is started by :class:`Daemon` and stopped (SIGTERM, then
   SIGKILL) in the fixture's teardown, whatever the test did;
-- readiness is the control socket answering ``status``; everything else is
-  awaited with :func:`wait_for`, a bounded polling loop with a deadline,
-  never a fixed sleep;
+- readiness is the daemon's ``READY=1`` on a ``NOTIFY_SOCKET`` of the test's,
+  arrivals are awaited on the daemon's ``read --follow`` stream, both with a
+  deadline; :func:`wait_for` polls, with a deadline, only state that no daemon
+  announces;
 - the daemons run with the short ``[timing]`` of :data:`FAST`, so a lost
   message or a restart costs a second, not a minute.
 """
@@ -19,12 +20,15 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -52,20 +56,93 @@ READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 
 
-def _env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("MESHNODE_HOME", "MESHNODE_PASSPHRASE", "NOTIFY_SOCKET")
-    }
+def clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without what would point a daemon or the CLI
+    elsewhere (data dir, passphrase, systemd, runtime dir, make), plus ``extra``."""
+    dropped = ("MESHNODE_HOME", "MESHNODE_PASSPHRASE", "NOTIFY_SOCKET", "XDG_RUNTIME_DIR")
+    env = {k: v for k, v in os.environ.items() if k not in (*dropped, "MAKEFLAGS")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.update(extra)
     return env
+
+
+@contextlib.contextmanager
+def notify_socket() -> Iterator[tuple[socket.socket, str]]:
+    """A datagram socket in a short private folder, for a daemon's ``NOTIFY_SOCKET``."""
+    folder = tempfile.mkdtemp(prefix="mn-notify-")
+    path = os.path.join(folder, "n.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind(path)
+        yield sock, path
+    finally:
+        sock.close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def wait_notified(
+    sock: socket.socket,
+    process: subprocess.Popen[bytes],
+    *,
+    timeout: float,
+    explain: Callable[[], str],
+) -> None:
+    """Block until the daemon sends ``READY=1`` (as it tells systemd), or fail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"no READY=1 within {timeout:g} s:\n{explain()}")
+        # Wake at least every half second to notice a daemon that died starting.
+        sock.settimeout(min(remaining, 0.5))
+        try:
+            if b"READY=1" in sock.recv(4096).split(b"\n"):
+                return
+        except TimeoutError:
+            if process.poll() is not None:
+                raise AssertionError(
+                    f"the daemon exited {process.returncode} while starting:\n{explain()}"
+                ) from None
+
+
+def follow_until(
+    data_dir: Path,
+    ids: set[bytes],
+    channel: str | None = None,
+    *,
+    timeout: float,
+    what: str,
+    explain: Callable[[], str] | None = None,
+) -> None:
+    """Block on the daemon's ``read --follow`` stream until it has shown every id.
+
+    The daemon announces each arrival on the stream, so this waits on events, not
+    on a clock; ``timeout`` bounds the silence between two arrivals and the whole.
+    """
+    deadline = time.monotonic() + timeout
+    seen: set[bytes] = set()
+    stream = connect(data_dir, timeout=timeout).follow(channel)
+    try:
+        for record in stream:
+            seen.add(record.id)
+            if ids <= seen:
+                return
+            if time.monotonic() > deadline:
+                break
+    except MeshError:
+        pass  # the stream's silence outlasted the timeout: fail below
+    finally:
+        stream.close()
+    detail = f"\n{explain()}" if explain is not None else ""
+    raise AssertionError(
+        f"timed out after {timeout:g} s waiting for {what} ({len(ids - seen)} missing){detail}"
+    )
 
 
 def cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
     """Run one ``meshnode`` command to completion; raise with its stderr if it failed."""
     done = subprocess.run(
-        [*CLI, *args], env=_env(), capture_output=True, text=True, timeout=timeout, check=False
+        [*CLI, *args], env=clean_env(), capture_output=True, text=True, timeout=timeout, check=False
     )
     if done.returncode != 0:
         raise AssertionError(f"meshnode {' '.join(args)} failed: {done.stderr.strip()}")
@@ -80,7 +157,12 @@ def wait_for(
     interval: float = 0.1,
     explain: Callable[[], str] | None = None,
 ) -> T:
-    """Poll ``probe`` until it returns something truthy, or fail after ``timeout`` s."""
+    """Poll ``probe`` until it returns something truthy, or fail after ``timeout`` s.
+
+    Only for state that no daemon announces (a holder's mail, a channel's epoch, a
+    finished reconciliation); arrivals are awaited with :func:`follow_until` and
+    readiness with :func:`wait_notified`.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
@@ -103,6 +185,8 @@ class Daemon:
     key_text: str = ""
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    _notify: contextlib.ExitStack = dataclasses.field(default_factory=contextlib.ExitStack)
+    _ready: socket.socket | None = None
 
     @property
     def log_path(self) -> Path:
@@ -141,27 +225,30 @@ class Daemon:
         args = [*CLI, "--data-dir", str(self.data_dir), "daemon"]
         if self.port:
             args += ["--listen", self.address]
+        self._notify.close()
+        sock, path = self._notify.enter_context(notify_socket())
         with self.log_path.open("ab") as log:
             log.write(f"--- start {self.restarts} ---\n".encode())
             log.flush()
             self.process = subprocess.Popen(
-                args, env=_env(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                args,
+                env=clean_env(NOTIFY_SOCKET=path),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
+        self._ready = sock
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
-        """Until the control socket answers ``status``; learn the bound port."""
-
-        def ready() -> bool:
-            if self.process is None or self.process.poll() is not None:
-                raise AssertionError(f"{self.name} exited while starting:\n{self.log_tail()}")
-            try:
-                status = self.client.status()
-            except MeshError:
-                return False
-            self.port = int(status.address.rpartition(":")[2])
-            return True
-
-        wait_for(ready, timeout=timeout, what=f"{self.name} to answer", explain=self.log_tail)
+        """Until the daemon says ``READY=1``; then learn the bound port."""
+        assert self.process is not None
+        assert self._ready is not None
+        try:
+            wait_notified(self._ready, self.process, timeout=timeout, explain=self.log_tail)
+        finally:
+            self._notify.close()
+            self._ready = None
+        self.port = int(self.client.status().address.rpartition(":")[2])
 
     def start(self) -> None:
         self.spawn()
@@ -181,10 +268,12 @@ class Daemon:
                 process.wait(timeout=timeout)
         self.process = None
         self.restarts += 1
+        self._notify.close()
         return process.returncode
 
     def kill(self) -> None:
         """Teardown: no daemon outlives its test, however it ended."""
+        self._notify.close()
         process = self.process
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)

@@ -5,8 +5,9 @@ Network-test rules for this module:
    module, from :data:`_HOSTS`) with port 0, so the kernel picks a free port.
 2. Each daemon is a separate process with its own data directory under the
    test's ``tmp_path``; its stdout and stderr go to a log file there.
-3. Readiness is the control socket answering ``status``, polled with a
-   deadline (:func:`wait_for`); nothing waits on a fixed sleep.
+3. Readiness is the daemon's ``READY=1`` on a ``NOTIFY_SOCKET`` of the test's,
+   and arrivals are awaited on a ``read --follow`` stream, each with a deadline;
+   nothing waits on a clock.
 4. Every process a test starts is registered with the ``procs`` fixture,
    which kills what is still running in teardown, whatever the test did.
 5. Every subprocess call has a timeout.
@@ -30,18 +31,17 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, TypeVar
+from typing import IO
 
 import pytest
 
+from meshnode.api import Channel, Identity
 from meshnode.cli import build_parser
 from meshnode.client import MAX_TEXT, connect
 from meshnode.core.bulletin import MAX_SIZE
-from meshnode.errors import MeshError
-
-T = TypeVar("T")
+from tests.system.daemons import clean_env, follow_until, notify_socket, wait_notified
 
 _SCRIPT = Path(sys.executable).with_name("meshnode")
 CLI: tuple[str, ...] = (
@@ -53,29 +53,6 @@ ROOT = Path(__file__).resolve().parents[2]
 _HOSTS = itertools.count(1)
 READY = 30.0
 STEP = 30.0
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("MESHNODE_HOME", "MESHNODE_PASSPHRASE", "NOTIFY_SOCKET", "XDG_RUNTIME_DIR")
-    }
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env.update(extra)
-    return env
-
-
-def wait_for(probe: Callable[[], T | None], *, what: str, timeout: float = STEP) -> T:
-    """Poll ``probe`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.05)
 
 
 @dataclasses.dataclass
@@ -115,7 +92,7 @@ class Procs:
         home = node.home if isinstance(node, Node) else node
         return subprocess.run(
             [*CLI, "--data-dir", str(home), *args],
-            env=env or _env(),
+            env=env or clean_env(),
             input=input,
             stdin=None if input is not None else subprocess.DEVNULL,
             capture_output=True,
@@ -140,31 +117,23 @@ class Procs:
         with node.log.open("ab") as log:
             node.process = subprocess.Popen(
                 [*CLI, "--data-dir", str(node.home), "daemon", *args],
-                env=env or _env(),
+                env=env or clean_env(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
         self.started.append(node.process)
 
-    def wait_ready(self, node: Node) -> None:
-        def ready() -> bool:
-            assert node.process is not None
-            if node.process.poll() is not None:
-                raise AssertionError(
-                    f"the daemon exited {node.process.returncode}:\n{node.log_text()}"
-                )
-            try:
-                node.address = connect(node.home, timeout=5).status().address
-            except MeshError:
-                return False
-            return True
-
-        wait_for(ready, what=f"the daemon of {node.home.name}", timeout=READY)
+    def learn_address(self, node: Node) -> None:
+        node.address = connect(node.home, timeout=5).status().address
 
     def start(self, node: Node, *args: str, env: dict[str, str] | None = None) -> None:
-        self.spawn(node, *args, env=env)
-        self.wait_ready(node)
+        """Spawn the daemon and block until it says READY=1, as it tells systemd."""
+        with notify_socket() as (sock, path):
+            self.spawn(node, *args, env={**(env or clean_env()), "NOTIFY_SOCKET": path})
+            assert node.process is not None
+            wait_notified(sock, node.process, timeout=READY, explain=node.log_text)
+        self.learn_address(node)
 
     def stop(self, node: Node, sig: int = signal.SIGTERM) -> int:
         assert node.process is not None
@@ -176,7 +145,7 @@ class Procs:
     def popen(self, node: Node, *args: str) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
             [*CLI, "--data-dir", str(node.home), *args],
-            env=_env(),
+            env=clean_env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -252,12 +221,11 @@ def test_two_daemons_share_a_channel(procs: Procs) -> None:
 
     posted = json.loads(procs.ok(a, "post", "strike", "Strike vote Friday 6pm", "--json"))
 
-    def arrived() -> dict[str, object] | None:
-        lines = procs.ok(b, "read", "--json").splitlines()
-        found = [json.loads(line) for line in lines]
-        return next((r for r in found if r["id"] == posted["id"]), None)
-
-    record = wait_for(arrived, what="the bulletin to reach Tenants United")
+    follow_until(
+        b.home, {bytes.fromhex(posted["id"])}, timeout=STEP, what="the bulletin to reach b"
+    )
+    found = [json.loads(line) for line in procs.ok(b, "read", "--json").splitlines()]
+    record = next(r for r in found if r["id"] == posted["id"])
     assert record["text"] == "Strike vote Friday 6pm"
     assert record["channel"] == "strike"
     assert record["author"] == posted["author"]
@@ -328,10 +296,13 @@ def test_errors_are_one_line_with_their_exit_code(procs: Procs, tmp_path: Path) 
     one_error_line(procs.cli(a, "channel", "join", "mni1garbage"), 1, "not a valid invite")
     one_error_line(procs.cli(a, "channel", "join", "hello"), 1, "not a valid invite")
 
-    expiring = procs.ok(a, "channel", "invite", "strike", "--expires", "1s").strip()
-    made = int(time.time())
-    wait_for(lambda: int(time.time()) >= made + 1, what="the invite to expire", timeout=5)
-    one_error_line(procs.cli(a, "channel", "join", expiring), 1, "expired")
+    assert procs.ok(a, "channel", "invite", "strike", "--expires", "1s").startswith("mni1")
+    # An invite that expired an hour ago, made as the CLI makes one, with no waiting.
+    past = int(time.time()) - 3600
+    expired = Channel.create("old").make_invite(
+        Identity.generate("Local 12"), now=past - 60, expires_at=past
+    )
+    one_error_line(procs.cli(a, "channel", "join", expired), 1, "expired")
 
     assert MAX_TEXT == MAX_SIZE
     for size in (70_000, 2_000_000):
@@ -345,11 +316,11 @@ def test_errors_are_one_line_with_their_exit_code(procs: Procs, tmp_path: Path) 
 
 
 def test_wrong_passphrase(procs: Procs) -> None:
-    a = procs.init("Local 12", env=_env(MESHNODE_PASSPHRASE="correct horse"))
-    wrong = _env(MESHNODE_PASSPHRASE="battery staple")
+    a = procs.init("Local 12", env=clean_env(MESHNODE_PASSPHRASE="correct horse"))
+    wrong = clean_env(MESHNODE_PASSPHRASE="battery staple")
     one_error_line(procs.cli(a, "id", env=wrong), 1, "wrong passphrase")
     one_error_line(procs.cli(a, "daemon", env=wrong), 1, "wrong passphrase")
-    procs.start(a, env=_env(MESHNODE_PASSPHRASE="correct horse"))
+    procs.start(a, env=clean_env(MESHNODE_PASSPHRASE="correct horse"))
     assert procs.stop(a) == 0
 
 
@@ -417,7 +388,7 @@ def test_long_data_dir_keeps_its_socket_in_the_runtime_dir(procs: Procs) -> None
         node.home.rename(long_home)
         node.home = long_home
         assert len(os.fsencode(long_home / "control.sock")) > 108
-        procs.start(node, env=_env(XDG_RUNTIME_DIR=str(runtime)))
+        procs.start(node, env=clean_env(XDG_RUNTIME_DIR=str(runtime)))
         pointer = Path((long_home / "control.path").read_text().strip())
         assert pointer.parent == runtime
         assert stat.S_ISSOCK(pointer.stat().st_mode)
@@ -438,10 +409,10 @@ def test_sigterm_and_systemd_notify(procs: Procs) -> None:
         notify.bind(str(notify_path))
         notify.settimeout(READY)
         try:
-            procs.spawn(a, env=_env(NOTIFY_SOCKET=str(notify_path)))
+            procs.spawn(a, env=clean_env(NOTIFY_SOCKET=str(notify_path)))
             ready = notify.recv(4096).decode()
             assert "READY=1" in ready.splitlines()
-            procs.wait_ready(a)
+            procs.learn_address(a)
             assert f"STATUS=listening on {a.address.rpartition(':')[0]}" in ready
             assert procs.stop(a) == 0
             assert "STOPPING=1" in notify.recv(4096).decode()
@@ -468,7 +439,7 @@ def test_api_examples_run(procs: Procs, tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-c", embedded],
         cwd=tmp_path,
-        env=_env(),
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=STEP,
@@ -482,7 +453,7 @@ def test_api_examples_run(procs: Procs, tmp_path: Path) -> None:
     procs.start(a)
     done = subprocess.run(
         [sys.executable, "-c", _example("A running daemon from Python")],
-        env=_env(MESHNODE_HOME=str(a.home)),
+        env=clean_env(MESHNODE_HOME=str(a.home)),
         capture_output=True,
         text=True,
         timeout=STEP,

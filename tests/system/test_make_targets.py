@@ -19,23 +19,13 @@ from pathlib import Path
 import pytest
 
 from meshnode.demo import GROUPS, POSTS
+from tests.system.daemons import clean_env
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_HOSTS = ("127.0.4.101", "127.0.4.102", "127.0.4.103")
 RUN_HOST = "127.0.4.104"
 DEADLINE = 120.0
 MAKE = ("make", "-s", "-C", str(ROOT))
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("MESHNODE_HOME", "MESHNODE_PASSPHRASE", "NOTIFY_SOCKET", "MAKEFLAGS")
-    }
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    env.update(extra)
-    return env
 
 
 def _sections(out: str) -> dict[str, str]:
@@ -58,7 +48,7 @@ def test_make_demo(tmp_path: Path) -> None:
             "--root",
             str(root),
         ],
-        env=_env(),
+        env=clean_env(),
         capture_output=True,
         text=True,
         timeout=DEADLINE,
@@ -87,7 +77,7 @@ def make_run(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     process = subprocess.Popen(
         # -o: the virtualenv is the one running these tests, so make need not install.
         [*MAKE, "-o", ".venv/.installed", f"BIN={bin_dir}", "run", f"LISTEN={RUN_HOST}:0"],
-        env=_env(MESHNODE_HOME=str(tmp_path / "home")),
+        env=clean_env(MESHNODE_HOME=str(tmp_path / "home")),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

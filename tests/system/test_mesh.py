@@ -35,7 +35,7 @@ from meshnode.home import DataDir
 from meshnode.net import transport
 from tests.conftest import make_identity
 from tests.system.conftest import MESH_SIZE
-from tests.system.daemons import FAST, Daemon, Mesh, wait_for
+from tests.system.daemons import FAST, Daemon, Mesh, follow_until, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -46,13 +46,6 @@ CONVERGE = 45.0
 
 def _read(d: Daemon, channel: str | None = None) -> list[BulletinRecord]:
     return d.client.read(channel)
-
-
-def _held(d: Daemon, ids: set[bytes], channel: str | None = None) -> Callable[[], bool]:
-    def probe() -> bool:
-        return ids <= {r.id for r in _read(d, channel)}
-
-    return probe
 
 
 def _explain(daemons: Sequence[Daemon], ids: set[bytes], channel: str) -> Callable[[], str]:
@@ -97,8 +90,10 @@ def test_twelve_nodes_eight_members_get_all_eighty_in_author_order(mesh: list[Da
     assert len(ids) == 80
 
     for m in members:
-        wait_for(
-            _held(m, ids, "strike-support"),
+        follow_until(
+            m.data_dir,
+            ids,
+            "strike-support",
             timeout=CONVERGE,
             what=f"{m.name} to hold all 80",
             explain=_explain(members, ids, "strike-support"),
@@ -133,11 +128,13 @@ def test_stopped_member_catches_up_after_restart(mesh: list[Daemon]) -> None:
             for n in range(50)
         }
         for m in awake:
-            wait_for(_held(m, ids, "night-shift"), timeout=CONVERGE, what=f"{m.name}: all 50")
+            follow_until(m.data_dir, ids, "night-shift", timeout=CONVERGE, what=f"{m.name}: all 50")
     finally:
         sleeper.start()
-    wait_for(
-        _held(sleeper, ids, "night-shift"),
+    follow_until(
+        sleeper.data_dir,
+        ids,
+        "night-shift",
         timeout=CONVERGE,
         what="the restarted member to catch up",
         explain=_explain([sleeper, *awake], ids, "night-shift"),
@@ -190,10 +187,15 @@ def test_sync_cost_follows_what_is_missing(make_mesh: Callable[[int], Mesh]) -> 
 
     lacking.client.add_peer(full.address)
 
-    def arrived() -> bool:
-        return [c.bulletins for c in lacking.client.channels()] == [HELD]
-
-    wait_for(arrived, timeout=CONVERGE, what="the missing bulletin", explain=net.logs)
+    follow_until(
+        lacking.data_dir,
+        {missing.id},
+        "archive",
+        timeout=CONVERGE,
+        what="the missing bulletin",
+        explain=net.logs,
+    )
+    assert [c.bulletins for c in lacking.client.channels()] == [HELD]
     since = lacking.client.read("archive", since=missing.created_at)
     assert since[0].id == missing.id  # the one that was missing, and nothing else new
     wait_for(
@@ -234,8 +236,9 @@ def test_direct_bulletin_reaches_a_restarted_recipient_after_the_sender_left(
         finally:
             assert sender.stop() == 0
         recipient.start()
-        wait_for(
-            lambda: any(r.id == sent.id for r in _read(recipient)),
+        follow_until(
+            recipient.data_dir,
+            {sent.id},
             timeout=CONVERGE,
             what="the recipient to collect its mail",
             explain=lambda: (
@@ -394,8 +397,10 @@ def test_rekey_removes_a_member(mesh: list[Daemon]) -> None:
     _make_channel(members, "organizers", rng)
     rekeyer, removed, stay = members[0], members[-1], members[1:-1]
     before = {m.client.post("organizers", f"{m.name} is here").id for m in members}
-    wait_for(
-        _held(rekeyer, before, "organizers"),
+    follow_until(
+        rekeyer.data_dir,
+        before,
+        "organizers",
         timeout=CONVERGE,
         what="the rekeyer to see every member post",
     )
@@ -413,7 +418,7 @@ def test_rekey_removes_a_member(mesh: list[Daemon]) -> None:
         )
     after = {m.client.post("organizers", f"{m.name} after the rekey").id for m in (rekeyer, *stay)}
     for m in (rekeyer, *stay):
-        wait_for(_held(m, after, "organizers"), timeout=CONVERGE, what=f"{m.name}: new posts")
+        follow_until(m.data_dir, after, "organizers", timeout=CONVERGE, what=f"{m.name}: new posts")
         assert before <= {r.id for r in _read(m, "organizers")}
     # The removed member keeps the history it had and reads nothing newer.
     assert [c.epoch for c in removed.client.channels() if c.name == "organizers"] == [old]
