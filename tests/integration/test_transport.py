@@ -24,7 +24,6 @@ import trio
 import trio.testing
 
 from meshnode.core import crypto
-from meshnode.core.identity import Identity
 from meshnode.core.noise import NEED_DATA, HandshakeComplete, MessageReceived, SessionMachine
 from meshnode.errors import (
     HandshakeError,
@@ -40,28 +39,13 @@ from meshnode.net.transport import (
     parse_address,
     serve_sessions,
 )
+from tests.conftest import make_identity, seeded_rng
 
 TIMEOUT = 20
 OTHER_KEY = hashlib.blake2b(b"a private mesh", digest_size=32).digest()
 
 
-def _identity(name: str) -> Identity:
-    return Identity.from_seed(hashlib.blake2b(name.encode(), digest_size=32).digest(), name)
-
-
-ALICE, BOB, CAROL = _identity("alice"), _identity("bob"), _identity("carol")
-
-
-def _rng(seed: str) -> crypto.Rng:
-    counter = 0
-
-    def rng(n: int) -> bytes:
-        nonlocal counter
-        counter += 1
-        block = counter.to_bytes(8, "big")
-        return hashlib.blake2b(block, key=seed.encode(), digest_size=n).digest()
-
-    return rng
+ALICE, BOB, CAROL = make_identity("alice"), make_identity("bob"), make_identity("carol")
 
 
 Handler = Callable[[Session], Awaitable[None]]
@@ -199,7 +183,7 @@ async def test_a_dialer_without_the_network_key_gets_nothing_back() -> None:
         async with _listening(_echo, "127.0.0.6") as address:
             stream = await trio.open_tcp_stream(*parse_address(address))
             outsider = SessionMachine(
-                CAROL, initiator=True, rng=_rng("carol"), max_message=100, rekey_after=10,
+                CAROL, initiator=True, rng=seeded_rng("carol"), max_message=100, rekey_after=10,
                 network_key=OTHER_KEY,
             )  # fmt: skip
             await stream.send_all(outsider.data_to_send())
@@ -211,7 +195,7 @@ async def test_a_dialer_without_the_network_key_gets_nothing_back() -> None:
 async def test_a_bit_flipped_message_1_gets_nothing_back(byte: int) -> None:
     with trio.fail_after(TIMEOUT):
         async with _listening(_echo, "127.0.0.7") as address:
-            dialer = SessionMachine(ALICE, initiator=True, rng=_rng("alice"),
+            dialer = SessionMachine(ALICE, initiator=True, rng=seeded_rng("alice"),
                                     max_message=100, rekey_after=10)  # fmt: skip
             async with await trio.open_tcp_stream(*parse_address(address)) as stream:
                 await stream.send_all(_flip(dialer.data_to_send(), byte))
@@ -227,7 +211,7 @@ async def test_a_bit_flipped_message_3_never_opens_a_session() -> None:
             await _echo(session)
 
         async with _listening(handler, "127.0.0.8") as address:
-            dialer = SessionMachine(ALICE, initiator=True, rng=_rng("alice1"),
+            dialer = SessionMachine(ALICE, initiator=True, rng=seeded_rng("alice1"),
                                     max_message=100, rekey_after=10)  # fmt: skip
             async with await trio.open_tcp_stream(*parse_address(address)) as stream:
                 message_3 = await _raw_handshake(stream, dialer)
@@ -236,7 +220,7 @@ async def test_a_bit_flipped_message_3_never_opens_a_session() -> None:
             assert opened == []
             # The same steps without the flip open a session.
             stream = await trio.open_tcp_stream(*parse_address(address))
-            dialer = SessionMachine(ALICE, initiator=True, rng=_rng("alice2"),
+            dialer = SessionMachine(ALICE, initiator=True, rng=seeded_rng("alice2"),
                                     max_message=100, rekey_after=10)  # fmt: skip
             await stream.send_all(await _raw_handshake(stream, dialer))
             dialer.send(b"hello")
@@ -254,7 +238,7 @@ async def test_a_bit_flipped_message_2_aborts_the_dialer_and_sends_nothing_more(
         done = trio.Event()
 
         async def tampering_responder(stream: trio.SocketStream) -> None:
-            machine = SessionMachine(BOB, initiator=False, rng=_rng("bob"),
+            machine = SessionMachine(BOB, initiator=False, rng=seeded_rng("bob"),
                                      max_message=100, rekey_after=10)  # fmt: skip
             message_2 = b""
             while not message_2:
@@ -343,7 +327,7 @@ async def test_the_idle_timeout_closes_a_silent_peer() -> None:
 
     with trio.fail_after(TIMEOUT):
         async with _listening(handler, "127.0.0.17", config) as address:
-            silent = SessionMachine(ALICE, initiator=True, rng=_rng("silent"),
+            silent = SessionMachine(ALICE, initiator=True, rng=seeded_rng("silent"),
                                     max_message=100, rekey_after=100)  # fmt: skip
             async with await trio.open_tcp_stream(*parse_address(address)) as stream:
                 await stream.send_all(await _raw_handshake(stream, silent))

@@ -57,28 +57,13 @@ from meshnode.errors import (
     NonceExhausted,
     RemoteProtocolError,
 )
+from tests.conftest import make_identity, seeded_rng
 
 VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "noise"
 OTHER_KEY = hashlib.blake2b(b"a private mesh", digest_size=32).digest()
 
 
-def _rng(seed: str) -> crypto.Rng:
-    counter = 0
-
-    def rng(n: int) -> bytes:
-        nonlocal counter
-        counter += 1
-        block = counter.to_bytes(8, "big")
-        return hashlib.blake2b(block, key=seed.encode(), digest_size=n).digest()
-
-    return rng
-
-
-def _identity(name: str) -> Identity:
-    return Identity.from_seed(hashlib.blake2b(name.encode(), digest_size=32).digest(), name)
-
-
-ALICE, BOB, CAROL = _identity("alice"), _identity("bob"), _identity("carol")
+ALICE, BOB, CAROL = make_identity("alice"), make_identity("bob"), make_identity("carol")
 
 
 # ---------------------------------------------------------------------------
@@ -233,26 +218,28 @@ def test_a_long_protocol_name_is_hashed() -> None:
     longer = "Noise_NNpsk0+psk0+psk0+psk0+psk0+psk2+psk2+psk2_25519_ChaChaPoly_BLAKE2b"
     assert len(longer) > 64
     psks = [bytes(32)] * NoiseProtocol.parse(longer).psk_count
-    i = HandshakeState(longer, initiator=True, psks=psks, rng=_rng("i"))
-    r = HandshakeState(longer, initiator=False, psks=psks, rng=_rng("r"))
+    i = HandshakeState(longer, initiator=True, psks=psks, rng=seeded_rng("i"))
+    r = HandshakeState(longer, initiator=False, psks=psks, rng=seeded_rng("r"))
     r.read_message(i.write_message(b"hi"))
     assert i.read_message(r.write_message(b"there")) == b"there"
     assert i.handshake_hash == r.handshake_hash
 
 
 def test_handshake_state_checks_its_keys_up_front() -> None:
-    static = KeyPair.generate(_rng("s"))
+    static = KeyPair.generate(seeded_rng("s"))
     with pytest.raises(ValueError, match="PSKs"):
-        HandshakeState(PROTOCOL_NAME, initiator=True, static=static, rng=_rng("x"))
+        HandshakeState(PROTOCOL_NAME, initiator=True, static=static, rng=seeded_rng("x"))
     with pytest.raises(ValueError, match="PSKs"):
-        HandshakeState(PROTOCOL_NAME, initiator=True, static=static, psks=[b"x"], rng=_rng("x"))
+        HandshakeState(
+            PROTOCOL_NAME, initiator=True, static=static, psks=[b"x"], rng=seeded_rng("x")
+        )
     with pytest.raises(ValueError, match="static key"):
-        HandshakeState("Noise_XX_25519_ChaChaPoly_BLAKE2b", initiator=True, rng=_rng("x"))
+        HandshakeState("Noise_XX_25519_ChaChaPoly_BLAKE2b", initiator=True, rng=seeded_rng("x"))
     with pytest.raises(ValueError, match="peer's static key"):
-        HandshakeState("Noise_NK_25519_ChaChaPoly_BLAKE2b", initiator=True, rng=_rng("x"))
+        HandshakeState("Noise_NK_25519_ChaChaPoly_BLAKE2b", initiator=True, rng=seeded_rng("x"))
     with pytest.raises(ValueError, match="32 bytes"):
         HandshakeState("Noise_NK_25519_ChaChaPoly_BLAKE2b", initiator=True, remote_static=b"",
-                       rng=_rng("x"))  # fmt: skip
+                       rng=seeded_rng("x"))  # fmt: skip
     with pytest.raises(ValueError, match="rng"):
         HandshakeState("Noise_NN_25519_ChaChaPoly_BLAKE2b", initiator=True)
     with pytest.raises(ValueError, match="32 bytes"):
@@ -260,7 +247,9 @@ def test_handshake_state_checks_its_keys_up_front() -> None:
 
 
 def test_out_of_turn_is_local_and_fatal() -> None:
-    responder = HandshakeState("Noise_NN_25519_ChaChaPoly_BLAKE2b", initiator=False, rng=_rng("r"))
+    responder = HandshakeState(
+        "Noise_NN_25519_ChaChaPoly_BLAKE2b", initiator=False, rng=seeded_rng("r")
+    )
     with pytest.raises(LocalProtocolError, match="cannot write"):
         responder.write_message()
     assert responder.phase is HandshakePhase.ERROR
@@ -272,11 +261,11 @@ def test_out_of_turn_is_local_and_fatal() -> None:
 
 def test_a_message_over_65535_bytes_is_refused() -> None:
     nn = "Noise_NN_25519_ChaChaPoly_BLAKE2b"
-    initiator = HandshakeState(nn, initiator=True, rng=_rng("i"))
+    initiator = HandshakeState(nn, initiator=True, rng=seeded_rng("i"))
     with pytest.raises(LocalProtocolError, match="65535"):
         initiator.write_message(bytes(65535))
     assert initiator.phase is HandshakePhase.ERROR
-    responder = HandshakeState(nn, initiator=False, rng=_rng("r"))
+    responder = HandshakeState(nn, initiator=False, rng=seeded_rng("r"))
     with pytest.raises(HandshakeError, match="65535"):
         responder.read_message(bytes(65536))
     assert responder.phase is HandshakePhase.ERROR
@@ -285,7 +274,7 @@ def test_a_message_over_65535_bytes_is_refused() -> None:
 def test_an_all_zero_dh_result_aborts_the_handshake() -> None:
     """A low-order point as the responder's pre-known key: libsodium refuses; so do we."""
     nk = "Noise_NK_25519_ChaChaPoly_BLAKE2b"
-    initiator = HandshakeState(nk, initiator=True, remote_static=bytes(32), rng=_rng("i"))
+    initiator = HandshakeState(nk, initiator=True, remote_static=bytes(32), rng=seeded_rng("i"))
     with pytest.raises(HandshakeError, match="low-order"):
         initiator.write_message()
     assert initiator.phase is HandshakePhase.ERROR
@@ -293,7 +282,7 @@ def test_an_all_zero_dh_result_aborts_the_handshake() -> None:
 
 def test_a_low_order_ephemeral_from_the_peer_aborts() -> None:
     nn = "Noise_NN_25519_ChaChaPoly_BLAKE2b"
-    responder = HandshakeState(nn, initiator=False, rng=_rng("r"))
+    responder = HandshakeState(nn, initiator=False, rng=seeded_rng("r"))
     responder.read_message(bytes(32))  # NN message 1 is a bare ephemeral key
     with pytest.raises(HandshakeError, match="low-order"):
         responder.write_message()
@@ -367,8 +356,8 @@ def _mesh_pair(
     initiator_key: bytes = OPEN_MESH_KEY, responder_key: bytes = OPEN_MESH_KEY
 ) -> tuple[MeshHandshake, MeshHandshake]:
     return (
-        MeshHandshake(ALICE, initiator=True, rng=_rng("alice"), network_key=initiator_key),
-        MeshHandshake(BOB, initiator=False, rng=_rng("bob"), network_key=responder_key),
+        MeshHandshake(ALICE, initiator=True, rng=seeded_rng("alice"), network_key=initiator_key),
+        MeshHandshake(BOB, initiator=False, rng=seeded_rng("bob"), network_key=responder_key),
     )
 
 
@@ -436,7 +425,7 @@ def test_a_wrong_network_key_fails_at_message_1_on_the_responder() -> None:
 
 def test_a_network_key_is_32_bytes() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
-        MeshHandshake(ALICE, initiator=True, rng=_rng("a"), network_key=b"short")
+        MeshHandshake(ALICE, initiator=True, rng=seeded_rng("a"), network_key=b"short")
 
 
 @settings(max_examples=60, deadline=None)
@@ -473,13 +462,13 @@ def _responder_presenting(payload_for: Identity, static: Identity) -> HandshakeS
         prologue=PROLOGUE,
         static=KeyPair(static.x25519_secret, static.x25519_public),
         psks=[OPEN_MESH_KEY],
-        rng=_rng(payload_for.name),
+        rng=seeded_rng(payload_for.name),
     )
 
 
 def test_someone_elses_ed25519_key_in_the_payload_fails() -> None:
     """Mallory (BOB's static key) claims CAROL's Ed25519 key with CAROL's own signature."""
-    initiator = MeshHandshake(ALICE, initiator=True, rng=_rng("alice"))
+    initiator = MeshHandshake(ALICE, initiator=True, rng=seeded_rng("alice"))
     mallory = _responder_presenting(CAROL, static=BOB)
     mallory.read_message(initiator.write_message())
     claimed = identity_payload(CAROL, mallory.handshake_hash)
@@ -490,7 +479,7 @@ def test_someone_elses_ed25519_key_in_the_payload_fails() -> None:
 
 
 def test_a_signature_over_another_transcript_fails() -> None:
-    initiator = MeshHandshake(ALICE, initiator=True, rng=_rng("alice"))
+    initiator = MeshHandshake(ALICE, initiator=True, rng=seeded_rng("alice"))
     responder = _responder_presenting(BOB, static=BOB)
     responder.read_message(initiator.write_message())
     replayed = identity_payload(BOB, bytes(64))  # signed for some other session
@@ -505,9 +494,9 @@ def test_the_initiators_identity_is_checked_too() -> None:
         prologue=PROLOGUE,
         static=KeyPair(ALICE.x25519_secret, ALICE.x25519_public),
         psks=[OPEN_MESH_KEY],
-        rng=_rng("alice"),
+        rng=seeded_rng("alice"),
     )
-    responder = MeshHandshake(BOB, initiator=False, rng=_rng("bob"))
+    responder = MeshHandshake(BOB, initiator=False, rng=seeded_rng("bob"))
     responder.read_message(initiator.write_message())
     initiator.read_message(responder.write_message())
     claimed = identity_payload(CAROL, initiator.handshake_hash)
@@ -521,9 +510,9 @@ def test_message_1_must_be_empty() -> None:
     initiator = HandshakeState(
         PROTOCOL_NAME, initiator=True, prologue=PROLOGUE,
         static=KeyPair(ALICE.x25519_secret, ALICE.x25519_public),
-        psks=[OPEN_MESH_KEY], rng=_rng("alice"),
+        psks=[OPEN_MESH_KEY], rng=seeded_rng("alice"),
     )  # fmt: skip
-    responder = MeshHandshake(BOB, initiator=False, rng=_rng("bob"))
+    responder = MeshHandshake(BOB, initiator=False, rng=seeded_rng("bob"))
     with pytest.raises(HandshakeError, match="payload"):
         responder.read_message(initiator.write_message(b"hello"))
 
@@ -584,9 +573,9 @@ class Pair:
 def _session_pair(
     *, max_message: int = 70_000, rekey_after: int = 1000, b_max: int | None = None
 ) -> Pair:
-    a = SessionMachine(ALICE, initiator=True, rng=_rng("a"), max_message=max_message,
+    a = SessionMachine(ALICE, initiator=True, rng=seeded_rng("a"), max_message=max_message,
                        rekey_after=rekey_after)  # fmt: skip
-    b = SessionMachine(BOB, initiator=False, rng=_rng("b"), max_message=b_max or max_message,
+    b = SessionMachine(BOB, initiator=False, rng=seeded_rng("b"), max_message=b_max or max_message,
                        rekey_after=rekey_after)  # fmt: skip
     return Pair(a, b)
 
@@ -713,9 +702,9 @@ def test_malformed_records_fail_the_session(plaintext: bytes, match: str) -> Non
 
 
 def test_a_wrong_network_key_leaves_the_responder_silent() -> None:
-    a = SessionMachine(ALICE, initiator=True, rng=_rng("a"), max_message=100, rekey_after=10,
+    a = SessionMachine(ALICE, initiator=True, rng=seeded_rng("a"), max_message=100, rekey_after=10,
                        network_key=OTHER_KEY)  # fmt: skip
-    b = SessionMachine(BOB, initiator=False, rng=_rng("b"), max_message=100, rekey_after=10)
+    b = SessionMachine(BOB, initiator=False, rng=seeded_rng("b"), max_message=100, rekey_after=10)
     assert b.data_to_send() == b""
     b.receive_data(a.data_to_send())
     with pytest.raises(HandshakeError, match="network key"):
@@ -725,15 +714,15 @@ def test_a_wrong_network_key_leaves_the_responder_silent() -> None:
 
 
 def test_a_long_handshake_record_is_refused_from_its_length_alone() -> None:
-    b = SessionMachine(BOB, initiator=False, rng=_rng("b"), max_message=100, rekey_after=10)
+    b = SessionMachine(BOB, initiator=False, rng=seeded_rng("b"), max_message=100, rekey_after=10)
     b.receive_data((MAX_HANDSHAKE_RECORD + 1).to_bytes(2, "big"))
     with pytest.raises(HandshakeError, match="longer than"):
         b.next_event()
 
 
 def test_partial_records_wait_for_more_data() -> None:
-    a = SessionMachine(ALICE, initiator=True, rng=_rng("a"), max_message=100, rekey_after=10)
-    b = SessionMachine(BOB, initiator=False, rng=_rng("b"), max_message=100, rekey_after=10)
+    a = SessionMachine(ALICE, initiator=True, rng=seeded_rng("a"), max_message=100, rekey_after=10)
+    b = SessionMachine(BOB, initiator=False, rng=seeded_rng("b"), max_message=100, rekey_after=10)
     message_1 = a.data_to_send()
     for byte in message_1[:-1]:
         b.receive_data(bytes([byte]))
@@ -745,13 +734,13 @@ def test_partial_records_wait_for_more_data() -> None:
 
 
 def test_sending_before_the_handshake_is_local_misuse() -> None:
-    a = SessionMachine(ALICE, initiator=True, rng=_rng("a"), max_message=100, rekey_after=10)
+    a = SessionMachine(ALICE, initiator=True, rng=seeded_rng("a"), max_message=100, rekey_after=10)
     with pytest.raises(LocalProtocolError, match="handshaking"):
         a.send(b"too soon")
     with pytest.raises(LocalProtocolError, match="handshaking"):
         a.send_keepalive()
     with pytest.raises(ValueError, match="rekey_after"):
-        SessionMachine(ALICE, initiator=True, rng=_rng("a"), max_message=100, rekey_after=0)
+        SessionMachine(ALICE, initiator=True, rng=seeded_rng("a"), max_message=100, rekey_after=0)
 
 
 def test_nonce_exhaustion_fails_the_session() -> None:
