@@ -458,7 +458,8 @@ class Store:
         process being killed, and a power loss once :meth:`sync` has returned.
 
         For bulletins received from peers only, which the node relays after ``sync``
-        (it runs in a worker thread, so the fsync does not stall the event loop); the
+        (which may run in a worker thread, so a slow fsync does not stall the event
+        loop); the
         node's own go through :meth:`add` (rule 1). A later durable commit, or a
         checkpoint, makes these durable too: the log is written in order.
         """

@@ -2,22 +2,27 @@
 
 Theory of operation (normative text: docs/spec/session.md):
 - All protocol logic is in :class:`meshnode.core.noise.SessionMachine`; this
-  module moves bytes between it and a ``trio.SocketStream``, owns the timers
+  module moves bytes between it and a TCP socket, owns the timers
   and enforces the limits, so it stays thin.
 - The handshake runs first, under ``handshake_timeout``. A responder whose
   machine refuses message 1 (wrong network key) closes the connection
   without writing a byte: an outsider learns nothing, not even our key.
-- An open session has two tasks. The *reader* feeds the machine and puts each
-  received message into a bounded memory channel; when the application does
-  not consume, the reader stops reading and TCP pushes back on the peer. It
-  closes the session when no message or keepalive arrives for ``idle_timeout``
-  (a trickle of bytes does not count). The *writer* takes messages from another
-  bounded channel, so ``send`` blocks (backpressure) when the peer is slow,
-  sends a keepalive when it has had nothing to send for
-  ``keepalive_interval``, and closes the session when one write stalls for
-  ``write_timeout`` (a peer that stopped reading).
-- Errors: the stream's ``BrokenResourceError``/``ClosedResourceError`` and the
-  peer's protocol errors end that one session; the caller sees
+- An open session does its own non-blocking I/O on the plain socket (taken
+  from the trio stream after the handshake), so a message costs a system call
+  and no task switch. Writes go out at once, from the caller: what the socket
+  does not take waits in a buffer for the *writer* task, which also sends a
+  keepalive after ``keepalive_interval`` with nothing sent and closes the
+  session when a write makes no progress for ``write_timeout`` (a peer that
+  stopped reading). The send queue is bounded in messages not yet written,
+  so ``send`` blocks (backpressure) while it is full.
+- The *reader* task waits for the socket, reads what is there, feeds the
+  machine and hands that read's messages either to a handler
+  (``deliver_to``, which the node uses: no queue, no second task) or to a
+  bounded queue for ``receive``; while the queue is full it stops reading
+  and TCP pushes back on the peer. It closes the session when no message or
+  keepalive arrives for ``idle_timeout`` (a trickle of bytes does not count).
+- Errors: a broken connection (``OSError``, or trio's resource errors during
+  the handshake) and the peer's protocol errors end that one session; the caller sees
   :class:`PeerDisconnected` with the reason. The listener never stops for a
   session's failure.
 - The listener counts every accepted connection, handshaking or open,
@@ -31,8 +36,9 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+import socket
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Final
@@ -65,8 +71,8 @@ log = logging.getLogger(__name__)
 _READ_SIZE: Final = LENGTH_SIZE + MAX_RECORD
 """One whole record per read at most, so the machine's inbound buffer stays small."""
 
-_WRITE_BATCH: Final = 16
-"""Queued messages written together at most (one ``send_all``)."""
+_READS_PER_WAKE: Final = 4
+"""Reads per wake-up at most before other tasks get a turn."""
 
 SessionHandler = Callable[["Session"], Awaitable[None]]
 """What a listener runs for each open session; the session closes when it returns."""
@@ -140,6 +146,11 @@ class Session:
 
     Made by :func:`open_session` or handed to a :func:`serve_sessions` handler;
     both close it when their block or handler ends.
+
+    Messages are received either from :meth:`receive` (a bounded queue) or, once
+    :meth:`deliver_to` gave a handler, by that handler, called in the reader task
+    with every message one read brought. Sends are written at once when the
+    socket takes them; only what it does not take waits for the writer task.
     """
 
     def __init__(
@@ -149,7 +160,6 @@ class Session:
         opened: HandshakeComplete,
         config: SessionConfig,
     ) -> None:
-        self._stream = stream
         self._machine = machine
         self._config = config
         self.peer_key: Final = opened.peer_key
@@ -158,7 +168,25 @@ class Session:
         """The Noise handshake hash: the same on both ends, unique to this session."""
         self.remote_address: Final = _format_address(stream.socket.getpeername())
         """The peer's ``host:port`` as this side sees it."""
-        self._send_tx, self._send_rx = trio.open_memory_channel[bytes](config.send_queue_size)
+        # The open session does its own non-blocking I/O on the plain socket: a
+        # message costs no task switch and no stream wrapper, only the system call.
+        self._sock = socket.socket(fileno=stream.socket.detach())
+        self._sock.setblocking(False)
+        self._out = bytearray()
+        """Encrypted bytes the socket has not taken yet."""
+        self._ends: deque[int] = deque()
+        """For each message not wholly written, the byte count at which it ends."""
+        self._queued = 0
+        self._written = 0
+        self._sent_at = trio.current_time()
+        self._heard_at = trio.current_time()
+        self._stalled_at: float | None = None
+        self._closing = False
+        self._wake = trio.Event()
+        """Set when the writer has something to do: bytes left over, or a close."""
+        self._space = trio.Event()
+        """Set (and replaced) when queued messages were written, for ``send``."""
+        self._handler: Callable[[list[bytes]], None] | None = None
         self._recv_tx, self._recv_rx = trio.open_memory_channel[bytes](config.receive_queue_size)
         self._scope = trio.CancelScope()
         self._done = trio.Event()
@@ -178,10 +206,10 @@ class Session:
             PeerDisconnected: the session is closed (the reason says why).
         """
         self._check_size(data)
-        try:
-            await self._send_tx.send(bytes(data))
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise self._disconnected() from None
+        await trio.lowlevel.checkpoint()
+        while len(self._ends) >= self._config.send_queue_size and not self._closed_to_send:
+            await self._space.wait()
+        self.send_many_nowait([data])
 
     def send_nowait(self, data: bytes) -> None:
         """Queue a message if there is room, for callers that must never block.
@@ -191,17 +219,75 @@ class Session:
             LocalProtocolError: ``data`` is over ``max_message``.
             PeerDisconnected: the session is closed.
         """
-        self._check_size(data)
+        self.send_many_nowait([data])
+
+    def send_many_nowait(self, messages: Sequence[bytes]) -> None:
+        """Queue several messages in one write: :meth:`send_nowait` for a batch.
+
+        The batch goes whole if the send queue has room for one more message
+        when it is given, so one flush of the caller costs one system call.
+
+        Raises:
+            trio.WouldBlock: the send queue is full (the peer is slow); nothing was queued.
+            LocalProtocolError: a message is over ``max_message``; nothing was queued.
+            PeerDisconnected: the session is closed.
+        """
+        for data in messages:
+            self._check_size(data)
+        if self._closed_to_send:
+            raise self._disconnected()
+        if len(self._ends) >= self._config.send_queue_size:
+            raise trio.WouldBlock
         try:
-            self._send_tx.send_nowait(bytes(data))
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            for data in messages:
+                self._machine.send(data)
+                self._queued += len(self._machine_bytes())
+                self._ends.append(self._queued)
+        except LocalProtocolError as exc:  # the reader failed it, or nonces ran out
+            self._abort(f"the session failed: {exc}")
             raise self._disconnected() from None
+        self._sent_at = trio.current_time()
+        self._write()
+
+    @property
+    def _closed_to_send(self) -> bool:
+        return self._closing or self._reason is not None
+
+    def _machine_bytes(self) -> bytes:
+        data = self._machine.data_to_send()
+        self._out += data
+        return data
 
     def _check_size(self, data: bytes) -> None:
         if len(data) > self._config.max_message:
             raise LocalProtocolError(
                 f"a session message is at most {self._config.max_message} bytes, not {len(data)}"
             )
+
+    def _write(self) -> None:
+        """Hand the socket what it takes now; the writer task waits for the rest."""
+        if not self._out or self._reason is not None:
+            return
+        try:
+            n = self._sock.send(self._out)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            self._abort("the connection broke")
+            return
+        if n:
+            del self._out[:n]
+            self._written += n
+            ends = self._ends
+            while ends and ends[0] <= self._written:
+                ends.popleft()
+            self._stalled_at = None
+            self._space.set()
+            self._space = trio.Event()
+        if self._out:
+            if self._stalled_at is None:
+                self._stalled_at = trio.current_time()
+            self._wake.set()
 
     async def receive(self) -> bytes:
         """The next message from the peer; messages that arrived before a close are kept.
@@ -227,12 +313,35 @@ class Session:
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise self._disconnected() from None
 
+    def deliver_to(self, handler: Callable[[list[bytes]], None]) -> None:
+        """From now on, hand received messages to ``handler`` instead of the queue.
+
+        It is called in the reader task, synchronously, with the messages of one
+        read in order (first with any already queued). It must not block; what it
+        raises ends the session's tasks and propagates to their nursery.
+        """
+        queued: list[bytes] = []
+        while True:
+            try:
+                queued.append(self._recv_rx.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+                break
+        self._handler = handler
+        if queued:
+            handler(queued)
+
+    async def wait_closed(self) -> None:
+        """Return once the session has ended (for a caller that handles messages by
+        :meth:`deliver_to`); the reason is in :meth:`statistics`."""
+        await self._done.wait()
+
     async def aclose(self) -> None:
         """Write what is queued (for at most ``write_timeout``), then close the connection.
 
         Safe to call more than once and from any task.
         """
-        self._send_tx.close()
+        self._closing = True
+        self._wake.set()
         with trio.move_on_after(self._config.write_timeout):
             await self._done.wait()
         self._abort("closed by this side")
@@ -242,7 +351,7 @@ class Session:
         """Counters from the machine, queue depths and the close reason."""
         return SessionStatistics(
             counters=self._machine.statistics(),
-            queued_to_send=self._send_tx.statistics().current_buffer_used,
+            queued_to_send=len(self._ends),
             queued_received=self._recv_rx.statistics().current_buffer_used,
             closed_reason=self._reason,
         )
@@ -266,112 +375,116 @@ class Session:
                     nursery.start_soon(self._reader)
                     nursery.start_soon(self._writer)
         finally:
-            self._send_tx.close()
+            self._closing = True
             self._recv_tx.close()
+            self._space.set()  # wakes senders waiting for room: they see the close
             try:
-                await trio.aclose_forcefully(self._stream)
+                trio.lowlevel.notify_closing(self._sock)
             finally:
+                self._sock.close()
                 # Set even when an outer cancellation escapes the close, or a
                 # shielded aclose() elsewhere would wait for it forever.
                 self._done.set()
 
     async def _reader(self) -> None:
-        """Feed the machine; deliver messages; watch the idle timer (spec: "Idle timeout")."""
-        config = self._config
-        # One cancel scope for the whole session, its deadline moved on as messages
-        # come (not a scope per read): it is cancelled only when the peer falls idle.
-        idle = trio.CancelScope(deadline=trio.current_time() + config.idle_timeout)
-        heard = False
+        """Read, feed the machine, deliver; watch the idle timer (spec: "Idle timeout").
+
+        One cancel scope per idle period, not one per read: when its deadline
+        passes, the session is idle only if nothing was heard since.
+        """
+        idle_timeout = self._config.idle_timeout
         try:
-            with idle:
-                while True:
-                    event = self._machine.next_event()
-                    if event is NEED_DATA:
-                        if heard:
-                            idle.deadline = trio.current_time() + config.idle_timeout
-                            heard = False
-                        data = await self._stream.receive_some(_READ_SIZE)
-                        if not data:
-                            self._abort("the peer closed the connection")
-                            return
-                        self._machine.receive_data(data)
-                        continue
-                    heard = True
-                    if isinstance(event, MessageReceived):
-                        try:  # no checkpoint per message while the queue has room
-                            self._recv_tx.send_nowait(event.data)
-                        except trio.WouldBlock:  # our side is slow: not the peer's idling
-                            idle.deadline = math.inf
-                            await self._recv_tx.send(event.data)
-            if idle.cancelled_caught:
-                self._abort(f"no message or keepalive for {config.idle_timeout} s")
-                return
+            while True:
+                with trio.CancelScope(deadline=self._heard_at + idle_timeout) as idle:
+                    await self._read(idle)
+                    return
+                if trio.current_time() >= self._heard_at + idle_timeout:
+                    self._abort(f"no message or keepalive for {idle_timeout} s")
+                    return
         except RemoteProtocolError as exc:
             self._abort(f"the peer broke the session protocol: {exc}")
         except NonceExhausted as exc:
             self._abort(str(exc))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+        except OSError:
             self._abort("the connection broke")
+
+    async def _read(self, idle: trio.CancelScope) -> None:
+        """Until the peer closes: every read's messages go to the handler or the queue.
+
+        What the handshake read beyond its last message is in the machine already,
+        so each pass takes the machine's events before it waits for the socket.
+        """
+        sock, machine = self._sock, self._machine
+        ended = False
+        while True:
+            messages: list[bytes] = []
+            while (event := machine.next_event()) is not NEED_DATA:
+                self._heard_at = trio.current_time()
+                if isinstance(event, MessageReceived):
+                    messages.append(event.data)
+            if messages:
+                await self._deliver(messages, idle)
+            if ended:
+                self._abort("the peer closed the connection")
+                return
+            await trio.lowlevel.wait_readable(sock)
+            for _ in range(_READS_PER_WAKE):
+                try:
+                    data = sock.recv(_READ_SIZE)
+                except BlockingIOError:
+                    break
+                if not data:
+                    ended = True
+                    break
+                machine.receive_data(data)
+                if len(data) < _READ_SIZE:
+                    break  # (most likely drained: no second call to learn so)
+
+    async def _deliver(self, messages: list[bytes], idle: trio.CancelScope) -> None:
+        if self._handler is not None:
+            self._handler(messages)
+            return
+        for data in messages:
+            try:  # no checkpoint per message while the queue has room
+                self._recv_tx.send_nowait(data)
+            except trio.WouldBlock:  # our side is slow: not the peer's idling
+                deadline, idle.deadline = idle.deadline, math.inf
+                await self._recv_tx.send(data)
+                idle.deadline = deadline
+                self._heard_at = trio.current_time()
+            except trio.BrokenResourceError:  # nobody receives any more
+                return
 
     async def _writer(self) -> None:
-        """Write queued messages, or a keepalive when idle; flush and end on aclose.
-
-        The messages already queued when the writer wakes (up to ``_WRITE_BATCH``) go
-        out in one write, so a burst costs one system call, not one per message.
-        """
+        """Write what the socket did not take at once; a keepalive when idle; the rest
+        of the queue and the end on aclose (spec: "Keepalives", "Write timeout")."""
         config = self._config
-        data: bytes | None = None
-        try:
-            while True:
-                # One cancel scope until it fires (not one per wait and per write): its
-                # deadline is the keepalive while waiting, the write timeout while writing.
-                writing = False
-                with trio.CancelScope() as scope:
-                    while True:
-                        try:
-                            data = self._send_rx.receive_nowait()
-                        except trio.WouldBlock:
-                            scope.deadline = trio.current_time() + config.keepalive_interval
-                            data = await self._send_rx.receive()
-                        if not self._encode(data):
-                            return
-                        scope.deadline = trio.current_time() + config.write_timeout
-                        writing = True
-                        await self._stream.send_all(self._machine.data_to_send())
-                        writing = False
-                if writing:
-                    self._abort(f"the peer read nothing for {config.write_timeout} s")
+        while True:
+            if self._out:
+                stalled = self._stalled_at if self._stalled_at is not None else trio.current_time()
+                with trio.move_on_at(stalled + config.write_timeout):
+                    await trio.lowlevel.wait_writable(self._sock)
+                    self._write()
+                    continue
+                self._abort(f"the peer read nothing for {config.write_timeout} s")
+                return
+            if self._closing:
+                self._abort("closed by this side")
+                return
+            due = self._sent_at + config.keepalive_interval
+            if trio.current_time() >= due:
+                try:
+                    self._machine.send_keepalive()
+                except LocalProtocolError as exc:
+                    self._abort(f"the session failed: {exc}")
                     return
-                if not self._encode(None):  # idle for keepalive_interval
-                    return
-                with trio.move_on_after(config.write_timeout) as write:
-                    await self._stream.send_all(self._machine.data_to_send())
-                if write.cancelled_caught:
-                    self._abort(f"the peer read nothing for {config.write_timeout} s")
-                    return
-        except trio.EndOfChannel:
-            self._abort("closed by this side")
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._abort("the connection broke")
-
-    def _encode(self, data: bytes | None) -> bool:
-        """Hand ``data`` and what else is queued (up to ``_WRITE_BATCH``) to the machine,
-        or a keepalive for None; False if the session failed."""
-        try:
-            if data is None:
-                self._machine.send_keepalive()
-            else:
-                self._machine.send(data)
-                for _ in range(_WRITE_BATCH - 1):
-                    try:
-                        more = self._send_rx.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break  # (a close is seen at the top, after this write)
-                    self._machine.send(more)
-        except LocalProtocolError as exc:  # the reader failed it, or nonces ran out
-            self._abort(f"the session failed: {exc}")
-            return False
-        return True
+                self._queued += len(self._machine_bytes())
+                self._sent_at = trio.current_time()
+                self._write()
+                continue
+            with trio.move_on_at(due):
+                await self._wake.wait()
+            self._wake = trio.Event()
 
 
 async def _handshake(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ import trio
 
 from meshnode.errors import PeerDisconnected
 from meshnode.net.dht import DHTConfig
-from meshnode.net.node import Node, NodeConfig, default_interface, open_node
+from meshnode.net.node import Node, NodeConfig, _Syncer, default_interface, open_node
 
 CONFIG = NodeConfig(dht=DHTConfig(rpc_timeout=0.5), overlay_interval=0.5, mail_interval=1.0)
 
@@ -29,7 +29,11 @@ def _quiet_kademlia() -> None:
 
 @asynccontextmanager
 async def node(
-    tmp_path: Path, n: int, *bootstrap: Node, network_key: bytes | None = None
+    tmp_path: Path,
+    n: int,
+    *bootstrap: Node,
+    network_key: bytes | None = None,
+    config: NodeConfig = CONFIG,
 ) -> AsyncIterator[Node]:
     async with open_node(
         tmp_path / f"node{n}",
@@ -37,7 +41,7 @@ async def node(
         listen=f"127.0.0.{40 + n}:0",
         bootstrap=[b.address for b in bootstrap],
         network_key=network_key,
-        config=CONFIG,
+        config=config,
     ) as opened:
         yield opened
 
@@ -129,6 +133,75 @@ async def test_simultaneous_dials_keep_one_shared_session(tmp_path: Path) -> Non
                 assert ba.outbound == (b.identity.public_key == smaller)
                 await a._close(b.identity.public_key)
                 await wait_for(lambda: a.peers() == [] and b.peers() == [])
+
+
+@pytest.mark.parametrize("inline_sync", [0.0, 1.0], ids=["fsync in a thread", "fsync inline"])
+async def test_a_relayed_bulletin_is_stored_and_relayed_on_either_fsync_path(
+    tmp_path: Path, inline_sync: float
+) -> None:
+    """a posts, b stores and relays it, c (connected to b only) reads it."""
+    config = NodeConfig(dht=CONFIG.dht, overlay_interval=3600.0, inline_sync=inline_sync)
+    with trio.fail_after(30):
+        async with (
+            node(tmp_path, 1, config=config) as a,
+            node(tmp_path, 2, config=config) as b,
+            node(tmp_path, 3, config=config) as c,
+        ):
+            await a.create_channel("relay")
+            await b.join(await a.invite("relay"))
+            await c.join(await b.invite("relay"))
+            assert [p.key for p in c.peers()] == [b.identity.public_key]
+            posted = await a.post("relay", "through b")
+            async with aclosing(c.bulletins("relay")) as arrivals:
+                record = await anext(arrivals)
+            assert record.id == posted.id
+            assert record.text == "through b"
+
+
+async def test_the_syncer_runs_fast_fsyncs_inline_and_slow_ones_in_a_thread() -> None:
+    import threading
+
+    threads: list[str] = []
+    delay = [0.0]
+
+    def fsync() -> None:
+        threads.append(threading.current_thread().name)
+        if delay[0]:
+            import time
+
+            time.sleep(delay[0])
+
+    syncer = _Syncer(fsync, inline_limit=0.005)
+    try:
+        with trio.fail_after(10):
+            await syncer.run()
+            assert threads == [threading.current_thread().name]
+            assert syncer.inline
+            delay[0] = 0.05  # a slow disk: this one still runs inline, then the thread
+            await syncer.run()
+            assert not syncer.inline
+            await syncer.run()
+            assert threads[-1] == "meshnode-sync"
+            delay[0] = 0.0  # the disk recovers: back on the event loop, in time
+            while not syncer.inline:
+                await syncer.run()
+            await syncer.run()
+            assert threads[-1] == threading.current_thread().name
+    finally:
+        syncer.close()
+
+
+async def test_the_syncer_raises_what_the_fsync_raised_on_either_path() -> None:
+    def broken() -> None:
+        raise OSError("disk gone")
+
+    for limit in (1.0, 0.0):
+        syncer = _Syncer(broken, inline_limit=limit)
+        try:
+            with trio.fail_after(10), pytest.raises(OSError, match="disk gone"):
+                await syncer.run()
+        finally:
+            syncer.close()
 
 
 def test_the_default_route_interface_is_read_from_the_route_table() -> None:

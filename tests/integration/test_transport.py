@@ -73,6 +73,22 @@ async def _echo(session: Session) -> None:
         await session.send(crypto.blake2b_256(data))
 
 
+async def _never_reads(session: Session) -> None:
+    await trio.sleep_forever()
+
+
+@asynccontextmanager
+async def _to_a_peer_that_never_reads(
+    host: str, config: SessionConfig, receive_queue: int = 1
+) -> AsyncIterator[Session]:
+    peer_config = SessionConfig(receive_queue_size=receive_queue)
+    async with (
+        _listening(_never_reads, host, peer_config) as address,
+        open_session(address, identity=ALICE, config=config) as session,
+    ):
+        yield session
+
+
 async def _raw_handshake(stream: trio.SocketStream, machine: SessionMachine) -> bytes:
     """Drive an initiator machine by hand; return message 3 without sending it."""
     await stream.send_all(machine.data_to_send())
@@ -395,19 +411,12 @@ async def test_rekeying_after_a_few_messages_keeps_working() -> None:
             assert counters.rekeys_received == 10
 
 
-async def test_a_peer_that_never_reads_makes_send_block() -> None:
+async def test_a_peer_that__never_reads_makes_send_block() -> None:
     """Queues and TCP buffers fill, then ``send`` blocks: memory stays bounded."""
-    stalled = SessionConfig(receive_queue_size=2)
     config = SessionConfig(send_queue_size=2)
 
-    async def never_reads(session: Session) -> None:
-        await trio.sleep_forever()
-
     with trio.fail_after(TIMEOUT):
-        async with (
-            _listening(never_reads, "127.0.0.21", stalled) as address,
-            open_session(address, identity=ALICE, config=config) as session,
-        ):
+        async with _to_a_peer_that_never_reads("127.0.0.21", config, 2) as session:
             sent = 0
             with trio.move_on_after(2) as blocked:
                 while True:
@@ -426,14 +435,8 @@ async def test_a_peer_that_never_reads_makes_send_block() -> None:
 async def test_a_stalled_write_closes_the_session() -> None:
     config = SessionConfig(send_queue_size=2, write_timeout=0.3)
 
-    async def never_reads(session: Session) -> None:
-        await trio.sleep_forever()
-
     with trio.fail_after(TIMEOUT):
-        async with (
-            _listening(never_reads, "127.0.0.22", SessionConfig(receive_queue_size=1)) as address,
-            open_session(address, identity=ALICE, config=config) as session,
-        ):
+        async with _to_a_peer_that_never_reads("127.0.0.22", config) as session:
             with pytest.raises(PeerDisconnected, match="read nothing"):  # noqa: PT012
                 while True:  # fills the queues, then the writer stalls and gives up
                     await session.send(bytes(65_536))
@@ -520,3 +523,47 @@ def test_addresses_and_config_are_checked() -> None:
         SessionConfig(keepalive_interval=60, idle_timeout=30)
     with pytest.raises(ValueError, match="positive"):
         SessionConfig(max_sessions=0)
+
+
+async def test_a_handler_gets_every_message_in_order_those_queued_before_it_first() -> None:
+    """``deliver_to`` hands each read's messages to a function in the reader task."""
+    got: list[bytes] = []
+    all_in = trio.Event()
+
+    async def sends_a_burst(session: Session) -> None:
+        session.send_many_nowait([b"one", b"two"])
+        for n in range(3, 51):
+            await session.send(b"%d" % n)
+        await session.receive()  # (until the dialer closes)
+
+    with trio.fail_after(TIMEOUT):
+        async with (
+            _listening(sends_a_burst, "127.0.0.28") as address,
+            open_session(address, identity=ALICE) as session,
+        ):
+            assert await session.receive() == b"one"
+
+            def handler(messages: list[bytes]) -> None:
+                got.extend(messages)
+                if len(got) == 49:
+                    all_in.set()
+
+            session.deliver_to(handler)
+            await all_in.wait()
+            assert got == [b"two", *(b"%d" % n for n in range(3, 51))]
+
+
+async def test_a_batch_is_queued_whole_or_not_at_all() -> None:
+    config = SessionConfig(send_queue_size=1, max_message=1000)
+
+    with trio.fail_after(TIMEOUT):
+        async with _to_a_peer_that_never_reads("127.0.0.29", config) as session:
+            with pytest.raises(LocalProtocolError):
+                session.send_many_nowait([b"fits", bytes(1001)])
+            assert session.statistics().counters.messages_sent == 0
+            with pytest.raises(trio.WouldBlock):  # noqa: PT012
+                while True:  # until the kernel's buffers are full and one message waits
+                    session.send_many_nowait([bytes(1000)] * 8)
+                    await trio.testing.wait_all_tasks_blocked()
+            assert session.statistics().queued_to_send >= 1
+            session._abort("test over")  # do not wait write_timeout to flush
