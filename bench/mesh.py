@@ -381,17 +381,20 @@ async def _worker_main(args: argparse.Namespace) -> None:
         async with trio_asyncio.open_loop(), open_node(
             Path(tmp) / "node", name=args.name, listen=f"{args.host}:0", config=node_config()
         ) as node, trio.open_nursery() as nursery:  # fmt: skip
+            expected = [math.inf]
+            """Arrivals to gather before reporting them: set by "expect", so the
+            worker writes once per run instead of waking on a timer to report."""
+
+            def report(**flags: bool) -> None:
+                say(arrived=arrivals[:], **flags)
+                arrivals.clear()
+                expected[0] = math.inf
 
             async def follow() -> None:
                 async for record in node.bulletins(CHANNEL, follow=True):
                     arrivals.append((record.id.hex(), time.time()))
-
-            async def report() -> None:
-                while True:
-                    await trio.sleep(0.05)
-                    if arrivals:
-                        say(arrived=arrivals[:])
-                        arrivals.clear()
+                    if len(arrivals) >= expected[0]:
+                        report()
 
             async def post(rate: float, count: int) -> None:
                 posted = []
@@ -403,13 +406,11 @@ async def _worker_main(args: argparse.Namespace) -> None:
                     posted.append((record.id.hex(), at))
                 say(posted=posted)
 
-            nursery.start_soon(report)
             say(ready=True, address=node.address)
             async for cmd in lines():
                 match cmd["cmd"]:
-                    case "create":
+                    case "create":  # (the poster: like node 0 in one process, it follows nothing)
                         await node.create_channel(CHANNEL)
-                        nursery.start_soon(follow)
                         say(ok=True)
                     case "invite":
                         say(invite=await node.invite(CHANNEL))
@@ -422,6 +423,11 @@ async def _worker_main(args: argparse.Namespace) -> None:
                         say(ok=True)
                     case "post":
                         nursery.start_soon(post, cmd["rate"], cmd["count"])
+                    case "expect":  # (what arrived before belongs to a finished run)
+                        arrivals.clear()
+                        expected[0] = cmd["count"]
+                    case "report":
+                        report(asked=True)
                     case "mark":
                         usage = resource.getrusage(resource.RUSAGE_SELF)
                         say(
@@ -526,27 +532,38 @@ def _procs(plan: Plan, args: argparse.Namespace) -> Result:
         def timed(rate: float, count: int) -> Run:
             run = Run(rate, count, plan.nodes - 1)
             before = marks()
+            for w in workers[1:]:
+                w.send(cmd="expect", count=count)
             workers[0].send(cmd="post", rate=rate, count=count)
             deadline = time.monotonic() + count / rate + DRAIN + 1.0
             posted = False
-            while time.monotonic() < deadline and not (posted and run.remaining() == 0):
-                try:
-                    index, doc = events.get(timeout=max(0.01, deadline - time.monotonic()))
-                except queue.Empty:
-                    break
+            asked = 0
+
+            def take(index: int, doc: dict[str, Any]) -> None:
+                nonlocal posted, asked
                 if "posted" in doc:
                     run.posted.update({b: at for b, at in doc["posted"]})
                     posted = True
                 elif index != 0:
+                    asked += bool(doc.get("asked"))
                     for b, at in doc["arrived"]:
                         run.arrive(index, b, at)
+
+            while time.monotonic() < deadline and not (posted and run.remaining() == 0):
+                try:
+                    take(*events.get(timeout=max(0.01, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
             if not posted:  # the poster fell behind its schedule by more than the drain time
                 with contextlib.suppress(queue.Empty):
                     while not posted:
-                        index, doc = events.get(timeout=DRAIN)
-                        if "posted" in doc:
-                            run.posted.update({b: at for b, at in doc["posted"]})
-                            posted = True
+                        take(*events.get(timeout=DRAIN))
+            if run.remaining():  # members report a run once they have it all: ask the others
+                for w in workers[1:]:
+                    w.send(cmd="report")
+                with contextlib.suppress(queue.Empty):
+                    while asked < len(workers) - 1:
+                        take(*events.get(timeout=DRAIN))
             after = marks()
             pairs = list(zip(after, before, strict=True))
             run.cpu_s = sum(a["cpu"] - b["cpu"] for a, b in pairs)
