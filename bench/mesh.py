@@ -59,6 +59,8 @@ WARMUP = 5
 SETUP_TIMEOUT = 60.0
 """The most building one mesh (open, join, connect every node) may take."""
 DRAIN = 5.0
+QUIET = 0.5
+"""Seconds without a DHT datagram, request or task anywhere that count as settled."""
 """Seconds a run waits, after its last post, for every member to have every bulletin."""
 FALLING_BEHIND = 0.9
 """A ladder rung whose completion rate is under this share of its offered rate ends the
@@ -251,6 +253,17 @@ def keeps_up(run: Run) -> bool:
     return run.complete and run.completion_rate() >= FALLING_BEHIND * run.rate
 
 
+def dht_activity(node: Node) -> tuple[int, int]:
+    """(datagrams received so far, requests and tasks in flight) of the node's DHT."""
+    s = node.dht.statistics()
+    return s.datagrams_received, s.pending_requests + s.background_tasks
+
+
+def settled(history: list[list[tuple[int, int]]]) -> bool:
+    """Whether the last two looks, ``QUIET`` apart, saw no traffic and nothing in flight."""
+    return len(history) >= 2 and history[-1] == history[-2] and all(b == 0 for _, b in history[-1])
+
+
 # --- all nodes in this process ------------------------------------------------------------
 
 
@@ -282,8 +295,13 @@ async def _inproc(plan: Plan, args: argparse.Namespace) -> Result:
                 await nodes[i].join(await nodes[first].invite(CHANNEL))
                 for j in others:
                     await nodes[i].connect(nodes[j].address)
+            # Joins bootstrap the DHT and publish records; measure after that traffic.
+            looks: list[list[tuple[int, int]]] = []
+            while not settled(looks):
+                looks.append([dht_activity(n) for n in nodes])
+                await trio.sleep(QUIET)
         if setup.cancelled_caught:
-            result.failed = f"the mesh was not built within {SETUP_TIMEOUT:g} s"
+            result.failed = f"the mesh was not built and settled within {SETUP_TIMEOUT:g} s"
             return result
         result.setup_s = time.perf_counter() - started
         current: list[Run | None] = [None]
@@ -436,6 +454,7 @@ async def _worker_main(args: argparse.Namespace) -> None:
                             bytes_out=node.gossip.statistics().bytes_out,
                             wire_out=wire_bytes(node),
                             stats=_public_stats(node),
+                            dht=dht_activity(node),
                             anomalies=anomalies,
                         )
                     case "quit":
@@ -522,12 +541,20 @@ def _procs(plan: Plan, args: argparse.Namespace) -> Result:
             workers[i].ask(SETUP_TIMEOUT, cmd="join", code=code)
             for j in others:
                 workers[i].ask(SETUP_TIMEOUT, cmd="connect", address=addresses[j])
-        result.setup_s = time.perf_counter() - started
 
         def marks() -> list[dict[str, Any]]:
             for w in workers:
                 w.send(cmd="mark")
             return [w.ask(SETUP_TIMEOUT) for w in workers]
+
+        looks: list[list[tuple[int, int]]] = []
+        settle_by = time.monotonic() + SETUP_TIMEOUT
+        while not settled(looks):
+            if time.monotonic() > settle_by:
+                raise RuntimeError(f"the DHT did not settle within {SETUP_TIMEOUT:g} s")
+            looks.append([(m["dht"][0], m["dht"][1]) for m in marks()])
+            time.sleep(QUIET)
+        result.setup_s = time.perf_counter() - started
 
         def timed(rate: float, count: int) -> Run:
             run = Run(rate, count, plan.nodes - 1)
