@@ -3,7 +3,9 @@
 Rules:
 1. Durable before acknowledged. The database runs in WAL mode with
    ``synchronous=FULL``, so when a write method returns its transaction is in
-   the fsynced log and survives ``kill -9`` and power loss.
+   the fsynced log and survives ``kill -9`` and power loss. The one exception,
+   :meth:`Store.add_unsynced`, is for bulletins relayed by peers, which
+   acknowledge nothing and can be fetched again.
 2. Bulletins are kept as the signed bytes they arrived as, beside the fields
    the mesh queries by. They are verified before they get here (the store
    trusts :class:`~meshnode.core.bulletin.Bulletin` objects, which exist only
@@ -216,8 +218,6 @@ class Store:
         self._seal_key = seal_key
         self._owner = owner
         self._quota = quota
-        self._wal: Path | None = None
-        """The write-ahead log's path, for :meth:`sync` (found on first use)."""
         self._contact_cache: dict[bytes, Contact | None] = {}
         """Key -> its contact row (None: not a contact), for :meth:`contact`; emptied by
         every write to ``contacts``, all of which go through this object."""
@@ -454,47 +454,22 @@ class Store:
             return self._insert_many(batch, now)
 
     def add_unsynced(self, bulletins: Sequence[Bulletin], *, now: int) -> list[Insert]:
-        """:meth:`add_many`, committed but not yet durable: the bulletins survive the
-        process being killed, and a power loss once :meth:`sync` has returned.
+        """:meth:`add_many` under ``synchronous=NORMAL``: committed, so the bulletins
+        survive the process being killed, but not fsynced, so a power loss may take
+        the last batches back (the log keeps its order: never a hole, and a later
+        durable commit or checkpoint makes them durable too).
 
-        For bulletins received from peers only, which the node relays after ``sync``
-        (which may run in a worker thread, so a slow fsync does not stall the event
-        loop); the
-        node's own go through :meth:`add` (rule 1). A later durable commit, or a
-        checkpoint, makes these durable too: the log is written in order.
+        For bulletins relayed by peers only: nothing was acknowledged for them, and
+        anti-entropy fetches what a power loss took from the peers that still hold
+        it. The node's own bulletins, deposits and mail go through the durable
+        methods (rule 1). An fsync per batch cost more CPU than the rest of
+        receiving a bulletin.
         """
-        if self._wal is None:
-            row = self._db.execute("PRAGMA database_list").fetchone()
-            self._wal = Path(row[2] + "-wal") if row and row[2] else Path()
         if not self._relaxed:  # (left so for the next batch: _transaction restores FULL)
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._relaxed = True
         with _Transaction(self._db):
             return self._insert_many(bulletins, now)
-
-    def sync(self) -> None:
-        """Make every transaction committed so far durable: fsync the write-ahead log.
-
-        Safe to call from another thread: it opens the log file itself and never
-        touches the connection.
-
-        Raises:
-            StoreError: the log cannot be synced.
-        """
-        if self._wal is None or self._wal == Path():
-            return
-        try:
-            fd = os.open(self._wal, os.O_RDONLY)
-        except FileNotFoundError:  # checkpointed and removed: the database file holds it all
-            return
-        except OSError as exc:
-            raise StoreError(f"cannot sync the store: {exc.strerror}") from None
-        try:
-            os.fsync(fd)
-        except OSError as exc:
-            raise StoreError(f"cannot sync the store: {exc.strerror}") from None
-        finally:
-            os.close(fd)
 
     def _insert_many(self, bulletins: Sequence[Bulletin], now: int) -> list[Insert]:
         """Rules 3 and 4 for a batch, in a transaction the caller opened.

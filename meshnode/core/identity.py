@@ -20,6 +20,7 @@ Theory of operation:
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Final
@@ -58,8 +59,11 @@ def parse_key(text: str) -> bytes:
     return key
 
 
+@functools.lru_cache(maxsize=4096)
 def fingerprint(public_key: bytes) -> str:
-    """Sixteen unambiguous characters in four groups, for comparing a key aloud."""
+    """Sixteen unambiguous characters in four groups, for comparing a key aloud.
+
+    Cached: every bulletin shown to a reader names its author by it."""
     digest = crypto.derive(public_key, b"meshnode/v1/fingerprint", size=10)
     return textcode.grouped(textcode.b32encode(digest))
 

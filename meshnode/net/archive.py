@@ -234,9 +234,9 @@ class Archive:
         return self.taken(bulletins, self.store.add_many(bulletins, now=self._clock()))
 
     def store_unsynced(self, bulletins: Sequence[Bulletin]) -> list[Insert]:
-        """Received bulletins, in two steps: this commits them without an fsync; then
-        ``store.sync()`` (in a worker thread) makes them durable, and :meth:`taken`
-        indexes them. Until then nothing serves them: gossip and sync read the index."""
+        """Relayed bulletins, in two steps: this commits them without an fsync
+        (``Store.add_unsynced``); then :meth:`taken` indexes them. Until then nothing
+        serves them: gossip and sync read the index."""
         results = self.store.add_unsynced(bulletins, now=self._clock())
         for b, r in zip(bulletins, results, strict=True):
             if r.stored:

@@ -11,10 +11,12 @@ Theory of operation:
    peer per flush. A peer whose send queue is full is too slow to keep: its
    session is closed, never buffered without bound.
 3. The machine's events are acted on here: a received bulletin is stored
-   (durably) and only then accepted for relaying; a DropPeer closes the
+   (committed; relayed bulletins skip the fsync, see ``Store.add_unsynced``)
+   and only then accepted for relaying; a DropPeer closes the
    session; deliveries are answered (see ``_on_delivery``).
-4. The node's own bulletins are stored before they are published, so every
-   operation that returns a bulletin returns a durable one.
+4. The node's own bulletins are stored durably before they are published
+   (with the next pass), so every operation that returns a bulletin returns a
+   durable one.
 5. Background loops keep the node present: the contact record is
    republished before it expires, each channel's rendezvous record is
    published for each new day, members found there are dialled up to the
@@ -34,12 +36,10 @@ import itertools
 import logging
 import math
 import os
-import queue
 import socket
 import struct
-import threading
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -101,14 +101,11 @@ class NodeConfig:
         delivery_interval: seconds between attempts to deliver direct bulletins.
         mail_interval: seconds between collections of mail held for us.
         purge_interval: seconds between purges of expired bulletins.
-        store_interval: seconds at least between two group commits of received
-            bulletins (each ends with an fsync): under a steady stream, what arrives
-            meanwhile waits and shares the next one, which is made at the first
-            session read after the interval, or half an interval later at the latest.
-            The first after a quiet spell is stored at once.
-        inline_sync: seconds an fsync may take (smoothed) and still run on the
-            event loop; slower disks get a worker thread (see ``_Syncer``). 0 always
-            uses the thread.
+        store_interval: seconds at least between two passes that store received
+            bulletins and send what was relayed or published since: under a steady
+            stream, what arrives meanwhile waits and shares the next pass, made at
+            the first session read or post after the interval, or half an interval
+            later at the latest. The first after a quiet spell runs at once.
         author_quota: bytes of bulletins stored per author.
     """
 
@@ -121,7 +118,6 @@ class NodeConfig:
     mail_interval: float = 600.0
     purge_interval: float = 3600.0
     store_interval: float = 0.05
-    inline_sync: float = 0.002
     author_quota: int = 64 * 1024 * 1024
 
     @classmethod
@@ -148,83 +144,6 @@ class NodeConfig:
             mail_interval=timing.mail_interval,
             author_quota=limits.quota_mb_per_author * 1024 * 1024,
         )
-
-
-class _Syncer:
-    """Runs ``fn`` (the store's fsync): on the event loop while the disk is fast, in one
-    long-lived thread while it is slow.
-
-    Handing an fsync to a thread and back costs two context switches and a wake-up
-    of the event loop, about 0.3 ms of CPU on the reference machine: more than the
-    fsync itself on an SSD (0.05 ms of CPU, 0.2 ms of wall time). A slow disk
-    (spinning, an SD card, a loaded network volume) takes tens of milliseconds,
-    though, and must not stall every session. So each call is timed, and a smoothed
-    duration under ``inline_limit`` runs the next one inline; above it, the thread
-    runs it (and keeps timing, so a disk that recovers comes back inline).
-    """
-
-    _SMOOTHING: Final = 0.25
-    """Weight of the newest duration in the running estimate."""
-
-    def __init__(self, fn: Callable[[], None], inline_limit: float) -> None:
-        self._fn = fn
-        self._inline_limit = inline_limit
-        self._estimate = 0.0
-        self._requests: queue.SimpleQueue[
-            tuple[trio.lowlevel.TrioToken, Callable[[BaseException | None], None]] | None
-        ] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-
-    @property
-    def inline(self) -> bool:
-        """Whether the next call runs on the event loop."""
-        return self._estimate < self._inline_limit
-
-    async def run(self) -> None:
-        """Run ``fn`` and wait for it; raises what it raised."""
-        if self.inline:
-            try:
-                self._timed()
-            finally:
-                await trio.lowlevel.checkpoint()
-            return
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="meshnode-sync", daemon=True)
-            self._thread.start()
-        done = trio.Event()
-        failure: list[BaseException | None] = []
-
-        def finished(exc: BaseException | None) -> None:
-            failure.append(exc)
-            done.set()
-
-        self._requests.put((trio.lowlevel.current_trio_token(), finished))
-        await done.wait()
-        if failure[0] is not None:
-            raise failure[0]
-
-    def close(self) -> None:
-        """Let the thread (if one was started) end once what it was asked is done."""
-        self._requests.put(None)
-
-    def _timed(self) -> None:
-        started = time.perf_counter()
-        try:
-            self._fn()
-        finally:
-            took = time.perf_counter() - started
-            self._estimate += self._SMOOTHING * (took - self._estimate)
-
-    def _loop(self) -> None:
-        while (request := self._requests.get()) is not None:
-            token, finished = request
-            exc: BaseException | None = None
-            try:
-                self._timed()
-            except BaseException as caught:  # handed back to the waiting task
-                exc = caught
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(finished, exc)
 
 
 @dataclass
@@ -270,9 +189,10 @@ class Node:
         """Received bulletins for the next group commit (each is pending in gossip, so
         ``max_pending`` bounds this); none is relayed before it is stored."""
         self._store_now = trio.Event()
+        """Set when the next pass has work: bulletins to store, or our own to publish."""
         self._store_due = trio.Event()
         self._commit_due = math.inf
-        """While a batch waits for ``store_interval``: when its commit is due."""
+        """While a pass waits for ``store_interval``: when it is due."""
         self._last_sync: float | None = None
         self._reachable: bool | None = None
         self._deliver_now = trio.Event()
@@ -399,8 +319,7 @@ class Node:
             now = trio.current_time()
             for data in messages:
                 self._handle(self.gossip.receive_data(peer, data, now))
-            if now >= self._commit_due:
-                self._store_due.set()
+            self._nudge(now)
             self._flush()
 
         try:
@@ -463,29 +382,28 @@ class Node:
                 case _:
                     pass
 
-    async def _storer(self) -> None:
-        """Group commit: what every session received since the last pass is stored in
-        one transaction, made durable by one fsync (inline while the disk is fast; in
-        a worker thread while it is slow, and the event loop goes on meanwhile), and
-        only then accepted, i.e. relayed. Under load a batch holds more, so the cost
-        per bulletin falls; and commits are ``store_interval`` apart at least, so a
-        steady stream shares them."""
-        syncer = _Syncer(self.archive.store.sync, self._config.inline_sync)
-        try:
-            await self._store_loop(syncer)
-        finally:
-            syncer.close()
+    def _nudge(self, now: float) -> None:
+        """A session read or a post: the waiting pass, if it is due, runs now."""
+        if now >= self._commit_due:
+            self._store_due.set()
 
-    async def _store_loop(self, syncer: _Syncer) -> None:
+    async def _storer(self) -> None:
+        """Group passes: what every session received since the last pass is stored in
+        one transaction and only then accepted, i.e. relayed, and our own bulletins
+        published meanwhile go out with it. Passes are ``store_interval`` apart at
+        least, so under load a pass holds more and costs less per bulletin, and a
+        peer gets one write per pass, not one per bulletin. (Relayed bulletins are
+        committed without an fsync: see ``Store.add_unsynced``; our own were stored
+        durably before ``post`` returned.)"""
         interval = self._config.store_interval
         last = -math.inf
         while True:
             await self._store_now.wait()
             due = last + interval
             if trio.current_time() < due:
-                # The commit rides on the first session read after ``due`` (see
-                # ``_received``), so a steady stream costs no timer wake-up of its own;
-                # the deadline bounds the wait when nothing more comes.
+                # The pass rides on the first session read or post after ``due`` (see
+                # ``_nudge``), so a steady stream costs no timer wake-up of its own;
+                # the deadline bounds the wait when nothing comes.
                 self._commit_due = due
                 with trio.move_on_at(due + interval / 2):
                     await self._store_due.wait()
@@ -494,9 +412,11 @@ class Node:
             last = trio.current_time()
             self._store_now = trio.Event()
             batch, self._to_store = self._to_store, []
+            if not batch:  # only our own to publish
+                self._flush()
+                continue
             try:
                 results = self.archive.store_unsynced(batch)
-                await syncer.run()
             except StoreError as exc:
                 log.error("could not store %d bulletins: %s", len(batch), exc)
                 now = trio.current_time()
@@ -745,8 +665,11 @@ class Node:
         return record
 
     def _published(self, bulletin: Bulletin) -> views.BulletinRecord:
-        self.gossip.publish(bulletin, trio.current_time())
-        self._flush()
+        """Publish one of ours (stored already) with the next pass, and return its record."""
+        now = trio.current_time()
+        self.gossip.publish(bulletin, now)
+        self._store_now.set()
+        self._nudge(now)
         self._notify()
         record = self.archive.record(self._stored(bulletin))
         assert record is not None
@@ -777,9 +700,12 @@ class Node:
         for record in self.archive.history(held, since=since):
             yield record
         while follow:
-            while self.archive.store.last_cursor() <= cursor:
-                await self._arrived.wait()
-            for stored in self.archive.store.arrivals(after=cursor):
+            arrived = self._arrived  # (taken before the query: a later store sets it)
+            batch = self.archive.store.arrivals(after=cursor)
+            if not batch:
+                await arrived.wait()
+                continue
+            for stored in batch:
                 cursor = stored.cursor
                 live = self.archive.record(stored)
                 if live is None or (held is not None and live.channel_id != held.id):

@@ -16,7 +16,7 @@ import trio
 
 from meshnode.errors import PeerDisconnected
 from meshnode.net.dht import DHTConfig
-from meshnode.net.node import Node, NodeConfig, _Syncer, default_interface, open_node
+from meshnode.net.node import Node, NodeConfig, default_interface, open_node
 
 CONFIG = NodeConfig(dht=DHTConfig(rpc_timeout=0.5), overlay_interval=0.5, mail_interval=1.0)
 
@@ -135,12 +135,9 @@ async def test_simultaneous_dials_keep_one_shared_session(tmp_path: Path) -> Non
                 await wait_for(lambda: a.peers() == [] and b.peers() == [])
 
 
-@pytest.mark.parametrize("inline_sync", [0.0, 1.0], ids=["fsync in a thread", "fsync inline"])
-async def test_a_relayed_bulletin_is_stored_and_relayed_on_either_fsync_path(
-    tmp_path: Path, inline_sync: float
-) -> None:
+async def test_a_bulletin_is_stored_then_relayed(tmp_path: Path) -> None:
     """a posts, b stores and relays it, c (connected to b only) reads it."""
-    config = NodeConfig(dht=CONFIG.dht, overlay_interval=3600.0, inline_sync=inline_sync)
+    config = NodeConfig(dht=CONFIG.dht, overlay_interval=3600.0)
     with trio.fail_after(30):
         async with (
             node(tmp_path, 1, config=config) as a,
@@ -156,52 +153,7 @@ async def test_a_relayed_bulletin_is_stored_and_relayed_on_either_fsync_path(
                 record = await anext(arrivals)
             assert record.id == posted.id
             assert record.text == "through b"
-
-
-async def test_the_syncer_runs_fast_fsyncs_inline_and_slow_ones_in_a_thread() -> None:
-    import threading
-
-    threads: list[str] = []
-    delay = [0.0]
-
-    def fsync() -> None:
-        threads.append(threading.current_thread().name)
-        if delay[0]:
-            import time
-
-            time.sleep(delay[0])
-
-    syncer = _Syncer(fsync, inline_limit=0.005)
-    try:
-        with trio.fail_after(10):
-            await syncer.run()
-            assert threads == [threading.current_thread().name]
-            assert syncer.inline
-            delay[0] = 0.05  # a slow disk: this one still runs inline, then the thread
-            await syncer.run()
-            assert not syncer.inline
-            await syncer.run()
-            assert threads[-1] == "meshnode-sync"
-            delay[0] = 0.0  # the disk recovers: back on the event loop, in time
-            while not syncer.inline:
-                await syncer.run()
-            await syncer.run()
-            assert threads[-1] == threading.current_thread().name
-    finally:
-        syncer.close()
-
-
-async def test_the_syncer_raises_what_the_fsync_raised_on_either_path() -> None:
-    def broken() -> None:
-        raise OSError("disk gone")
-
-    for limit in (1.0, 0.0):
-        syncer = _Syncer(broken, inline_limit=limit)
-        try:
-            with trio.fail_after(10), pytest.raises(OSError, match="disk gone"):
-                await syncer.run()
-        finally:
-            syncer.close()
+            assert b.archive.has(posted.id)
 
 
 def test_the_default_route_interface_is_read_from_the_route_table() -> None:

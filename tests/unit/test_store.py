@@ -124,7 +124,6 @@ def test_one_batch_does_what_one_at_a_time_does(
                 results = [s.add(b, now=NOW) for b in batch]
             elif unsynced:
                 results = s.add_unsynced(batch, now=NOW)
-                s.sync()
             else:
                 results = s.add_many(batch, now=NOW)
             outcomes.append(
