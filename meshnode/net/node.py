@@ -316,6 +316,8 @@ class Node:
         peer = PeerId(key)
 
         def received(messages: list[bytes]) -> None:
+            if self._peers.get(key) is not entry:
+                return  # replaced, or on its way out: the peer's state is gone from gossip
             now = trio.current_time()
             for data in messages:
                 self._handle(self.gossip.receive_data(peer, data, now))
