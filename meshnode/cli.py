@@ -36,7 +36,7 @@ from meshnode.errors import (
 
 if TYPE_CHECKING:
     from meshnode.client import Client
-    from meshnode.core.views import BulletinRecord, ChannelInfo, ContactInfo, PeerInfo
+    from meshnode.core.views import BulletinRecord, ChannelInfo, ContactInfo, NodeStatus, PeerInfo
 
 
 class ExitStatus(IntEnum):
@@ -141,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=("text", "json"), help="logs for people or machines")
     p.add_argument("--passphrase", action="store_true", help=_PASSPHRASE_HELP)
 
-    command(sub, "status", "peers, DHT size, channels, sync and reachability", _cmd_status)
+    p = command(sub, "status", "peers, DHT size, channels, sync and reachability", _cmd_status)
+    p.add_argument("--follow", action="store_true", help="print it again at each change")
 
     channel = noun("channel", "create, share, join and manage channels")
     p = command(channel, "create", "create a channel (this group is its first member)", _cmd_create)
@@ -425,10 +426,19 @@ def _cmd_daemon(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    status = _client(args).status()
-    if args.json:
-        _emit_json(status)
+    client = _client(args)
+    show = _emit_json if args.json else _print_status
+    if args.follow:
+        for n, status in enumerate(client.watch()):
+            if n and not args.json:
+                print()  # (a blank line between two blocks)
+            show(status)
         return ExitStatus.OK
+    show(client.status())
+    return ExitStatus.OK
+
+
+def _print_status(status: NodeStatus) -> None:
     sync = _when(int(status.last_sync)) if status.last_sync else "not yet"
     print(f"{status.name}  {status.address}")
     print(f"peers              {status.peers}")
@@ -436,6 +446,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     print(f"channels           {status.channels}")
     print(f"last sync          {sync}")
     print(f"pending deliveries {status.pending_deliveries}")
+    print(f"held for others    {status.held_mail}")
     if status.reachable is False:
         print(
             "reachable          no: other nodes cannot dial this one. If it is behind NAT, "
@@ -450,7 +461,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         )
     else:
         print("reachable          unknown (no peers yet)")
-    return ExitStatus.OK
+    sys.stdout.flush()
 
 
 def _print_list(

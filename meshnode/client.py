@@ -13,7 +13,7 @@ import functools
 import os
 import shlex
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
@@ -24,6 +24,7 @@ from meshnode.paths import resolve_data_dir
 
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 SOCKET_POINTER = "control.path"
 """A file in the data directory naming the socket when it lives elsewhere (long paths)."""
@@ -119,7 +120,7 @@ class Client:
             return control.decode_value(message.get("result"))
         raise DaemonUnreachable("the daemon closed the connection without an answer")
 
-    def stream(self, op: str, **args: Any) -> Iterator[Any]:
+    def stream(self, op: str, **args: Any) -> Generator[Any, None, None]:
         """Run one streaming operation, yielding each item as it arrives."""
         for message in self._exchange(op, args):
             if "item" in message:
@@ -130,8 +131,16 @@ class Client:
     # The operations. Channels are named by name or by id; groups by petname or key text.
 
     def status(self) -> NodeStatus:
-        """Peers, DHT size, channels, last sync, pending deliveries, reachability."""
+        """Peers, DHT size, channels, last sync, pending deliveries, held mail,
+        reachability."""
         return control.expect(self.call("status"), NodeStatus)
+
+    def watch(self) -> Generator[NodeStatus, None, None]:
+        """The status now, then again after each change (sessions, channels, syncs,
+        deliveries, held mail), until the caller stops: wait on the daemon instead of
+        asking it again and again."""
+        for status in self.stream("status", follow=True):
+            yield control.expect(status, NodeStatus)
 
     def identity(self) -> dict[str, str]:
         """This node's name, fingerprint, key text and address."""
@@ -208,7 +217,7 @@ class Client:
 
     def follow(
         self, channel: str | None = None, *, since: int | None = None
-    ) -> Iterator[BulletinRecord]:
+    ) -> Generator[BulletinRecord, None, None]:
         """Stored bulletins, then new ones as they arrive, until the caller stops."""
         yield from self.stream("read", channel=channel, since=since, limit=None, follow=True)
 
@@ -293,26 +302,35 @@ class AsyncClient:
         self, channel: str | None = None, *, since: int | None = None
     ) -> AsyncIterator[BulletinRecord]:
         """Stored bulletins, then new ones as they arrive (see :meth:`Client.follow`)."""
-        import trio
+        async for record in _pumped(lambda: self.sync.follow(channel, since=since)):
+            yield record
 
-        send, receive = trio.open_memory_channel[BulletinRecord](64)
-        token = trio.lowlevel.current_trio_token()
+    async def watch(self) -> AsyncIterator[NodeStatus]:
+        """The status, then again after each change (see :meth:`Client.watch`)."""
+        async for status in _pumped(self.sync.watch):
+            yield status
 
-        def pump() -> None:
-            try:
-                for record in self.sync.follow(channel, since=since):
-                    trio.from_thread.run(send.send, record, trio_token=token)
-            finally:
-                trio.from_thread.run_sync(send.close, trio_token=token)
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                functools.partial(trio.to_thread.run_sync, pump, abandon_on_cancel=True)
-            )
-            async with receive:
-                async for record in receive:
-                    yield record
-            nursery.cancel_scope.cancel()
+async def _pumped(items: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
+    """A blocking stream of the sync client, read in a worker thread, as an async one."""
+    import trio
+
+    send, receive = trio.open_memory_channel[T](64)
+    token = trio.lowlevel.current_trio_token()
+
+    def pump() -> None:
+        try:
+            for item in items():
+                trio.from_thread.run(send.send, item, trio_token=token)
+        finally:
+            trio.from_thread.run_sync(send.close, trio_token=token)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(functools.partial(trio.to_thread.run_sync, pump, abandon_on_cancel=True))
+        async with receive:
+            async for item in receive:
+                yield item
+        nursery.cancel_scope.cancel()
 
 
 def connect(data_dir: str | os.PathLike[str] | None = None, *, timeout: float = 60.0) -> Client:

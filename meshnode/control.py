@@ -4,7 +4,7 @@ Theory of operation (normative text: docs/spec/control.md):
 - One request per connection. The client sends one *frame* holding
   ``{"v": 1, "op": NAME, "args": {...}}``; the daemon answers with one frame
   ``{"ok": true, "result": VALUE}`` or ``{"ok": false, "error": {"type": T,
-  "message": M}}``. A streaming op (``read`` with ``follow``) answers with any
+  "message": M}}``. A streaming op (``read``, ``status`` with ``follow``) answers with any
   number of ``{"item": VALUE}`` frames and ends with a result or an error.
 - A frame is a 4-byte big-endian length and that many bytes of msgpack. Frames
   are at most ``MAX_FRAME`` bytes and decoded with the bounds of

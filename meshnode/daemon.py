@@ -219,6 +219,18 @@ async def _read(node: Any, args: dict[str, Any]) -> AsyncIterator[views.Bulletin
         yield record
 
 
+def _streamed(node: Any, op: str, args: dict[str, Any]) -> AsyncIterator[Any] | None:
+    """The items of a streaming request, or None for a one-answer one. ``read`` always
+    streams (a channel's whole history would not fit one control message);
+    ``status`` streams with ``follow``: the status, then again at each change."""
+    if op == "read":
+        return _read(node, args)
+    if op == "status" and args.get("follow"):
+        changes: AsyncIterator[views.NodeStatus] = node.changes()
+        return changes
+    return None
+
+
 async def _send_frame(stream: trio.SocketStream, message: dict[str, Any]) -> None:
     await stream.send_all(control.frame(message))
 
@@ -249,11 +261,10 @@ async def _serve_control_client(node: Any, stream: trio.SocketStream) -> None:
                 )
             return
         try:
-            if op == "read":
-                # One item per bulletin, with or without follow: a channel's whole
-                # history would not fit one control message.
-                async for record in _read(node, args):
-                    await _send_frame(stream, control.item(record))
+            items = _streamed(node, op, args)
+            if items is not None:
+                async for value in items:
+                    await _send_frame(stream, control.item(value))
                 await _send_frame(stream, control.result(None))
                 return
             handler = OPERATIONS.get(op)

@@ -83,4 +83,6 @@ class NodeStatus:
     channels: int
     last_sync: float | None
     pending_deliveries: int
+    held_mail: int
+    """Bulletins this node holds for groups that are offline."""
     reachable: bool | None

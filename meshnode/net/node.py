@@ -185,6 +185,8 @@ class Node:
         self._dialing: dict[bytes, trio.Event] = {}
         self._arrived = trio.Event()
         """Set (and replaced) whenever bulletins were stored: wakes ``bulletins()`` readers."""
+        self._status_changed = trio.Event()
+        """Set (and replaced) by ``_changed``: wakes ``changes()`` watchers."""
         self._to_store: list[Bulletin] = []
         """Received bulletins for the next group commit (each is pending in gossip, so
         ``max_pending`` bounds this); none is relayed before it is stored."""
@@ -276,7 +278,9 @@ class Node:
             await self.dht.bootstrap([address])
 
     async def _accept(self, session: transport.Session) -> None:
-        self._reachable = True  # another node dialled us and completed a handshake
+        if not self._reachable:  # another node dialled us and completed a handshake
+            self._reachable = True
+            self._changed()
         key = session.peer_key
         if key == self.identity.public_key or self._blocked(key):
             return
@@ -313,6 +317,7 @@ class Node:
         entry = self._peers[key] = _Peer(session, outbound, time.time())
         self.gossip.add_peer(PeerId(key), session.handshake_hash, trio.current_time())
         log.info("session with %s at %s", fingerprint(key), session.remote_address)
+        self._changed()
         peer = PeerId(key)
 
         def received(messages: list[bytes]) -> None:
@@ -337,6 +342,7 @@ class Node:
             if self._peers.get(key) is entry:  # not if a preferred session replaced it
                 del self._peers[key]
                 self.gossip.remove_peer(PeerId(key), trio.current_time())
+                self._changed()
             with trio.CancelScope(shield=True):
                 await session.aclose()
 
@@ -379,6 +385,7 @@ class Node:
                     self._nursery.start_soon(self._close, bytes(event.peer))
                 case SyncCompleted():
                     self._last_sync = time.time()
+                    self._changed()
                 case DeliveryReceived():
                     self._on_delivery(event.peer, event.message)
                 case _:
@@ -480,6 +487,7 @@ class Node:
                     self.gossip.send(peer, wire.MailRequest(limit=wire.MAX_MAIL))
             case wire.MailAck():
                 self.archive.store.forget_mail(bytes(peer), message.ids)
+        self._changed()
         self._flush()
 
     def _direct_bulletins(self, peer: PeerId, raws: Sequence[bytes], now: float) -> list[Bulletin]:
@@ -569,6 +577,7 @@ class Node:
         held = self.archive.require_channel(channel)
         self.archive.remove_channel(held)
         self._handle(self.gossip.unsubscribe(Topic(held.id), now=trio.current_time()))
+        self._changed()
         self._flush()
 
     async def rekey(self, channel: str, remove: Sequence[str | bytes] = ()) -> views.ChannelInfo:
@@ -685,6 +694,7 @@ class Node:
     def _queue_direct(self, bulletin: Bulletin, recipients: Sequence[bytes]) -> None:
         others = [r for r in recipients if r != self.identity.public_key]
         self.archive.store.queue_delivery(bulletin, others)
+        self._changed()
         self._deliver_now.set()
 
     # Reading -----------------------------------------------------------------------
@@ -760,8 +770,22 @@ class Node:
             channels=len(self.archive.channels()),
             last_sync=self._last_sync,
             pending_deliveries=len(self.archive.store.pending_deliveries(now=int(time.time()))),
+            held_mail=self.archive.store.mail_count(),
             reachable=self._reachable,
         )
+
+    async def changes(self) -> AsyncIterator[views.NodeStatus]:
+        """The status now, then again after each change to the node's sessions,
+        channels, syncs, deliveries or held mail, forever: for a watcher that waits on
+        the node instead of asking it again and again (``meshnode status --follow``)."""
+        while True:
+            changed = self._status_changed  # (taken first: a later change sets it)
+            yield self.status()
+            await changed.wait()
+
+    def _changed(self) -> None:
+        self._status_changed.set()
+        self._status_changed = trio.Event()
 
     async def lookup(self, group_key: bytes) -> records.ContactRecord | None:
         """A group's contact record, found through the DHT (None if nobody holds one)."""
@@ -912,6 +936,7 @@ class Node:
         self._handle(
             self.gossip.subscribe(Topic(channel.id), channel_keys(channel), now=trio.current_time())
         )
+        self._changed()
         self._flush()
 
 

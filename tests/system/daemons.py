@@ -7,9 +7,8 @@ Network-test rules for every test that uses this module:
 - every daemon is started by :class:`Daemon` and stopped (SIGTERM, then
   SIGKILL) in the fixture's teardown, whatever the test did;
 - readiness is the daemon's ``READY=1`` on a ``NOTIFY_SOCKET`` of the test's,
-  arrivals are awaited on the daemon's ``read --follow`` stream, both with a
-  deadline; :func:`wait_for` polls, with a deadline, only state that no daemon
-  announces;
+  arrivals on the daemon's ``read --follow`` stream and other state on its
+  ``status --follow`` stream, all with a deadline;
 - the daemons run with the short ``[timing]`` of :data:`FAST`, so a lost
   message or a restart costs a second, not a minute.
 """
@@ -28,13 +27,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
 from meshnode.client import Client, connect
 from meshnode.config import Timing, load, render
 from meshnode.core.identity import parse_key
+from meshnode.core.views import BulletinRecord, NodeStatus
 from meshnode.errors import MeshError
 from meshnode.paths import CONFIG, STORE
 
@@ -114,29 +114,19 @@ def follow_until(
     what: str,
     explain: Callable[[], str] | None = None,
 ) -> None:
-    """Block on the daemon's ``read --follow`` stream until it has shown every id.
-
-    The daemon announces each arrival on the stream, so this waits on events, not
-    on a clock; ``timeout`` bounds the silence between two arrivals and the whole.
-    """
-    deadline = time.monotonic() + timeout
+    """Block on the daemon's ``read --follow`` stream until it has shown every id."""
     seen: set[bytes] = set()
+
+    def has_all(record: BulletinRecord) -> bool:
+        seen.add(record.id)
+        return ids <= seen
+
     stream = connect(data_dir, timeout=timeout).follow(channel)
-    try:
-        for record in stream:
-            seen.add(record.id)
-            if ids <= seen:
-                return
-            if time.monotonic() > deadline:
-                break
-    except MeshError:
-        pass  # the stream's silence outlasted the timeout: fail below
-    finally:
-        stream.close()
-    detail = f"\n{explain()}" if explain is not None else ""
-    raise AssertionError(
-        f"timed out after {timeout:g} s waiting for {what} ({len(ids - seen)} missing){detail}"
-    )
+    if not _wait_on(stream, has_all, timeout=timeout):
+        detail = f"\n{explain()}" if explain is not None else ""
+        raise AssertionError(
+            f"timed out after {timeout:g} s waiting for {what} ({len(ids - seen)} missing){detail}"
+        )
 
 
 def cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
@@ -150,28 +140,41 @@ def cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
 
 
 def wait_for(
-    probe: Callable[[], T | None],
+    data_dir: Path,
+    condition: Callable[[NodeStatus], object],
     *,
     timeout: float,
     what: str,
-    interval: float = 0.1,
     explain: Callable[[], str] | None = None,
-) -> T:
-    """Poll ``probe`` until it returns something truthy, or fail after ``timeout`` s.
+) -> None:
+    """Block on the daemon's ``status --follow`` stream until ``condition`` holds: it is
+    checked on the status now and again at each change the daemon announces (its
+    sessions, channels, syncs, deliveries, held mail), never on a clock."""
+    stream = connect(data_dir, timeout=timeout).watch()
+    if not _wait_on(stream, lambda status: bool(condition(status)), timeout=timeout):
+        detail = f"\n{explain()}" if explain is not None else ""
+        raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{detail}")
 
-    Only for state that no daemon announces (a holder's mail, a channel's epoch, a
-    finished reconciliation); arrivals are awaited with :func:`follow_until` and
-    readiness with :func:`wait_notified`.
-    """
+
+def _wait_on(
+    stream: Generator[T, None, None], done: Callable[[T], bool], *, timeout: float
+) -> bool:
+    """Read a daemon's stream until ``done`` says so (True) or ``timeout`` passed (False).
+
+    The daemon announces each item, so this waits on events; the client's timeout,
+    the same, bounds the silence between two items."""
     deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            detail = f"\n{explain()}" if explain is not None else ""
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{detail}")
-        time.sleep(interval)
+    try:
+        for item in stream:
+            if done(item):
+                return True
+            if time.monotonic() > deadline:
+                return False
+    except MeshError:
+        pass  # the stream's silence outlasted the timeout
+    finally:
+        stream.close()
+    return False
 
 
 @dataclasses.dataclass

@@ -251,6 +251,18 @@ def test_two_daemons_share_a_channel(procs: Procs) -> None:
     assert follower.stderr is not None
     assert follower.stderr.read().decode() == "meshnode: interrupted\n"
 
+    # status --follow: the status now, then again at a change (here, a new channel).
+    watcher = procs.popen(a, "status", "--follow", "--json")
+    assert watcher.stdout is not None
+    statuses = Lines(watcher.stdout)
+    assert json.loads(statuses.next())["channels"] == 1
+    procs.ok(a, "channel", "create", "banners")
+    while (changed := json.loads(statuses.next()))["channels"] == 1:
+        pass  # (a sync or a session may have changed first)
+    assert changed["channels"] == 2
+    watcher.send_signal(signal.SIGINT)
+    assert watcher.wait(timeout=STEP) == 130
+
     assert procs.stop(a) == 0
     assert procs.stop(b) == 0
     assert a.log_text().rstrip().endswith("stopped")

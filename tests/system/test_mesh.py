@@ -1,8 +1,9 @@
 """Issue 4 end to end: real ``meshnode daemon`` processes on loopback.
 
 Network-test rules (see daemons.py): daemons on 127.0.3.1-199, our own hostile
-peer on 127.0.3.200; every daemon is stopped in teardown; waiting is bounded
-polling with a deadline (:func:`wait_for`), never a fixed sleep.
+peer on 127.0.3.200; every daemon is stopped in teardown; waiting is on the
+daemons' own streams with a deadline (:func:`follow_until`, :func:`wait_for`),
+never a fixed sleep.
 
 Most tests share one module-wide mesh of twelve daemons (``mesh``); each makes
 its own channel, so none depends on another's outcome, and a test that stops a
@@ -198,8 +199,10 @@ def test_sync_cost_follows_what_is_missing(make_mesh: Callable[[int], Mesh]) -> 
     assert [c.bulletins for c in lacking.client.channels()] == [HELD]
     since = lacking.client.read("archive", since=missing.created_at)
     assert since[0].id == missing.id  # the one that was missing, and nothing else new
+    opener = min((lacking, full), key=lambda d: d.key)  # (the smaller key opens)
     wait_for(
-        lambda: lacking.client.status().last_sync or full.client.status().last_sync,
+        opener.data_dir,
+        lambda status: status.last_sync,
         timeout=CONVERGE,
         what="the reconciliation to finish (its opener reports it)",
     )
@@ -227,8 +230,9 @@ def test_direct_bulletin_reaches_a_restarted_recipient_after_the_sender_left(
         try:
             sent = sender.client.send([recipient.key_text], "strike vote moved to 6 pm")
             assert sent.kind == "direct"
-            wait_for(
-                lambda: sum(h.held_mail(recipient.key) for h in holders),
+            wait_for(  # the sender's status changes as each holder acknowledges
+                sender.data_dir,
+                lambda _: sum(h.held_mail(recipient.key) for h in holders),
                 timeout=CONVERGE,
                 what="a holder to keep the bulletin",
                 explain=sender.log_tail,
@@ -264,9 +268,13 @@ async def _call(fn: Callable[..., Any], *args: Any) -> Any:
     return await trio.to_thread.run_sync(fn, *args)
 
 
-async def _until(probe: Callable[[], bool], what: str) -> None:
-    """:func:`wait_for` in a worker thread, so the trio loop keeps serving our sessions."""
-    await trio.to_thread.run_sync(functools.partial(wait_for, probe, timeout=CONVERGE, what=what))
+async def _until(daemon: Daemon, probe: Callable[[], bool], what: str) -> None:
+    """:func:`wait_for` on ``daemon``'s changes in a worker thread, so the trio loop
+    keeps serving our sessions."""
+    wait = functools.partial(
+        wait_for, daemon.data_dir, lambda _: probe(), timeout=CONVERGE, what=what
+    )
+    await trio.to_thread.run_sync(wait)
 
 
 async def _closed_by_peer(session: transport.Session) -> None:
@@ -327,11 +335,11 @@ async def test_hostile_peer_is_dropped_and_nothing_invalid_spreads(mesh: list[Da
         target.address, identity=garbler, local_host=HOSTILE_HOST
     ) as session:
         await session.send(hello)
-        await _until(lambda: connected(garbler), "the garbler's session to open")
+        await _until(target, lambda: connected(garbler), "the garbler's session to open")
         for junk in (b"\x92\x63\xc0", os.urandom(512), b"\xff"):
             await _send_quietly(session, junk)
         await _closed_by_peer(session)
-    await _until(gone(garbler), "the daemon to drop the garbler")
+    await _until(target, gone(garbler), "the daemon to drop the garbler")
 
     # Bulletins with broken signatures.
     async with transport.open_session(
@@ -343,7 +351,7 @@ async def test_hostile_peer_is_dropped_and_nothing_invalid_spreads(mesh: list[Da
                 break
             await _send_quietly(session, wire.encode(wire.Bulletins(raws=(_broken_signature(b),))))
         await _closed_by_peer(session)
-    await _until(gone(forger), "the daemon to drop the forger")
+    await _until(target, gone(forger), "the daemon to drop the forger")
 
     # One valid bulletin, then the same one again and again.
     async with transport.open_session(
@@ -355,17 +363,20 @@ async def test_hostile_peer_is_dropped_and_nothing_invalid_spreads(mesh: list[Da
             if not await _send_quietly(session, payload):
                 break
         await _closed_by_peer(session)
-    await _until(gone(replayer), "the daemon to drop the replayer")
+    await _until(target, gone(replayer), "the daemon to drop the replayer")
     # Each was dropped for what it did (the daemon logs the offence).
     log = target.log_path.read_text()
     for offence in (Offence.MALFORMED, Offence.INVALID_BULLETIN, Offence.REPLAY):
         assert f"dropping a peer: {offence.value}" in log, offence
 
     # The valid bulletin spreads over the public overlay, once; nothing forged anywhere.
-    await _until(
-        lambda: sum(valid.id in {r.id for r in _read(d)} for d in mesh) >= 2,
-        "the valid bulletin to be relayed",
+    # (every node takes the public overlay: any of the target's peers gets it)
+    by_key = {d.key: d for d in mesh}
+    relay = next(by_key[p.key] for p in target.client.peers() if p.key in by_key)
+    follow = functools.partial(
+        follow_until, relay.data_dir, {valid.id}, timeout=CONVERGE, what="the valid bulletin"
     )
+    await trio.to_thread.run_sync(follow)
     hostile = {garbler.public_key, forger.public_key, replayer.public_key}
     forged_ids = {b.id for b in forged} | {
         hashlib.blake2b(_broken_signature(b), digest_size=32).digest() for b in forged
@@ -410,8 +421,11 @@ def test_rekey_removes_a_member(mesh: list[Daemon]) -> None:
     new = info.epoch
     assert new == old + 1
     for m in stay:
-        wait_for(
-            lambda m=m: [c.epoch for c in m.client.channels() if c.name == "organizers"] == [new],
+        wait_for(  # (the key update changes its channels, so its status)
+            m.data_dir,
+            lambda _, m=m: (
+                [c.epoch for c in m.client.channels() if c.name == "organizers"] == [new]
+            ),
             timeout=CONVERGE,
             what=f"{m.name} to get the new key",
             explain=m.log_tail,
