@@ -732,6 +732,13 @@ class Store:
         )
         return [(bytes(i), bytes(r), h) for i, r, h in rows]
 
+    def pending_count(self, *, now: int) -> int:
+        """How many :meth:`pending_deliveries` there are, without reading them."""
+        row = self._db.execute(
+            "SELECT count(*) FROM outbox WHERE delivered = 0 AND expires_at > ?", (now,)
+        ).fetchone()
+        return int(row[0])
+
     def delivered(self, bulletin_id: bytes, recipient: bytes) -> None:
         """The recipient's own node acknowledged the bulletin."""
         with self._transaction():

@@ -714,7 +714,8 @@ class Gossip:
         return events
 
     def data_to_send(self) -> list[tuple[PeerId, bytes]]:
-        """Every queued payload, as (peer, bytes), in the order to send them."""
+        """Every queued payload, as (peer, bytes), in the order to send them; one peer's
+        payloads are consecutive, so a caller can write each peer's in one go."""
         out: list[tuple[PeerId, bytes]] = []
         n = self._n
         for peer in self._dirty:  # only live peers: _detach removes the others

@@ -769,7 +769,7 @@ class Node:
             dht_size=self.dht.size_estimate(),
             channels=len(self.archive.channels()),
             last_sync=self._last_sync,
-            pending_deliveries=len(self.archive.store.pending_deliveries(now=int(time.time()))),
+            pending_deliveries=self.archive.store.pending_count(now=int(time.time())),
             held_mail=self.archive.store.mail_count(),
             reachable=self._reachable,
         )

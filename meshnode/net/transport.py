@@ -185,7 +185,9 @@ class Session:
         self._wake = trio.Event()
         """Set when the writer has something to do: bytes left over, or a close."""
         self._space = trio.Event()
-        """Set (and replaced) when queued messages were written, for ``send``."""
+        """Set (and replaced) when queued messages were written while ``send`` waits
+        for room (``_space_wanted``); most writes have nobody waiting."""
+        self._space_wanted = False
         self._handler: Callable[[list[bytes]], None] | None = None
         self._recv_tx, self._recv_rx = trio.open_memory_channel[bytes](config.receive_queue_size)
         self._scope = trio.CancelScope()
@@ -208,6 +210,7 @@ class Session:
         self._check_size(data)
         await trio.lowlevel.checkpoint()
         while len(self._ends) >= self._config.send_queue_size and not self._closed_to_send:
+            self._space_wanted = True
             await self._space.wait()
         self.send_many_nowait([data])
 
@@ -282,8 +285,10 @@ class Session:
             while ends and ends[0] <= self._written:
                 ends.popleft()
             self._stalled_at = None
-            self._space.set()
-            self._space = trio.Event()
+            if self._space_wanted:
+                self._space_wanted = False
+                self._space.set()
+                self._space = trio.Event()
         if self._out:
             if self._stalled_at is None:
                 self._stalled_at = trio.current_time()

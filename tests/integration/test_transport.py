@@ -73,6 +73,16 @@ async def _echo(session: Session) -> None:
         await session.send(crypto.blake2b_256(data))
 
 
+def _echo_noting(opened: list[Session]) -> Handler:
+    """:func:`_echo`, noting each session it is handed first."""
+
+    async def handler(session: Session) -> None:
+        opened.append(session)
+        await _echo(session)
+
+    return handler
+
+
 async def _never_reads(session: Session) -> None:
     await trio.sleep_forever()
 
@@ -118,12 +128,7 @@ def _flip(data: bytes, byte: int) -> bytes:
 async def test_two_sessions_exchange_messages_both_ways() -> None:
     with trio.fail_after(TIMEOUT):
         seen: list[Session] = []
-
-        async def handler(session: Session) -> None:
-            seen.append(session)
-            await _echo(session)
-
-        async with _listening(handler, "127.0.0.2") as address:
+        async with _listening(_echo_noting(seen), "127.0.0.2") as address:
             async with open_session(address, identity=ALICE, local_host="127.0.0.3") as session:
                 assert session.peer_key == BOB.public_key
                 assert session.remote_address == address
@@ -167,20 +172,15 @@ async def test_receive_nowait_takes_a_burst_in_order_then_would_block() -> None:
 
 async def test_a_wrong_network_key_cannot_open_a_session_and_the_listener_serves_on() -> None:
     with trio.fail_after(TIMEOUT):
-        opened: list[bytes] = []
-
-        async def handler(session: Session) -> None:
-            opened.append(session.peer_key)
-            await _echo(session)
-
-        async with _listening(handler, "127.0.0.4") as address:
+        opened: list[Session] = []
+        async with _listening(_echo_noting(opened), "127.0.0.4") as address:
             with pytest.raises(HandshakeError, match="network key"):
                 async with open_session(address, identity=CAROL, network_key=OTHER_KEY):
                     pytest.fail("a session opened with the wrong network key")
             async with open_session(address, identity=ALICE) as session:
                 await session.send(b"still serving?")
                 assert await session.receive() == crypto.blake2b_256(b"still serving?")
-        assert opened == [ALICE.public_key]
+        assert [s.peer_key for s in opened] == [ALICE.public_key]
 
 
 async def test_a_private_mesh_works_with_its_own_key() -> None:
@@ -221,12 +221,7 @@ async def test_a_bit_flipped_message_1_gets_nothing_back(byte: int) -> None:
 async def test_a_bit_flipped_message_3_never_opens_a_session() -> None:
     with trio.fail_after(TIMEOUT):
         opened: list[Session] = []
-
-        async def handler(session: Session) -> None:
-            opened.append(session)
-            await _echo(session)
-
-        async with _listening(handler, "127.0.0.8") as address:
+        async with _listening(_echo_noting(opened), "127.0.0.8") as address:
             dialer = SessionMachine(ALICE, initiator=True, rng=seeded_rng("alice1"),
                                     max_message=100, rekey_after=10)  # fmt: skip
             async with await trio.open_tcp_stream(*parse_address(address)) as stream:

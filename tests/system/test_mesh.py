@@ -19,7 +19,7 @@ import hashlib
 import os
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import pytest
@@ -330,40 +330,27 @@ async def test_hostile_peer_is_dropped_and_nothing_invalid_spreads(mesh: list[Da
     for seq in (2, 3):
         forged.append(_public(forger, seq, f"forged {seq}", prev=forged[-1].id))
 
+    async def misbehave(who: Identity, name: str, messages: Iterable[bytes]) -> None:
+        """As ``who``: a session with the target, HELLO, then ``messages`` until the
+        daemon closes the session; then until it has dropped ``who``."""
+        async with transport.open_session(
+            target.address, identity=who, local_host=HOSTILE_HOST
+        ) as session:
+            await session.send(hello)
+            await _until(target, lambda: connected(who), f"the {name}'s session to open")
+            for message in messages:
+                if not await _send_quietly(session, message):
+                    break
+            await _closed_by_peer(session)
+        await _until(target, gone(who), f"the daemon to drop the {name}")
+
     # Malformed messages inside a valid session.
-    async with transport.open_session(
-        target.address, identity=garbler, local_host=HOSTILE_HOST
-    ) as session:
-        await session.send(hello)
-        await _until(target, lambda: connected(garbler), "the garbler's session to open")
-        for junk in (b"\x92\x63\xc0", os.urandom(512), b"\xff"):
-            await _send_quietly(session, junk)
-        await _closed_by_peer(session)
-    await _until(target, gone(garbler), "the daemon to drop the garbler")
-
+    await misbehave(garbler, "garbler", [b"\x92\x63\xc0", os.urandom(512), b"\xff"])
     # Bulletins with broken signatures.
-    async with transport.open_session(
-        target.address, identity=forger, local_host=HOSTILE_HOST
-    ) as session:
-        await session.send(hello)
-        for b in forged:
-            if session.closed:
-                break
-            await _send_quietly(session, wire.encode(wire.Bulletins(raws=(_broken_signature(b),))))
-        await _closed_by_peer(session)
-    await _until(target, gone(forger), "the daemon to drop the forger")
-
+    broken = [wire.encode(wire.Bulletins(raws=(_broken_signature(b),))) for b in forged]
+    await misbehave(forger, "forger", broken)
     # One valid bulletin, then the same one again and again.
-    async with transport.open_session(
-        target.address, identity=replayer, local_host=HOSTILE_HOST
-    ) as session:
-        await session.send(hello)
-        payload = wire.encode(wire.Bulletins(raws=(valid.raw,)))
-        for _ in range(200):
-            if not await _send_quietly(session, payload):
-                break
-        await _closed_by_peer(session)
-    await _until(target, gone(replayer), "the daemon to drop the replayer")
+    await misbehave(replayer, "replayer", [wire.encode(wire.Bulletins(raws=(valid.raw,)))] * 200)
     # Each was dropped for what it did (the daemon logs the offence).
     log = target.log_path.read_text()
     for offence in (Offence.MALFORMED, Offence.INVALID_BULLETIN, Offence.REPLAY):

@@ -294,8 +294,9 @@ def test_outbox_until_delivered(
         rng=seeded_rng(),
     )  # fmt: skip
     store.queue_delivery(b, [bob.public_key, carol.public_key])
-    assert len(store.pending_deliveries(now=NOW)) == 2
+    assert len(store.pending_deliveries(now=NOW)) == store.pending_count(now=NOW) == 2
     store.delivered(b.id, bob.public_key)
     store.held_by_one_more(b.id, carol.public_key)
     assert store.pending_deliveries(now=NOW) == [(b.id, carol.public_key, 1)]
     assert store.pending_deliveries(now=NOW + 8 * 86400) == []
+    assert store.pending_count(now=NOW + 8 * 86400) == 0
