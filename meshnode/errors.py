@@ -16,6 +16,10 @@ class InvalidBulletin(MeshError):
     """Bytes that are not a valid, canonically encoded, correctly signed bulletin."""
 
 
+class InvalidOperation(MeshError):
+    """A channel membership operation that is malformed, unsigned or not allowed."""
+
+
 class InvalidKey(MeshError):
     """A key's text form that does not parse (a typo, a truncation, the wrong kind)."""
 

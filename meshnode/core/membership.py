@@ -1,0 +1,908 @@
+"""The membership log of a channel: signed, hash-linked operations and their merge.
+
+Theory of operation (normative text: docs/spec/membership.md):
+
+1. Membership is data. Every change to who is in a channel is an *operation*
+   signed by the member who made it: create, epoch start, invite issued, invite
+   revoked, add, remove, leave. An operation names the operations its author had
+   seen last (its *parents*), so the log is a DAG whose root is the channel's
+   create operation. Nothing else (rendezvous or contact records, posts) confers
+   membership.
+2. The state is a pure function of the *set* of operations held: two nodes
+   holding the same operations derive the same members, epochs and invites,
+   whatever order they arrived in. Operations whose parents are not all held yet
+   wait (bounded) and count for nothing.
+3. An operation is checked against the state of its own causal past (its
+   ancestors): its author must be a member there, a remove may name only members
+   there, an add must redeem an invite that is issued, unrevoked, unused and
+   unexpired there, and so on. Each author numbers its operations upwards: one
+   must be numbered above every operation of its author in its past, and two
+   operations with the same number (a fork) void that author's operations from
+   the fork on.
+4. Removals are resolved against the whole log, because anyone can make an
+   operation look concurrent by citing old parents. A removal voids every
+   operation of the removed group that is not in the removal's causal past, and
+   every operation that has a void one in its past. Removals are applied senior
+   remover first, so in a mutual removal the member added earlier wins. Seniority
+   is a group's *rank*: the creator's is ``()``; a group added by operation number
+   ``n`` of member ``X`` has ``rank(X) + (n,)``, compared as tuples. No author can
+   choose or grind it: it is fixed by who added the group and where in the adder's
+   own numbered operations. Removal and leaving are final within a channel.
+5. Epochs form a tree rooted at epoch 0 (named in the create operation). An epoch
+   start names one or more parent epochs; its number is its depth, so concurrent
+   siblings share a number and nothing anyone sends can use up the number space.
+   It carries the member set with ranks as a checkpoint, which must equal the
+   state of its causal past. Each member starts at most ``MAX_REKEYS_PER_HOUR``
+   epochs in any hour of its operations' clock. The current epoch is the deepest
+   leaf, the senior author's first; several leaves call for a merge epoch, which
+   the most senior member starts first (:meth:`Log.merge_starter`).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Final
+
+from meshnode.core import codec, crypto
+from meshnode.core.identity import Identity
+from meshnode.errors import AuthenticationError, InvalidOperation
+
+VERSION: Final = 1
+SIGN_LABEL: Final = b"meshnode/v1/membership-op"
+EPOCH_ID_LABEL: Final = b"meshnode/v1/channel/epoch-id"
+MAX_OP_SIZE: Final = 48 * 1024
+MAX_PARENTS: Final = 16
+MAX_PARENT_EPOCHS: Final = 8
+MAX_MEMBERS: Final = 256
+MAX_RANK: Final = 64
+MAX_TARGETS: Final = 16
+MAX_NAME_BYTES: Final = 256
+MAX_OPS: Final = 4096
+MAX_PENDING: Final = 1024
+MAX_REKEYS_PER_HOUR: Final = 10
+HOUR: Final = 3600
+MAX_UINT: Final = 2**63 - 1
+
+Rank = tuple[int, ...]
+
+
+class OpType(IntEnum):
+    """What an operation does; the wire value is the integer."""
+
+    CREATE = 0
+    EPOCH = 1
+    INVITE = 2
+    REVOKE = 3
+    ADD = 4
+    REMOVE = 5
+    LEAVE = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Frontier:
+    """A removed group's channel stream as the remover saw it: its bulletins with a
+    higher ``seq`` (and forks at or below it) are refused."""
+
+    key: bytes
+    seq: int
+    id: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointEntry:
+    """One member of an epoch start's checkpoint, with its rank."""
+
+    key: bytes
+    rank: Rank
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Op:
+    """A decoded, verified operation. Build with the ``*_op`` functions or
+    :func:`decode_op`; the fields a type does not use keep their defaults."""
+
+    raw: bytes
+    id: bytes
+    channel_id: bytes
+    author: bytes
+    seq: int
+    created_at: int
+    parents: tuple[bytes, ...]
+    type: OpType
+    name: str = ""
+    epoch_id: bytes = b""
+    parent_epochs: tuple[bytes, ...] = ()
+    checkpoint: tuple[CheckpointEntry, ...] = ()
+    token: bytes | None = None
+    expires_at: int = 0
+    for_group: bytes | None = None
+    with_history: bool = False
+    key: bytes = b""
+    targets: tuple[Frontier, ...] = ()
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Op) and other.id == self.id
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+
+def epoch_id(secret: bytes) -> bytes:
+    """The public name of an epoch: who holds its secret can check it, nobody else
+    learns anything from it."""
+    return crypto.derive(secret, EPOCH_ID_LABEL)
+
+
+# -- encoding -------------------------------------------------------------------------
+
+
+def _fields(op_type: OpType, values: dict[str, object]) -> list[object]:
+    match op_type:
+        case OpType.CREATE:
+            return [values["name"], values["epoch_id"]]
+        case OpType.EPOCH:
+            entries = values["checkpoint"]
+            assert isinstance(entries, tuple)
+            return [
+                list(values["parent_epochs"]),  # type: ignore[call-overload]  # a tuple of ids
+                values["epoch_id"],
+                [[e.key, list(e.rank)] for e in entries],
+            ]
+        case OpType.INVITE:
+            return [
+                values["token"],
+                values["expires_at"],
+                values["for_group"],
+                values["with_history"],
+            ]
+        case OpType.REVOKE:
+            return [values["token"]]
+        case OpType.ADD:
+            return [values["key"], values["token"]]
+        case OpType.REMOVE:
+            targets = values["targets"]
+            assert isinstance(targets, tuple)
+            return [[[t.key, t.seq, t.id] for t in targets]]
+        case OpType.LEAVE:
+            return []
+
+
+def sign_op(
+    author: Identity,
+    channel_id: bytes,
+    op_type: OpType,
+    *,
+    seq: int,
+    created_at: int,
+    parents: Iterable[bytes],
+    **values: object,
+) -> Op:
+    """Encode and sign one operation (the writers below name the values of each type).
+
+    Raises:
+        ValueError: a value out of range; the writer never makes what
+            :func:`decode_op` refuses.
+    """
+    defaults: dict[str, object] = {
+        "name": "",
+        "epoch_id": b"",
+        "parent_epochs": (),
+        "checkpoint": (),
+        "token": None,
+        "expires_at": 0,
+        "for_group": None,
+        "with_history": False,
+        "key": b"",
+        "targets": (),
+    }
+    unknown = set(values) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown operation values {sorted(unknown)}")
+    merged = {**defaults, **values}
+    body = codec.pack(
+        [
+            VERSION,
+            channel_id,
+            author.public_key,
+            seq,
+            created_at,
+            sorted(set(parents)),
+            int(op_type),
+            _fields(op_type, merged),
+        ]
+    )
+    raw = body + author.sign(SIGN_LABEL + body)
+    try:
+        return decode_op(raw)
+    except InvalidOperation as exc:
+        raise ValueError(str(exc)) from None
+
+
+def decode_op(data: bytes) -> Op:
+    """Decode and verify an operation; anything wrong raises InvalidOperation."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InvalidOperation("an operation is bytes")
+    raw = bytes(data)
+    if not crypto.SIGNATURE_SIZE < len(raw) <= MAX_OP_SIZE:
+        raise InvalidOperation(f"an operation is at most {MAX_OP_SIZE} bytes and signed")
+    body, sig = raw[: -crypto.SIGNATURE_SIZE], raw[-crypto.SIGNATURE_SIZE :]
+    try:
+        doc = codec.unpack_canonical(
+            body,
+            max_size=MAX_OP_SIZE,
+            max_str=MAX_NAME_BYTES,
+            max_bin=crypto.KEY_SIZE,
+            max_array=MAX_MEMBERS,
+        )
+    except codec.DecodeError as exc:
+        raise InvalidOperation(f"not an operation: {exc}") from None
+    if not (isinstance(doc, list) and len(doc) == 8):
+        raise InvalidOperation("not an operation: wrong structure")
+    version, channel_id, author, seq, created, parents, op_type, fields = doc
+    if type(version) is not int or version != VERSION:
+        raise InvalidOperation(f"operation version {version!r} is not supported")
+    if not (
+        _is_key(channel_id)
+        and _is_key(author)
+        and _is_uint(seq)
+        and seq >= 1
+        and _is_uint(created)
+        and isinstance(parents, list)
+        and len(parents) <= MAX_PARENTS
+        and all(_is_key(p) for p in parents)
+        and all(a < b for a, b in itertools.pairwise(parents))
+        and type(op_type) is int
+        and op_type in _TYPES
+        and isinstance(fields, list)
+    ):
+        raise InvalidOperation("malformed operation header")
+    kind = OpType(op_type)
+    values = _decode_fields(kind, fields)
+    try:
+        crypto.verify(author, SIGN_LABEL + body, sig)
+    except AuthenticationError:
+        raise InvalidOperation("operation signature does not verify") from None
+    return Op(
+        raw=raw,
+        id=crypto.blake2b_256(raw),
+        channel_id=channel_id,
+        author=author,
+        seq=seq,
+        created_at=created,
+        parents=tuple(parents),
+        type=kind,
+        **values,  # type: ignore[arg-type]  # checked per type by _decode_fields
+    )
+
+
+_TYPES: Final = frozenset(int(t) for t in OpType)
+
+
+def _is_key(value: object) -> bool:
+    return isinstance(value, bytes) and len(value) == crypto.KEY_SIZE
+
+
+def _is_uint(value: object) -> bool:
+    return type(value) is int and 0 <= value <= MAX_UINT
+
+
+def _decode_fields(kind: OpType, f: list[object]) -> dict[str, object]:
+    bad = InvalidOperation(f"malformed {kind.name.lower()} operation")
+    match kind:
+        case OpType.CREATE:
+            if not (
+                len(f) == 2 and isinstance(f[0], str) and len(f[0]) > 0 and _is_key(f[1])
+            ):
+                raise bad
+            return {"name": f[0], "epoch_id": f[1]}
+        case OpType.EPOCH:
+            if not (
+                len(f) == 3
+                and isinstance(f[0], list)
+                and 1 <= len(f[0]) <= MAX_PARENT_EPOCHS
+                and all(_is_key(e) for e in f[0])
+                and all(a < b for a, b in itertools.pairwise(f[0]))
+                and _is_key(f[1])
+                and isinstance(f[2], list)
+                and 1 <= len(f[2]) <= MAX_MEMBERS
+            ):
+                raise bad
+            entries = []
+            for entry in f[2]:
+                if not (
+                    isinstance(entry, list)
+                    and len(entry) == 2
+                    and _is_key(entry[0])
+                    and isinstance(entry[1], list)
+                    and len(entry[1]) <= MAX_RANK
+                    and all(_is_uint(n) for n in entry[1])
+                ):
+                    raise bad
+                entries.append(CheckpointEntry(entry[0], tuple(entry[1])))
+            if len({e.key for e in entries}) != len(entries):
+                raise bad
+            return {
+                "parent_epochs": tuple(f[0]),
+                "epoch_id": f[1],
+                "checkpoint": tuple(entries),
+            }
+        case OpType.INVITE:
+            if not (
+                len(f) == 4
+                and _is_key(f[0])
+                and _is_uint(f[1])
+                and (f[2] is None or _is_key(f[2]))
+                and isinstance(f[3], bool)
+            ):
+                raise bad
+            return {"token": f[0], "expires_at": f[1], "for_group": f[2], "with_history": f[3]}
+        case OpType.REVOKE:
+            if not (len(f) == 1 and _is_key(f[0])):
+                raise bad
+            return {"token": f[0]}
+        case OpType.ADD:
+            if not (len(f) == 2 and _is_key(f[0]) and (f[1] is None or _is_key(f[1]))):
+                raise bad
+            return {"key": f[0], "token": f[1]}
+        case OpType.REMOVE:
+            if not (len(f) == 1 and isinstance(f[0], list) and 1 <= len(f[0]) <= MAX_TARGETS):
+                raise bad
+            targets = []
+            for t in f[0]:
+                if not (
+                    isinstance(t, list)
+                    and len(t) == 3
+                    and _is_key(t[0])
+                    and _is_uint(t[1])
+                    and (t[2] is None if t[1] == 0 else _is_key(t[2]))
+                ):
+                    raise bad
+                targets.append(Frontier(t[0], t[1], t[2]))
+            if len({t.key for t in targets}) != len(targets):
+                raise bad
+            return {"targets": tuple(targets)}
+        case OpType.LEAVE:
+            if f:
+                raise bad
+            return {}
+
+
+# -- the state of a set of operations ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A member as the log shows it."""
+
+    key: bytes
+    rank: Rank
+    added_by: bytes | None
+    """None for the creator."""
+    added_at: int
+    invite: bytes | None
+    """The invite token the member redeemed, if any."""
+
+
+@dataclass(frozen=True, slots=True)
+class Epoch:
+    """One node of the epoch tree."""
+
+    id: bytes
+    number: int
+    parents: tuple[bytes, ...]
+    op: bytes
+    """The id of the operation that started it (the create operation for epoch 0)."""
+    author: bytes
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class InviteState:
+    """An invite as the log shows it."""
+
+    token: bytes
+    op: bytes
+    issued_by: bytes
+    created_at: int
+    expires_at: int
+    for_group: bytes | None
+    with_history: bool
+    used_by: bytes | None
+    revoked: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Departure:
+    """How a group stopped being a member: removed by another, or left."""
+
+    key: bytes
+    by: bytes
+    op: bytes
+    at: int
+    frontier: Frontier | None
+    """For a removal: the removed group's stream as the remover saw it."""
+
+
+@dataclass(slots=True)
+class State:
+    """What a causally closed set of operations says."""
+
+    members: dict[bytes, Member] = field(default_factory=dict)
+    departed: dict[bytes, Departure] = field(default_factory=dict)
+    epochs: dict[bytes, Epoch] = field(default_factory=dict)
+    invites: dict[bytes, InviteState] = field(default_factory=dict)
+    void: frozenset[bytes] = frozenset()
+
+
+class Post(IntEnum):
+    """What to do with a member's channel bulletin (:meth:`Log.admit`)."""
+
+    ACCEPT = 0
+    REFUSE = 1
+    HOLD = 2
+    """The author is not in the log held here yet: keep it (bounded) until the log
+    syncs."""
+
+
+class Log:
+    """One channel's membership log, as one node holds it.
+
+    Args:
+        root: the channel's create operation (the one this node learned with the
+            channel; any other create operation is refused).
+    """
+
+    def __init__(self, root: Op) -> None:
+        if root.type != OpType.CREATE or root.parents or root.seq != 1:
+            raise InvalidOperation("a log starts with a create operation")
+        self.root = root
+        self.channel_id = root.channel_id
+        self._ops: dict[bytes, Op] = {root.id: root}
+        self._order: list[bytes] = [root.id]
+        """Every op, in an order where parents come first (arrival order)."""
+        self._index: dict[bytes, int] = {root.id: 0}
+        self._past: list[int] = [0]
+        """Bit i of _past[j]: op _order[i] is an ancestor of op _order[j]."""
+        self._pending: dict[bytes, Op] = {}
+        self._memo: dict[int, State] = {}
+        self._ok: dict[bytes, bool] = {}
+        self._state: State | None = None
+
+    # -- holding operations -----------------------------------------------------------
+
+    def add(self, op: Op) -> list[Op]:
+        """Take an operation; returns those it let into the log (itself, and any that
+        waited for it). An operation whose parents are missing waits.
+
+        Raises:
+            InvalidOperation: another channel's, a second root, or too many held.
+        """
+        if op.channel_id != self.channel_id:
+            raise InvalidOperation("an operation of another channel")
+        if op.type == OpType.CREATE and op.id != self.root.id:
+            raise InvalidOperation("a second create operation for this channel")
+        if op.id in self._ops or op.id in self._pending:
+            return []
+        if len(self._ops) + len(self._pending) >= MAX_OPS:
+            raise InvalidOperation(f"this channel's log holds {MAX_OPS} operations already")
+        if not op.parents:
+            raise InvalidOperation("only the create operation has no parents")
+        self._pending[op.id] = op
+        if len(self._pending) > MAX_PENDING:
+            del self._pending[op.id]
+            raise InvalidOperation("too many operations waiting for their parents")
+        admitted: list[Op] = []
+        progress = True
+        while progress:
+            progress = False
+            for pending in list(self._pending.values()):
+                if all(p in self._ops for p in pending.parents):
+                    del self._pending[pending.id]
+                    self._insert(pending)
+                    admitted.append(pending)
+                    progress = True
+        if admitted:
+            self._state = None
+        return admitted
+
+    def _insert(self, op: Op) -> None:
+        i = len(self._order)
+        past = 0
+        for p in op.parents:
+            j = self._index[p]
+            past |= self._past[j] | (1 << j)
+        self._ops[op.id] = op
+        self._order.append(op.id)
+        self._index[op.id] = i
+        self._past.append(past)
+
+    def __contains__(self, op_id: object) -> bool:
+        return op_id in self._ops
+
+    def __len__(self) -> int:
+        return len(self._ops)
+
+    @property
+    def pending(self) -> int:
+        """Operations waiting for a parent."""
+        return len(self._pending)
+
+    def get(self, op_id: bytes) -> Op | None:
+        return self._ops.get(op_id)
+
+    def ops(self) -> list[Op]:
+        """Every operation held (waiting ones aside), parents before children, by
+        time where the order is free: the audit trail."""
+        return [self._ops[i] for i in self._topological()]
+
+    def heads(self) -> list[bytes]:
+        """The operations no other held operation names: the parents of our next one.
+        Void operations are left out, so nothing we write depends on them."""
+        state = self.state()
+        named: set[bytes] = set()
+        for op in self._ops.values():
+            if op.id not in state.void:
+                named.update(op.parents)
+        heads = [i for i in self._order if i not in named and i not in state.void]
+        heads.sort(key=lambda i: (self._ops[i].created_at, i), reverse=True)
+        return sorted(heads[:MAX_PARENTS])
+
+    def next_seq(self, author: bytes) -> int:
+        """The number of ``author``'s next operation."""
+        return 1 + max((o.seq for o in self._ops.values() if o.author == author), default=0)
+
+    # -- the state ----------------------------------------------------------------------
+
+    def state(self) -> State:
+        """The state of every operation held (cached until the next one arrives)."""
+        if self._state is None:
+            self._state = self._evaluate((1 << len(self._order)) - 1)
+        return self._state
+
+    def members(self) -> dict[bytes, Member]:
+        return dict(self.state().members)
+
+    def is_member(self, key: bytes) -> bool:
+        return key in self.state().members
+
+    def departure(self, key: bytes) -> Departure | None:
+        """How ``key`` stopped being a member, if it did."""
+        return self.state().departed.get(key)
+
+    def invites(self) -> list[InviteState]:
+        return sorted(self.state().invites.values(), key=lambda i: (i.created_at, i.token))
+
+    def epochs(self) -> dict[bytes, Epoch]:
+        return dict(self.state().epochs)
+
+    def leaves(self) -> list[Epoch]:
+        """The epochs no epoch follows, current first."""
+        state = self.state()
+        followed = {p for e in state.epochs.values() for p in e.parents}
+        leaves = [e for e in state.epochs.values() if e.id not in followed]
+        leaves.sort(key=lambda e: (-e.number, self._rank_of(state, e.author), e.op))
+        return leaves
+
+    def current_epoch(self) -> Epoch:
+        """The epoch new bulletins use: the deepest leaf, the senior author's first."""
+        return self.leaves()[0]
+
+    def needs_merge(self) -> bool:
+        """Several leaves: some member should start an epoch following all of them."""
+        return len(self.leaves()) > 1
+
+    def merge_starter(self) -> bytes:
+        """The member expected to start the merge epoch first (the most senior); any
+        member may after a timeout."""
+        members = self.state().members.values()
+        return min(members, key=lambda m: (m.rank, m.key)).key
+
+    def admit(self, author: bytes, seq: int) -> Post:
+        """Whether a channel bulletin by ``author`` with stream ``seq`` is heard: a
+        member's is; a departed group's only up to its frontier (or its leave); an
+        author the log does not know yet waits."""
+        state = self.state()
+        if author in state.members:
+            return Post.ACCEPT
+        gone = state.departed.get(author)
+        if gone is None:
+            return Post.HOLD
+        if gone.frontier is not None and seq <= gone.frontier.seq:
+            return Post.ACCEPT
+        return Post.REFUSE
+
+    def check_epoch_start(self, op: Op) -> str | None:
+        """Why an epoch start (as a key update carries it) may not be taken, or None.
+
+        It must come from a member of its parent epochs, follow only epochs this
+        log knows, and agree with the log: evaluated as if it were held.
+        """
+        if op.type != OpType.EPOCH or op.channel_id != self.channel_id:
+            return "not an epoch start of this channel"
+        if op.id in self._ops:
+            return None if op.id not in self.state().void else "a void epoch start"
+        missing = [p for p in op.parents if p not in self._ops]
+        if missing:
+            return "its parents are not in this node's log yet"
+        state = self.state()
+        if not any(p in state.epochs for p in op.parent_epochs):
+            return "it follows no epoch this node knows"
+        past = 0
+        for p in op.parents:
+            j = self._index[p]
+            past |= self._past[j] | (1 << j)
+        return self._problem(op, self._evaluate(past), past)
+
+    # -- evaluation ---------------------------------------------------------------------
+
+    def _topological(self, mask: int | None = None) -> list[bytes]:
+        """Parents first; among ready ops, oldest (created_at, id) first. The order
+        decides nothing in the state: it only makes lists stable."""
+        ids = [
+            self._order[i]
+            for i in range(len(self._order))
+            if mask is None or mask >> i & 1
+        ]
+        inside = set(ids)
+        waiting = {i: sum(1 for p in self._ops[i].parents if p in inside) for i in ids}
+        children: dict[bytes, list[bytes]] = {}
+        for i in ids:
+            for p in self._ops[i].parents:
+                if p in inside:
+                    children.setdefault(p, []).append(i)
+        ready = [(self._ops[i].created_at, i) for i in ids if waiting[i] == 0]
+        heapq.heapify(ready)
+        out: list[bytes] = []
+        while ready:
+            _, i = heapq.heappop(ready)
+            out.append(i)
+            for c in children.get(i, ()):
+                waiting[c] -= 1
+                if waiting[c] == 0:
+                    heapq.heappush(ready, (self._ops[c].created_at, c))
+        return out
+
+    def _past_of(self, op: Op) -> int:
+        return self._past[self._index[op.id]]
+
+    def _ok_alone(self, op: Op) -> bool:
+        """Whether ``op`` is valid against the state of its own causal past (memoised:
+        that past never changes)."""
+        ok = self._ok.get(op.id)
+        if ok is None:
+            if op.id == self.root.id:
+                ok = True
+            else:
+                past = self._past_of(op)
+                ok = self._problem(op, self._evaluate(past), past) is None
+            self._ok[op.id] = ok
+        return ok
+
+    def _problem(self, op: Op, before: State, past: int) -> str | None:
+        """What is wrong with ``op`` given the state ``before`` of its causal past."""
+        if any(p in before.void for p in op.parents):
+            return "it builds on a void operation"
+        if op.author not in before.members:
+            return "its author is not a member"
+        mine = [self._ops[self._order[i]] for i in _bits(past)]
+        mine = [o for o in mine if o.author == op.author]
+        if any(o.seq >= op.seq for o in mine):
+            return "its number is not above its author's earlier ones"
+        if any(op.created_at < self._ops[p].created_at for p in op.parents):
+            return "it is dated before its parents"
+        match op.type:
+            case OpType.CREATE:
+                return "a second create operation"
+            case OpType.EPOCH:
+                if not all(p in before.epochs for p in op.parent_epochs):
+                    return "it follows an epoch not in its past"
+                if op.epoch_id in before.epochs:
+                    return "that epoch exists already"
+                recent = [
+                    o
+                    for o in mine
+                    if o.type == OpType.EPOCH and o.created_at > op.created_at - HOUR
+                ]
+                if len(recent) >= MAX_REKEYS_PER_HOUR:
+                    return f"more than {MAX_REKEYS_PER_HOUR} new epochs in an hour"
+                if op.checkpoint != checkpoint_of(before):
+                    return "its checkpoint is not the member set of its past"
+            case OpType.INVITE:
+                if op.token is None or op.token in before.invites:
+                    return "that invite exists already"
+                if op.expires_at <= op.created_at:
+                    return "it expires before it is issued"
+            case OpType.REVOKE:
+                if op.token not in before.invites:
+                    return "no such invite"
+            case OpType.ADD:
+                if op.key in before.members or op.key in before.departed:
+                    return "that group is or was a member"
+                if len(before.members) >= MAX_MEMBERS:
+                    return f"a channel has at most {MAX_MEMBERS} members"
+                if len(before.members[op.author].rank) >= MAX_RANK:
+                    return "the adder is too deep in the chain of adders"
+                if op.token is not None:
+                    invite = before.invites.get(op.token)
+                    if invite is None:
+                        return "no such invite"
+                    if invite.revoked:
+                        return "the invite was revoked"
+                    if invite.used_by is not None:
+                        return "the invite was used"
+                    if op.created_at >= invite.expires_at:
+                        return "the invite had expired"
+                    if invite.for_group is not None and invite.for_group != op.key:
+                        return "the invite is for another group"
+            case OpType.REMOVE:
+                for t in op.targets:
+                    if t.key == op.author or t.key not in before.members:
+                        return "it removes a group that is not another member"
+            case OpType.LEAVE:
+                pass
+        return None
+
+    def _evaluate(self, mask: int) -> State:
+        """The state of the causally closed set ``mask`` (bit i: ``_order[i]``)."""
+        cached = self._memo.get(mask)
+        if cached is not None:
+            return cached
+        order = [self._ops[i] for i in self._topological(mask)]
+        ok = {op.id: self._ok_alone(op) for op in order}
+        # Ranks come from every add that is valid in its own past: they never depend
+        # on removals, so removals can be ordered by them.
+        ranks = _ranks(self.root, [o for o in order if o.type == OpType.ADD and ok[o.id]])
+        removals = sorted(
+            (o for o in order if o.type in (OpType.REMOVE, OpType.LEAVE) and ok[o.id]),
+            key=lambda o: (o.type == OpType.LEAVE, ranks.get(o.author, ()), o.author, o.seq),
+        )
+        void: set[bytes] = {o.id for o in order if not ok[o.id]} | _forked(order)
+        departed: dict[bytes, Departure] = {}
+        for _round in range(len(removals) + 1):
+            departed = {}
+            for r in removals:
+                if r.id in void:
+                    continue
+                gone = departed.get(r.author)
+                if gone is not None and not self._in_past(r.id, gone.op):
+                    continue
+                if r.type == OpType.LEAVE:
+                    left = Departure(r.author, r.author, r.id, r.created_at, None)
+                    departed.setdefault(r.author, left)
+                for t in r.targets:
+                    departed.setdefault(t.key, Departure(t.key, r.author, r.id, r.created_at, t))
+            grown = set(void)
+            for op in order:
+                if op.id in grown:
+                    continue
+                gone = departed.get(op.author)
+                if (
+                    gone is not None
+                    and op.id != gone.op
+                    and not self._in_past(op.id, gone.op)
+                ) or any(p in grown for p in op.parents):
+                    grown.add(op.id)
+            if grown == void:
+                break
+            void = grown
+        state = _replay(self.root, order, frozenset(void), departed, ranks)
+        self._memo[mask] = state
+        return state
+
+    def _in_past(self, op_id: bytes, of: bytes) -> bool:
+        """Whether ``op_id`` is an ancestor of ``of``."""
+        return bool(self._past[self._index[of]] >> self._index[op_id] & 1)
+
+    def _rank_of(self, state: State, key: bytes) -> Rank:
+        member = state.members.get(key)
+        if member is not None:
+            return member.rank
+        return (MAX_UINT,)
+
+
+def _bits(mask: int) -> Iterable[int]:
+    i = 0
+    while mask:
+        if mask & 1:
+            yield i
+        mask >>= 1
+        i += 1
+
+
+def _forked(order: Sequence[Op]) -> set[bytes]:
+    """The operations of each author from its first fork on (two operations with
+    one number)."""
+    seen: dict[tuple[bytes, int], bytes] = {}
+    fork_at: dict[bytes, int] = {}
+    for op in order:
+        other = seen.setdefault((op.author, op.seq), op.id)
+        if other != op.id:
+            fork_at[op.author] = min(op.seq, fork_at.get(op.author, op.seq))
+    return {o.id for o in order if o.author in fork_at and o.seq >= fork_at[o.author]}
+
+
+def _ranks(root: Op, adds: Sequence[Op]) -> dict[bytes, Rank]:
+    """Each group's rank: the least over the adds of it by a ranked adder."""
+    ranks: dict[bytes, Rank] = {root.author: ()}
+    by_adder: dict[bytes, list[Op]] = {}
+    for a in adds:
+        by_adder.setdefault(a.author, []).append(a)
+    heap: list[tuple[Rank, bytes]] = [((), root.author)]
+    done: set[bytes] = set()
+    while heap:
+        rank, key = heapq.heappop(heap)
+        if key in done:
+            continue
+        done.add(key)
+        for a in by_adder.get(key, ()):
+            candidate = (*rank, a.seq)
+            if a.key not in ranks or candidate < ranks[a.key]:
+                ranks[a.key] = candidate
+                heapq.heappush(heap, (candidate, a.key))
+    return ranks
+
+
+def _replay(
+    root: Op,
+    order: Sequence[Op],
+    void: frozenset[bytes],
+    departed: dict[bytes, Departure],
+    ranks: dict[bytes, Rank],
+) -> State:
+    """The state once void operations are set aside: every rule left commutes."""
+    state = State(void=void, departed=departed)
+    state.members[root.author] = Member(root.author, (), None, root.created_at, None)
+    state.epochs[root.epoch_id] = Epoch(root.epoch_id, 0, (), root.id, root.author, root.created_at)
+    used: dict[bytes, bytes] = {}
+    revoked: set[bytes] = set()
+    for op in order:
+        if op.id in void:
+            continue
+        match op.type:
+            case OpType.EPOCH:
+                number = 1 + max(
+                    (state.epochs[p].number for p in op.parent_epochs if p in state.epochs),
+                    default=0,
+                )
+                state.epochs[op.epoch_id] = Epoch(
+                    op.epoch_id, number, op.parent_epochs, op.id, op.author, op.created_at
+                )
+            case OpType.INVITE:
+                assert op.token is not None
+                state.invites[op.token] = InviteState(
+                    op.token, op.id, op.author, op.created_at, op.expires_at,
+                    op.for_group, op.with_history, None, False,
+                )
+            case OpType.REVOKE:
+                assert op.token is not None
+                revoked.add(op.token)
+            case OpType.ADD:
+                if op.key not in departed:
+                    rank = ranks.get(op.key, (MAX_UINT,))
+                    held = state.members.get(op.key)
+                    if held is None or (rank, op.created_at) < (held.rank, held.added_at):
+                        state.members[op.key] = Member(
+                            op.key, rank, op.author, op.created_at, op.token
+                        )
+                if op.token is not None:
+                    used.setdefault(op.token, op.key)
+            case _:
+                pass
+    for token, invite in list(state.invites.items()):
+        state.invites[token] = InviteState(
+            invite.token, invite.op, invite.issued_by, invite.created_at, invite.expires_at,
+            invite.for_group, invite.with_history, used.get(token), token in revoked,
+        )
+    for key in departed:
+        state.members.pop(key, None)
+    return state
+
+
+def checkpoint_of(state: State) -> tuple[CheckpointEntry, ...]:
+    """The member set of ``state`` as an epoch start writes it: by rank, then key."""
+    members = sorted(state.members.values(), key=lambda m: (m.rank, m.key))
+    return tuple(CheckpointEntry(m.key, m.rank) for m in members)
