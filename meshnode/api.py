@@ -68,7 +68,7 @@ class Channel(_channel.Channel):
     @classmethod
     def create(cls, name: str) -> Channel:
         """A new channel with a fresh random secret; its creator is its first member."""
-        return cls(name=name, secret=os.urandom(32))
+        return cls.from_secret(name, os.urandom(32))
 
     def invite(
         self, by: _identity.Identity, expires: int | None = None, bootstrap: Sequence[str] = ()

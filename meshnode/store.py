@@ -40,7 +40,7 @@ from typing import Final
 
 from meshnode.core import crypto
 from meshnode.core.bulletin import Bulletin
-from meshnode.core.channel import Channel
+from meshnode.core.channel import Channel, EpochKey
 from meshnode.errors import AuthenticationError, StoreError
 
 DEFAULT_AUTHOR_QUOTA: Final = 64 * 1024 * 1024
@@ -151,6 +151,26 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         key        BLOB PRIMARY KEY,
         value      BLOB NOT NULL,
         expires_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
+    """
+    CREATE TABLE channel_secrets (
+        channel_id    BLOB NOT NULL REFERENCES channels (id) ON DELETE CASCADE,
+        epoch         INTEGER NOT NULL,
+        sealed_secret BLOB NOT NULL,
+        PRIMARY KEY (channel_id, sealed_secret)
+    ) WITHOUT ROWID;
+    INSERT INTO channel_secrets (channel_id, epoch, sealed_secret)
+        SELECT channel_id, epoch, sealed_secret FROM channel_epochs;
+    DROP TABLE channel_epochs;
+    ALTER TABLE channels ADD COLUMN current_epoch BLOB;
+    ALTER TABLE channels ADD COLUMN root BLOB;
+
+    CREATE TABLE membership_ops (
+        channel_id BLOB NOT NULL REFERENCES channels (id) ON DELETE CASCADE,
+        id         BLOB NOT NULL,
+        raw        BLOB NOT NULL,
+        PRIMARY KEY (channel_id, id)
     ) WITHOUT ROWID;
     """,
 )
@@ -312,12 +332,14 @@ class Store:
 
     # Channels --------------------------------------------------------------------
 
-    def save_channel(self, channel: Channel, *, now: int) -> None:
-        """Keep a channel and every epoch secret it holds (new epochs are added).
+    def save_channel(self, channel: Channel, *, now: int, root: bytes | None = None) -> None:
+        """Keep a channel, every epoch secret it holds (new ones are added) and its
+        current epoch; ``root`` names its membership log's create operation.
 
         Raises:
             StoreError: another channel already has this name.
         """
+        held = self._channel_secrets(channel.id)
         try:
             with self._transaction():
                 self._db.execute(
@@ -325,12 +347,17 @@ class Store:
                     "ON CONFLICT (id) DO NOTHING",
                     (channel.id, channel.name, now),
                 )
+                self._db.execute(
+                    "UPDATE channels SET current_epoch = ?, root = coalesce(root, ?) WHERE id = ?",
+                    (channel.current, root, channel.id),
+                )
                 self._db.executemany(
-                    "INSERT INTO channel_epochs (channel_id, epoch, sealed_secret) "
-                    "VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                    "INSERT INTO channel_secrets (channel_id, epoch, sealed_secret) "
+                    "VALUES (?, ?, ?)",
                     [
-                        (channel.id, epoch, self._seal(secret, channel.id, epoch))
-                        for epoch, secret in sorted(channel.epochs.items())
+                        (channel.id, k.number, self._seal(k.secret, channel.id, k.number))
+                        for k in channel.keys
+                        if k.secret not in held
                     ],
                 )
         except sqlite3.IntegrityError:
@@ -338,13 +365,23 @@ class Store:
 
     def channels(self) -> list[Channel]:
         """Every channel this node is in, with all its epochs, by name."""
-        rows = self._db.execute("SELECT id, name FROM channels ORDER BY name").fetchall()
-        return [self._load_channel(bytes(cid), name) for cid, name in rows]
+        rows = self._db.execute(
+            "SELECT id, name, current_epoch FROM channels ORDER BY name"
+        ).fetchall()
+        return [self._load_channel(bytes(cid), name, current) for cid, name, current in rows]
 
     def channel(self, channel_id: bytes) -> Channel | None:
         """The channel with this id, or None."""
-        row = self._db.execute("SELECT name FROM channels WHERE id = ?", (channel_id,)).fetchone()
-        return None if row is None else self._load_channel(channel_id, row[0])
+        row = self._db.execute(
+            "SELECT name, current_epoch FROM channels WHERE id = ?", (channel_id,)
+        ).fetchone()
+        return None if row is None else self._load_channel(channel_id, row[0], row[1])
+
+    def channel_root(self, channel_id: bytes) -> bytes | None:
+        """The id of the channel's create operation; None for a channel of 0.1.0,
+        which has no membership log until a member upgrades it."""
+        row = self._db.execute("SELECT root FROM channels WHERE id = ?", (channel_id,)).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
 
     def delete_channel(self, channel_id: bytes) -> bool:
         """Leave a channel: forget its secrets (its bulletins stay, unreadable). True if found."""
@@ -352,18 +389,40 @@ class Store:
             cur = self._db.execute("DELETE FROM channels WHERE id = ?", (channel_id,))
         return cur.rowcount > 0
 
-    def _load_channel(self, channel_id: bytes, name: str) -> Channel:
+    def _channel_secrets(self, channel_id: bytes) -> dict[bytes, int]:
+        """The secrets held for a channel, with their epoch numbers."""
         rows = self._db.execute(
-            "SELECT epoch, sealed_secret FROM channel_epochs WHERE channel_id = ? ORDER BY epoch",
+            "SELECT epoch, sealed_secret FROM channel_secrets WHERE channel_id = ?",
             (channel_id,),
         ).fetchall()
-        epochs = {e: self._unseal(bytes(s), channel_id, e) for e, s in rows}
-        if 0 not in epochs:
-            raise StoreError(f"the store's record of channel {name!r} is damaged")
-        channel = Channel(name=name, secret=epochs[0], epochs=epochs)
-        if channel.id != channel_id:
-            raise StoreError(f"the store's record of channel {name!r} is damaged")
-        return channel
+        return {self._unseal(bytes(sealed), channel_id, e): e for e, sealed in rows}
+
+    def _load_channel(self, channel_id: bytes, name: str, current: bytes | None) -> Channel:
+        keys = tuple(EpochKey(e, secret) for secret, e in self._channel_secrets(channel_id).items())
+        if current is None:  # written by 0.1.0: the highest epoch is the current one
+            current = max(keys, key=lambda k: k.number).id if keys else b""
+        try:
+            return Channel(name=name, id=channel_id, keys=keys, current=bytes(current))
+        except ValueError:
+            raise StoreError(f"the store's record of channel {name!r} is damaged") from None
+
+    # Membership logs ----------------------------------------------------------------
+
+    def save_ops(self, channel_id: bytes, ops: Sequence[tuple[bytes, bytes]]) -> None:
+        """Keep membership operations (id, signed bytes) of a channel, durably."""
+        with self._transaction():
+            self._db.executemany(
+                "INSERT INTO membership_ops (channel_id, id, raw) VALUES (?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                [(channel_id, op_id, raw) for op_id, raw in ops],
+            )
+
+    def ops(self, channel_id: bytes) -> list[bytes]:
+        """The signed bytes of every membership operation held for a channel."""
+        rows = self._db.execute(
+            "SELECT raw FROM membership_ops WHERE channel_id = ?", (channel_id,)
+        ).fetchall()
+        return [bytes(r[0]) for r in rows]
 
     def _seal(self, secret: bytes, channel_id: bytes, epoch: int) -> bytes:
         key = self._epoch_seal_key(channel_id, epoch)

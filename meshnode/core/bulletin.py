@@ -35,6 +35,7 @@ from meshnode.errors import (
     InvalidBulletin,
     NotARecipient,
     WrongChannel,
+    WrongEpoch,
 )
 
 VERSION: Final = 1
@@ -295,12 +296,20 @@ class Bulletin:
             if not isinstance(key, Channel) or key.id != self.channel_id:
                 raise WrongChannel("this bulletin belongs to another channel")
             assert isinstance(self.payload, bytes)
+            assert self.epoch is not None
             nonce, ct = self.payload[: crypto.XNONCE_SIZE], self.payload[crypto.XNONCE_SIZE :]
-            try:
-                plain = crypto.xchacha_decrypt(key.epoch_key(self.epoch), nonce, ct, ad)
-            except AuthenticationError:
-                raise InvalidBulletin("channel content does not decrypt: altered") from None
-            return _decode_content(plain)
+            keys = key.epoch_keys(self.epoch)
+            if not keys:
+                raise WrongEpoch(
+                    f"this member does not hold the key of epoch {self.epoch} of {key.name!r}"
+                )
+            for epoch_key in keys:  # siblings share a number: try each
+                try:
+                    plain = crypto.xchacha_decrypt(epoch_key, nonce, ct, ad)
+                except AuthenticationError:
+                    continue
+                return _decode_content(plain)
+            raise InvalidBulletin("channel content does not decrypt: altered")
         if self.kind in (Kind.DIRECT, Kind.KEY_UPDATE):
             if not isinstance(key, Identity):
                 raise NotARecipient("a direct bulletin opens only with a recipient's identity")

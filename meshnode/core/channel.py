@@ -31,7 +31,7 @@ import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Self
 
 from meshnode.core import codec, crypto, textcode
 from meshnode.core.identity import Identity, normalize_name
@@ -44,6 +44,7 @@ from meshnode.errors import (
 )
 
 ID_LABEL: Final = b"meshnode/v1/channel/id"
+EPOCH_ID_LABEL: Final = b"meshnode/v1/channel/epoch-id"
 EPOCH_KEY_LABEL: Final = b"meshnode/v1/channel/epoch-key"
 RENDEZVOUS_LABEL: Final = b"meshnode/v1/channel/rendezvous"
 INVITE_SIGN_LABEL: Final = b"meshnode/v1/invite"
@@ -62,63 +63,134 @@ def day_of(now: int) -> int:
     return now // DAY
 
 
-@dataclass(frozen=True)
-class Channel:
-    """A channel as one member holds it: name, founding secret, epoch secrets."""
+@dataclass(frozen=True, slots=True)
+class EpochKey:
+    """One epoch's secret as a member holds it, with its number (its depth in the
+    epoch tree) and its public id (``membership.md``)."""
 
-    name: str
+    number: int
     secret: bytes = field(repr=False)
-    epochs: Mapping[int, bytes] = field(default_factory=dict, repr=False)
     id: bytes = field(init=False)
 
     def __post_init__(self) -> None:
-        if len(self.secret) != crypto.KEY_SIZE:
-            raise ValueError("a channel secret is 32 bytes")
-        object.__setattr__(self, "name", normalize_name(self.name))
-        epochs = dict(self.epochs)
-        epochs.setdefault(0, self.secret)
-        if epochs[0] != self.secret:
-            raise ValueError("epoch 0's secret is the founding secret")
-        if any(not 0 <= e <= MAX_EPOCH or len(s) != crypto.KEY_SIZE for e, s in epochs.items()):
+        if not 0 <= self.number <= MAX_EPOCH or len(self.secret) != crypto.KEY_SIZE:
             raise ValueError("an epoch is a number with a 32-byte secret")
-        object.__setattr__(self, "epochs", epochs)
-        object.__setattr__(self, "id", crypto.derive(self.secret, ID_LABEL))
+        object.__setattr__(self, "id", crypto.derive(self.secret, EPOCH_ID_LABEL))
+
+    @property
+    def key(self) -> bytes:
+        """The encryption key of the epoch's channel bulletins."""
+        return crypto.derive(self.secret, EPOCH_KEY_LABEL)
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A channel as one member holds it: its name and id, the epoch secrets it holds
+    and the epoch its new bulletins use.
+
+    Siblings (epochs started at the same time on the same parent) share a
+    number, so a number may have several secrets; readers try each.
+    """
+
+    name: str
+    id: bytes
+    keys: tuple[EpochKey, ...] = field(repr=False)
+    current: bytes = field(repr=False)
+    """The id of the epoch new bulletins use."""
+
+    def __post_init__(self) -> None:
+        if len(self.id) != crypto.KEY_SIZE:
+            raise ValueError("a channel id is 32 bytes")
+        object.__setattr__(self, "name", normalize_name(self.name))
+        keys = tuple(sorted({k.id: k for k in self.keys}.values(), key=lambda k: (k.number, k.id)))
+        if not any(k.id == self.current for k in keys):
+            raise ValueError("a channel holds the secret of its current epoch")
+        object.__setattr__(self, "keys", keys)
 
     @classmethod
-    def from_secret(cls, name: str, secret: bytes) -> Channel:
-        """The channel of a founding secret (``Channel.create`` draws one at random)."""
-        return cls(name=name, secret=secret)
+    def from_secret(cls, name: str, secret: bytes) -> Self:
+        """The channel of a founding secret (``Channel.create`` draws one at random):
+        its id is derived from it, and it is the secret of epoch 0."""
+        if len(secret) != crypto.KEY_SIZE:
+            raise ValueError("a channel secret is 32 bytes")
+        first = EpochKey(0, secret)
+        return cls(name=name, id=crypto.derive(secret, ID_LABEL), keys=(first,), current=first.id)
+
+    @classmethod
+    def from_epochs(cls, name: str, secret: bytes, epochs: Mapping[int, bytes]) -> Self:
+        """A channel of the first format (one secret per number, the highest current),
+        as 0.1.0 stored it and its invites carried it."""
+        channel = cls.from_secret(name, secret)
+        for number, epoch_secret in sorted(epochs.items()):
+            if number == 0 and epoch_secret != secret:
+                raise ValueError("epoch 0's secret is the founding secret")
+            channel = channel.with_epoch(number, epoch_secret)
+        return channel
 
     @property
     def epoch(self) -> int:
-        """The current (highest known) epoch, the one new bulletins use."""
-        return max(self.epochs)
+        """The number of the current epoch, the one new bulletins use."""
+        return self.current_key.number
+
+    @property
+    def current_key(self) -> EpochKey:
+        return next(k for k in self.keys if k.id == self.current)
+
+    @property
+    def founding_secret(self) -> bytes | None:
+        """The founding secret, if this member holds it (the id is derived from it)."""
+        for k in self.keys:
+            if k.number == 0 and crypto.derive(k.secret, ID_LABEL) == self.id:
+                return k.secret
+        return None
+
+    @property
+    def epochs(self) -> dict[int, bytes]:
+        """One secret per epoch number held: the current epoch's for its number, the
+        least id's for the others (a view for callers that know no siblings)."""
+        view = {k.number: k.secret for k in reversed(self.keys)}
+        view[self.epoch] = self.current_key.secret
+        return view
+
+    def epoch_keys(self, epoch: int) -> list[bytes]:
+        """Every encryption key held for epoch number ``epoch`` (siblings share one)."""
+        return [k.key for k in self.keys if k.number == epoch]
 
     def epoch_key(self, epoch: int | None = None) -> bytes:
         """The encryption key of ``epoch`` (default: the current one)."""
-        e = self.epoch if epoch is None else epoch
-        secret = self.epochs.get(e)
-        if secret is None:
-            raise WrongEpoch(f"this member does not hold the key of epoch {e} of {self.name!r}")
-        return crypto.derive(secret, EPOCH_KEY_LABEL)
+        if epoch is None or epoch == self.epoch:
+            return self.current_key.key
+        keys = self.epoch_keys(epoch)
+        if not keys:
+            raise WrongEpoch(f"this member does not hold the key of epoch {epoch} of {self.name!r}")
+        return keys[0]
 
     def rendezvous_tag(self, day: int, epoch: int | None = None) -> bytes:
         """The DHT rendezvous tag for Unix day ``day`` in ``epoch`` (default current)."""
-        e = self.epoch if epoch is None else epoch
-        secret = self.epochs.get(e)
+        secret = self.epochs.get(self.epoch if epoch is None else epoch)
         if secret is None:
-            raise WrongEpoch(f"this member does not hold the key of epoch {e} of {self.name!r}")
+            raise WrongEpoch(f"this member does not hold the key of epoch {epoch} of {self.name!r}")
         return crypto.derive(secret, RENDEZVOUS_LABEL + day.to_bytes(8, "big"))
 
-    def with_epoch(self, epoch: int, secret: bytes) -> Channel:
-        """This channel, also holding ``epoch``'s secret (from a key update)."""
-        return dataclasses.replace(self, epochs={**self.epochs, epoch: secret})
+    def with_key(self, key: EpochKey, *, current: bool | None = None) -> Self:
+        """This channel also holding ``key``; it becomes the current epoch when
+        ``current`` says so, or by default when its number is above the current one."""
+        make_current = key.number > self.epoch if current is None else current
+        return dataclasses.replace(
+            self,
+            keys=(*self.keys, key),
+            current=key.id if make_current else self.current,
+        )
 
-    def next_epoch(self, rng: crypto.Rng) -> Channel:
-        """This channel with a new epoch whose secret is fresh randomness (a rekey)."""
+    def with_epoch(self, epoch: int, secret: bytes) -> Self:
+        """This channel, also holding ``epoch``'s secret (from a key update)."""
+        return self.with_key(EpochKey(epoch, secret))
+
+    def next_epoch(self, rng: crypto.Rng) -> Self:
+        """This channel with a new current epoch whose secret is fresh randomness."""
         if self.epoch >= MAX_EPOCH:
             raise MeshError("this channel has used every epoch number")
-        return self.with_epoch(self.epoch + 1, rng(crypto.KEY_SIZE))
+        return self.with_key(EpochKey(self.epoch + 1, rng(crypto.KEY_SIZE)), current=True)
 
     def make_invite(
         self,
@@ -134,13 +206,16 @@ class Channel:
         addresses = [_check_address(a) for a in bootstrap]
         if len(addresses) > MAX_BOOTSTRAP:
             raise ValueError(f"an invite carries at most {MAX_BOOTSTRAP} bootstrap addresses")
+        founding = self.founding_secret
+        if founding is None:
+            raise MeshError("only a member holding the founding secret makes a code of this format")
         epoch = self.epoch
         body = [
             INVITE_VERSION,
             self.name,
-            self.secret,
+            founding,
             epoch,
-            self.epochs[epoch],
+            self.current_key.secret,
             addresses,
             now,
             expires_at,
@@ -180,7 +255,7 @@ class Channel:
         if expires is not None and now >= expires:
             raise InviteExpired("this invite has expired: ask the inviting group for a new one")
         try:
-            channel = cls(name=name, secret=secret, epochs={0: secret, epoch: epoch_secret})
+            channel = cls.from_epochs(name, secret, {0: secret, epoch: epoch_secret})
         except ValueError as exc:
             raise InvalidInvite(f"not a valid invite code: {exc}") from None
         return Invite(

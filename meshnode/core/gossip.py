@@ -267,15 +267,17 @@ class GossipStatistics:
 
 
 def channel_keys(channel: Channel, *, epochs: int = 1) -> tuple[bytes, ...]:
-    """The member keys to present for ``channel``: its newest ``epochs`` epochs.
+    """The member keys to present for ``channel``: its newest ``epochs`` epoch
+    numbers, every sibling of each (so siblings do not split the topic).
 
     Presenting the previous epoch too for a while after a rekey keeps members
     who have not received the new key connected; a member removed by the
     rekey holds only old epochs, so once the old one is dropped it no longer
     matches.
     """
-    newest = sorted(channel.epochs, reverse=True)[: max(1, epochs)]
-    return tuple(wire.member_key(channel.epochs[e]) for e in newest)
+    numbers = sorted({k.number for k in channel.keys}, reverse=True)[: max(1, epochs)]
+    newest = [k for k in reversed(channel.keys) if k.number in numbers]
+    return tuple(wire.member_key(k.secret) for k in newest)
 
 
 # -- internal state ----------------------------------------------------------------

@@ -48,12 +48,12 @@ from enum import IntEnum
 from typing import Final
 
 from meshnode.core import codec, crypto
+from meshnode.core.channel import EPOCH_ID_LABEL
 from meshnode.core.identity import Identity
 from meshnode.errors import AuthenticationError, InvalidOperation
 
 VERSION: Final = 1
 SIGN_LABEL: Final = b"meshnode/v1/membership-op"
-EPOCH_ID_LABEL: Final = b"meshnode/v1/channel/epoch-id"
 MAX_OP_SIZE: Final = 48 * 1024
 MAX_PARENTS: Final = 16
 MAX_PARENT_EPOCHS: Final = 8
@@ -758,7 +758,9 @@ class Log:
         ranks = _ranks(self.root, [o for o in order if o.type == OpType.ADD and ok[o.id]])
         removals = sorted(
             (o for o in order if o.type in (OpType.REMOVE, OpType.LEAVE) and ok[o.id]),
-            key=lambda o: (o.type == OpType.LEAVE, ranks.get(o.author, ()), o.author, o.seq),
+            key=lambda o: (
+                o.type == OpType.LEAVE, ranks.get(o.author, (MAX_UINT,)), o.author, o.seq
+            ),
         )
         void: set[bytes] = {o.id for o in order if not ok[o.id]} | _forked(order)
         departed: dict[bytes, Departure] = {}

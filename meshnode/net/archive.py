@@ -142,9 +142,10 @@ class Archive:
         """Keep a channel (merging epochs with the copy already held)."""
         held = self._channels.get(channel.id)
         if held is not None:
-            for epoch, secret in channel.epochs.items():
-                if epoch not in held.epochs:
-                    held = held.with_epoch(epoch, secret)
+            known = {k.id for k in held.keys}
+            for key in channel.keys:
+                if key.id not in known:
+                    held = held.with_key(key)
             channel = held
         elif self.find_channel(channel.name) is not None:
             raise StoreError(f"a different channel named {channel.name!r} is already here")
@@ -271,7 +272,7 @@ class Archive:
         except MeshError:
             return None  # not for us, or damaged: kept as held mail, nothing to apply
         held = self._channels.get(channel_id)
-        if held is None or epoch in held.epochs:
+        if held is None or any(k.secret == secret for k in held.keys):
             return None
         return self.add_channel(held.with_epoch(epoch, secret))
 

@@ -19,6 +19,7 @@ from meshnode.core.channel import (
     MAX_EPOCH,
     RENDEZVOUS_LABEL,
     Channel,
+    EpochKey,
     day_of,
     decode_key_update,
     encode_key_update,
@@ -93,7 +94,7 @@ def test_unknown_epochs_raise_wrong_epoch() -> None:
 )
 def test_channel_construction_is_checked(secret: bytes, epochs: dict[int, bytes]) -> None:
     with pytest.raises(ValueError, match=r"secret|epoch"):
-        Channel(name="x", secret=secret, epochs=epochs)
+        Channel.from_epochs("x", secret, epochs)
 
 
 def test_channel_names_are_normalized_and_refused() -> None:
@@ -397,7 +398,7 @@ def test_non_canonical_key_update_is_refused(rng: crypto.Rng) -> None:
 
 
 def test_every_epoch_number_used() -> None:
-    ch = Channel(name="x", secret=SECRET, epochs={MAX_EPOCH: b"\x01" * 32})
+    ch = Channel.from_epochs("x", SECRET, {MAX_EPOCH: b"\x01" * 32})
     with pytest.raises(MeshError, match="epoch"):
         ch.next_epoch(lambda n: b"\x02" * n)
 
@@ -417,3 +418,31 @@ def test_api_invite_round_trip_and_expiry(alice: Identity, monkeypatch: pytest.M
     with pytest.raises(InviteExpired):
         meshnode.api.Channel.from_invite(code)
     assert meshnode.api.Channel.from_invite(ch.invite(by=alice)).id == ch.id
+
+
+def test_siblings_share_a_number_and_readers_try_each() -> None:
+    base = _channel()
+    one = base.with_key(EpochKey(1, b"\x01" * 32), current=True)
+    two = base.with_key(EpochKey(1, b"\x02" * 32), current=True)
+    both = one.with_key(two.current_key)
+    assert both.current == one.current
+    assert len(both.epoch_keys(1)) == 2
+    author = Identity.from_seed(bytes(32), "Local 12")
+    for sealer in (one, two):
+        b = Bulletin.seal(author, sealer, b"hi", seq=1, prev=None, now=NOW,
+                          rng=lambda n: b"\x05" * n)
+        assert b.epoch == 1
+        assert b.open(both).data == b"hi"
+    with pytest.raises(WrongEpoch):
+        Bulletin.seal(author, one.next_epoch(lambda n: b"\x07" * n), b"x", seq=1, prev=None,
+                      now=NOW, rng=lambda n: b"\x05" * n).open(both)
+
+
+def test_epoch_ids_name_secrets_without_revealing_them() -> None:
+    key = EpochKey(3, SECRET)
+    assert key.id == crypto.derive(SECRET, b"meshnode/v1/channel/epoch-id")
+    assert key.id not in {SECRET, key.key}
+    assert Channel.from_secret("x", SECRET).founding_secret == SECRET
+    joined = Channel(name="x", id=_channel().id, keys=(key,), current=key.id)
+    assert joined.founding_secret is None
+    assert joined.epoch == 3

@@ -205,7 +205,7 @@ def test_channels_round_trip_sealed(tmp_path: Path, rng: Rng) -> None:
         with pytest.raises(StoreError, match="already exists"):
             s.save_channel(Channel.from_secret("strike-support", rng(32)), now=NOW)
     raw = path.read_bytes()
-    assert strike.secret not in raw
+    assert strike.founding_secret not in raw
     assert strike.epochs[1] not in raw
     with Store.open(path, seal_key=KEY) as s:
         (got,) = s.channels()
