@@ -36,7 +36,16 @@ from meshnode.errors import (
 
 if TYPE_CHECKING:
     from meshnode.client import Client
-    from meshnode.core.views import BulletinRecord, ChannelInfo, ContactInfo, NodeStatus, PeerInfo
+    from meshnode.core.views import (
+        BulletinRecord,
+        ChannelInfo,
+        ContactInfo,
+        InviteInfo,
+        MemberInfo,
+        NodeStatus,
+        OperationInfo,
+        PeerInfo,
+    )
 
 
 class ExitStatus(IntEnum):
@@ -147,12 +156,34 @@ def build_parser() -> argparse.ArgumentParser:
     channel = noun("channel", "create, share, join and manage channels")
     p = command(channel, "create", "create a channel (this group is its first member)", _cmd_create)
     p.add_argument("name")
-    p = command(channel, "invite", "print an invite code for a channel", _cmd_invite)
+    p = command(channel, "invite", "print a one-time invite code for a channel", _cmd_invite)
     p.add_argument("name")
-    p.add_argument("--expires", metavar="DURATION", help="e.g. 7d, 12h (default: never)")
+    p.add_argument("--expires", metavar="DURATION", help="e.g. 7d, 12h (default: 7d)")
+    p.add_argument(
+        "--with-history", action="store_true", help="also hand over the earlier epochs' keys"
+    )
+    p.add_argument(
+        "--for", dest="for_group", metavar="GROUP", help="only this group may use the code"
+    )
     p = command(channel, "join", "join a channel with an invite code", _cmd_join)
     p.add_argument("code")
     command(channel, "list", "list this group's channels", _cmd_channels)
+    p = command(channel, "members", "list a channel's members, by seniority", _cmd_members)
+    p.add_argument("name")
+    p = command(
+        channel, "remove", "remove groups from a channel and rekey it without them", _cmd_remove
+    )
+    p.add_argument("name")
+    p.add_argument("groups", metavar="GROUP", nargs="+", help="petname, fingerprint or key")
+    p = command(channel, "invites", "list a channel's invites and who used them", _cmd_invites)
+    p.add_argument("name")
+    p = command(channel, "revoke", "revoke an unused invite", _cmd_revoke)
+    p.add_argument("name")
+    p.add_argument("invite_id", metavar="INVITE_ID", help="from 'channel invites' (8+ hex digits)")
+    p = command(
+        channel, "log", "the audit trail: who added, invited, removed whom, when", _cmd_log
+    )
+    p.add_argument("name")
     p = command(channel, "leave", "leave a channel and forget its keys", _cmd_leave)
     p.add_argument("name")
     p = command(channel, "rekey", "start a new key epoch, optionally removing a group", _cmd_rekey)
@@ -447,6 +478,8 @@ def _print_status(status: NodeStatus) -> None:
     print(f"last sync          {sync}")
     print(f"pending deliveries {status.pending_deliveries}")
     print(f"held for others    {status.held_mail}")
+    for notice in status.removed:
+        print(f"removed            {notice}")
     if status.reachable is False:
         print(
             "reachable          no: other nodes cannot dial this one. If it is behind NAT, "
@@ -478,7 +511,15 @@ def _print_list(
 
 
 def _channel_line(c: ChannelInfo) -> str:
-    return f"{c.name:<24} epoch {c.epoch:<3} {c.bulletins} bulletins  id {c.id.hex()[:16]}"
+    line = (
+        f"{c.name:<24} epoch {c.epoch:<3} {c.members} members  {c.bulletins} bulletins  "
+        f"id {c.id.hex()[:16]}"
+    )
+    if c.removed_by is not None:
+        return f"{line}  (removed from {c.name} by {c.removed_by})"
+    if c.read_only:
+        return f"{line}  (read-only until a member runs 'meshnode channel upgrade')"
+    return line
 
 
 def _cmd_create(args: argparse.Namespace) -> int:
@@ -494,8 +535,10 @@ def _cmd_create(args: argparse.Namespace) -> int:
 
 
 def _cmd_invite(args: argparse.Namespace) -> int:
-    expires = parse_duration(args.expires) if args.expires else None
-    code = _client(args).invite(args.name, expires=expires)
+    expires = parse_duration(args.expires) if args.expires else 7 * 86400
+    code = _client(args).invite(
+        args.name, expires=expires, with_history=args.with_history, for_group=args.for_group
+    )
     if args.json:
         _emit_json({"channel": args.name, "code": code, "expires_in": expires})
     else:
@@ -504,11 +547,92 @@ def _cmd_invite(args: argparse.Namespace) -> int:
 
 
 def _cmd_join(args: argparse.Namespace) -> int:
-    info = _client(args).join(args.code)
+    client = _client(args)
+    info = client.join(args.code)
+    members = client.members(info.id.hex())
+    names = {m.key: m.name for m in members}
+    from meshnode.core.identity import parse_key
+
+    me = parse_key(client.identity()["key"])
+    adder = next((m.added_by for m in members if m.key == me), None)
+    inviter = names.get(adder, _fingerprint(adder)) if adder is not None else "nobody"
+    if args.json:
+        _emit_json({**_jsonable(info), "invited_by": inviter})
+    else:
+        print(f"Joined {info.name!r} ({info.members} members), invited by {inviter}.")
+    return ExitStatus.OK
+
+
+def _member_line(m: MemberInfo) -> str:
+    added = "founded it" if m.added_by is None else f"added {_when(m.added_at)}"
+    return f"{m.name:<28} {_fingerprint(m.key)}  {added}"
+
+
+def _cmd_members(args: argparse.Namespace) -> int:
+    _print_list(args, _client(args).members(args.name), _member_line, "No members.")
+    return ExitStatus.OK
+
+
+def _cmd_remove(args: argparse.Namespace) -> int:
+    info = _client(args).remove(args.name, args.groups)
     if args.json:
         _emit_json(info)
     else:
-        print(f"Joined channel {info.name!r}.")
+        print(
+            f"Removed {', '.join(args.groups)} from {info.name!r}: it is now at epoch "
+            f"{info.epoch} with {info.members} members."
+        )
+    return ExitStatus.OK
+
+
+def _invite_line(i: InviteInfo) -> str:
+    if i.revoked:
+        state = "revoked"
+    elif i.used_by is not None:
+        state = f"used by {_fingerprint(i.used_by)}"
+    else:
+        state = f"expires {_when(i.expires_at)}"
+    issued = f"issued by {_fingerprint(i.issued_by)} {_when(i.created_at)}"
+    return f"{i.id.hex()[:16]}  {issued}  {state}"
+
+
+def _fingerprint(key: bytes) -> str:
+    from meshnode.core.identity import fingerprint
+
+    return fingerprint(key)
+
+
+def _cmd_invites(args: argparse.Namespace) -> int:
+    _print_list(args, _client(args).invites(args.name), _invite_line, "No invites.")
+    return ExitStatus.OK
+
+
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    _client(args).revoke_invite(args.name, args.invite_id)
+    if args.json:
+        _emit_json({"revoked": args.invite_id})
+    else:
+        print(f"Revoked invite {args.invite_id}.")
+    return ExitStatus.OK
+
+
+def _operation_line(op: OperationInfo) -> str:
+    whom = ", ".join(op.group_names)
+    what = {
+        "create": "created the channel",
+        "epoch": f"started epoch {op.epoch}",
+        "invite": f"issued invite {(op.invite or b'').hex()[:16]}",
+        "revoke": f"revoked invite {(op.invite or b'').hex()[:16]}",
+        "add": f"added {whom}",
+        "remove": f"removed {whom}",
+        "leave": "left",
+    }[op.kind]
+    void = "  (void: set aside by the merge rules)" if op.void else ""
+    return f"{_when(op.created_at)}  {op.author_name} {what}{void}"
+
+
+def _cmd_log(args: argparse.Namespace) -> int:
+    _print_list(args, _client(args).log(args.name), _operation_line, "No operations.")
     return ExitStatus.OK
 
 

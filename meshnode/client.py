@@ -18,7 +18,16 @@ from pathlib import Path
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 from meshnode import control
-from meshnode.core.views import BulletinRecord, ChannelInfo, ContactInfo, NodeStatus, PeerInfo
+from meshnode.core.views import (
+    BulletinRecord,
+    ChannelInfo,
+    ContactInfo,
+    InviteInfo,
+    MemberInfo,
+    NodeStatus,
+    OperationInfo,
+    PeerInfo,
+)
 from meshnode.errors import BulletinTooLarge, DaemonUnreachable, OperationTimeout
 from meshnode.paths import resolve_data_dir
 
@@ -162,9 +171,44 @@ class Client:
         """Create a channel; this group is its first member."""
         return control.expect(self.call("channel_create", name=name), ChannelInfo)
 
-    def invite(self, channel: str, expires: int | None = None) -> str:
-        """An invite code for ``channel``, valid for ``expires`` seconds (None: no expiry)."""
-        return control.expect(self.call("channel_invite", channel=channel, expires=expires), str)
+    def invite(
+        self,
+        channel: str,
+        expires: int | None = 7 * 86400,
+        with_history: bool = False,
+        for_group: str | bytes | None = None,
+    ) -> str:
+        """A one-time invite code for ``channel``, valid for ``expires`` seconds (None:
+        the default, 7 days), redeemed online at this node (see ``Node.invite``)."""
+        code = self.call(
+            "channel_invite",
+            channel=channel,
+            expires=expires,
+            with_history=with_history,
+            for_group=for_group,
+        )
+        return control.expect(code, str)
+
+    def members(self, channel: str) -> list[MemberInfo]:
+        """The members of ``channel`` by seniority, from its membership log."""
+        return control.expect(self.call("channel_members", channel=channel), list)
+
+    def remove(self, channel: str, groups: Sequence[str | bytes]) -> ChannelInfo:
+        """Remove groups from ``channel`` and start the epoch they cannot read."""
+        info = self.call("channel_remove", channel=channel, groups=list(groups))
+        return control.expect(info, ChannelInfo)
+
+    def invites(self, channel: str) -> list[InviteInfo]:
+        """The invites of ``channel``, oldest first."""
+        return control.expect(self.call("channel_invites", channel=channel), list)
+
+    def revoke_invite(self, channel: str, invite_id: bytes | str) -> None:
+        """Revoke an unused invite of ``channel``."""
+        self.call("channel_revoke", channel=channel, invite_id=invite_id)
+
+    def log(self, channel: str) -> list[OperationInfo]:
+        """The membership operations of ``channel``, oldest first."""
+        return control.expect(self.call("channel_log", channel=channel), list)
 
     def join(self, code: str) -> ChannelInfo:
         """Join the channel an invite code admits to."""
@@ -174,7 +218,7 @@ class Client:
         """Leave a channel and forget its keys."""
         self.call("channel_leave", channel=channel)
 
-    def rekey(self, channel: str, remove: Sequence[str] = ()) -> ChannelInfo:
+    def rekey(self, channel: str, remove: Sequence[str | bytes] = ()) -> ChannelInfo:
         """Start a new epoch of ``channel``, leaving out the groups in ``remove``."""
         info = self.call("channel_rekey", channel=channel, remove=list(remove))
         return control.expect(info, ChannelInfo)
@@ -288,6 +332,11 @@ class AsyncClient:
     join = _async_twin(Client.join)
     leave = _async_twin(Client.leave)
     rekey = _async_twin(Client.rekey)
+    members = _async_twin(Client.members)
+    remove = _async_twin(Client.remove)
+    invites = _async_twin(Client.invites)
+    revoke_invite = _async_twin(Client.revoke_invite)
+    log = _async_twin(Client.log)
     post = _async_twin(Client.post)
     post_public = _async_twin(Client.post_public)
     send = _async_twin(Client.send)

@@ -39,6 +39,9 @@ RECORD_TYPES: Final[dict[str, type[Any]]] = {
     "peer": views.PeerInfo,
     "contact": views.ContactInfo,
     "status": views.NodeStatus,
+    "member": views.MemberInfo,
+    "invite": views.InviteInfo,
+    "operation": views.OperationInfo,
 }
 _TYPE_NAMES: Final = {cls: name for name, cls in RECORD_TYPES.items()}
 
@@ -146,7 +149,10 @@ def decode_value(value: Any) -> Any:
         cls = RECORD_TYPES.get(value["$type"])
         if cls is None:
             raise ControlProtocolError(f"unknown record type {value['$type']!r}")
-        fields = {k: decode_value(v) for k, v in value.items() if k != "$type"}
+        fields = {
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in ((k, decode_value(v)) for k, v in value.items() if k != "$type")
+        }
         names = {f.name for f in dataclasses.fields(cls)}
         if set(fields) != names:
             raise ControlProtocolError(f"a {value['$type']} record with the wrong fields")

@@ -156,6 +156,13 @@ def _opt(args: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
     return value
 
 
+def _strings_or_keys(values: list[Any]) -> list[str | bytes]:
+    """Groups named by petname, key text or fingerprint (str) or by key (bytes)."""
+    if not all(isinstance(v, (str, bytes)) for v in values):
+        raise control.ControlProtocolError("groups are texts or keys")
+    return values
+
+
 def _identity(node: Any) -> dict[str, str]:
     return {
         "name": node.identity.name,
@@ -173,11 +180,25 @@ OPERATIONS: Final[dict[str, Handler]] = {
     "channels": lambda n, a: _value(n.channels()),
     "channel_create": lambda n, a: n.create_channel(_arg(a, "name", str)),
     "channel_invite": lambda n, a: n.invite(
-        _arg(a, "channel", str), expires=_opt(a, "expires", int)
+        _arg(a, "channel", str),
+        expires=_opt(a, "expires", int),
+        with_history=bool(_opt(a, "with_history", bool)),
+        for_group=_opt(a, "for_group", (str, bytes)),
     ),
+    "channel_members": lambda n, a: _value(n.members(_arg(a, "channel", str))),
+    "channel_remove": lambda n, a: n.remove(
+        _arg(a, "channel", str), _strings_or_keys(_arg(a, "groups", list))
+    ),
+    "channel_invites": lambda n, a: _value(n.invites(_arg(a, "channel", str))),
+    "channel_revoke": lambda n, a: n.revoke_invite(
+        _arg(a, "channel", str), _arg(a, "invite_id", (str, bytes))
+    ),
+    "channel_log": lambda n, a: _value(n.log(_arg(a, "channel", str))),
     "channel_join": lambda n, a: n.join(_arg(a, "code", str)),
     "channel_leave": lambda n, a: n.leave(_arg(a, "channel", str)),
-    "channel_rekey": lambda n, a: n.rekey(_arg(a, "channel", str), remove=_arg(a, "remove", list)),
+    "channel_rekey": lambda n, a: n.rekey(
+        _arg(a, "channel", str), remove=_strings_or_keys(_arg(a, "remove", list))
+    ),
     "post": lambda n, a: n.post(
         _arg(a, "channel", str),
         _arg(a, "text", str),

@@ -32,6 +32,14 @@ class InviteExpired(InvalidInvite):
     """An invite whose expiry has passed: ask the inviting group for a fresh one."""
 
 
+class InviteUsed(InvalidInvite):
+    """A one-time invite that another group has redeemed already."""
+
+
+class InviteRevoked(InvalidInvite):
+    """An invite that a member of the channel revoked."""
+
+
 class KeyfileError(MeshError):
     """A keyfile that is missing, damaged or of an unknown version."""
 
@@ -100,12 +108,21 @@ class PeerDisconnected(MeshError):
     """The peer's session closed or broke."""
 
 
+class InviterUnreachable(PeerDisconnected):
+    """The node of the group that made an invite code did not answer: a one-time
+    code is redeemed online at that node."""
+
+
 class UnknownChannel(MeshError):
     """No channel of that name or id on this node: list them with ``meshnode channel list``."""
 
 
 class UnknownContact(MeshError):
     """No contact of that petname or key: add one with ``meshnode contact add``."""
+
+
+class UnknownInvite(MeshError):
+    """No invite of the channel has that id."""
 
 
 class UnknownBulletin(MeshError):

@@ -63,6 +63,8 @@ class Kind(IntEnum):
     DIRECT = 2
     ENDORSEMENT = 3
     KEY_UPDATE = 4
+    MEMBERSHIP = 5
+    """A membership-log operation of a channel (docs/spec/membership.md)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,7 +333,7 @@ def _check_kind_audience(kind: Kind, audience: Audience, endorses: bytes | None)
         raise ValueError("direct bulletins and key updates go to a list of recipients")
     if kind == Kind.PUBLIC and audience is not None:
         raise ValueError("a public bulletin has no audience")
-    if kind == Kind.CHANNEL and not isinstance(audience, Channel):
+    if kind in (Kind.CHANNEL, Kind.MEMBERSHIP) and not isinstance(audience, Channel):
         raise ValueError("a channel bulletin needs its channel")
     if (kind == Kind.ENDORSEMENT) != (endorses is not None):
         raise ValueError("an endorsement, and only an endorsement, names the endorsed id")
@@ -380,7 +382,9 @@ def _check_header(b: Bulletin) -> None:
     )
     if not ok:
         raise InvalidBulletin("malformed bulletin header")
-    channel_kind = b.kind == Kind.CHANNEL or (b.kind == Kind.ENDORSEMENT and b.channel_id)
+    channel_kind = b.kind in (Kind.CHANNEL, Kind.MEMBERSHIP) or (
+        b.kind == Kind.ENDORSEMENT and b.channel_id
+    )
     if (b.channel_id is not None) != bool(channel_kind):
         raise InvalidBulletin("audience does not match the bulletin kind")
 

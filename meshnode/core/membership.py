@@ -534,6 +534,11 @@ class Log:
     def get(self, op_id: bytes) -> Op | None:
         return self._ops.get(op_id)
 
+    def is_named(self, op_id: bytes) -> bool:
+        """Whether an operation held or waiting names ``op_id`` as a parent: then it
+        belongs in the log whoever wrote it (it may be in a removal's past)."""
+        return any(op_id in o.parents for o in (*self._ops.values(), *self._pending.values()))
+
     def ops(self) -> list[Op]:
         """Every operation held (waiting ones aside), parents before children, by
         time where the order is free: the audit trail."""
@@ -615,27 +620,32 @@ class Log:
             return Post.ACCEPT
         return Post.REFUSE
 
+    def check(self, op: Op) -> str | None:
+        """Why ``op`` would not count if it were held now, or None: checked against
+        its own causal past, which must be held."""
+        if op.channel_id != self.channel_id:
+            return "an operation of another channel"
+        if op.id in self._ops:
+            return None if op.id not in self.state().void else "it is void"
+        if any(p not in self._ops for p in op.parents):
+            return "its parents are not in this node's log yet"
+        past = 0
+        for p in op.parents:
+            j = self._index[p]
+            past |= self._past[j] | (1 << j)
+        return self._problem(op, self._evaluate(past), past)
+
     def check_epoch_start(self, op: Op) -> str | None:
         """Why an epoch start (as a key update carries it) may not be taken, or None.
 
         It must come from a member of its parent epochs, follow only epochs this
         log knows, and agree with the log: evaluated as if it were held.
         """
-        if op.type != OpType.EPOCH or op.channel_id != self.channel_id:
-            return "not an epoch start of this channel"
-        if op.id in self._ops:
-            return None if op.id not in self.state().void else "a void epoch start"
-        missing = [p for p in op.parents if p not in self._ops]
-        if missing:
-            return "its parents are not in this node's log yet"
-        state = self.state()
-        if not any(p in state.epochs for p in op.parent_epochs):
+        if op.type != OpType.EPOCH:
+            return "not an epoch start"
+        if op.id not in self._ops and not any(p in self.state().epochs for p in op.parent_epochs):
             return "it follows no epoch this node knows"
-        past = 0
-        for p in op.parents:
-            j = self._index[p]
-            past |= self._past[j] | (1 << j)
-        return self._problem(op, self._evaluate(past), past)
+        return self.check(op)
 
     # -- evaluation ---------------------------------------------------------------------
 
@@ -908,3 +918,47 @@ def checkpoint_of(state: State) -> tuple[CheckpointEntry, ...]:
     """The member set of ``state`` as an epoch start writes it: by rank, then key."""
     members = sorted(state.members.values(), key=lambda m: (m.rank, m.key))
     return tuple(CheckpointEntry(m.key, m.rank) for m in members)
+
+
+OP_CONTENT_TYPE: Final = "application/vnd.meshnode.membership-op"
+MAX_KEY_UPDATE_OPS: Final = MAX_PARENTS + 1
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUpdate:
+    """What a key-update bulletin hands a member: an epoch start with the operations
+    it follows (so a member whose log lags can check it at once) and the new epoch's
+    secret; or, without a secret, operations alone (a removed group gets its removal
+    this way, since it shares no epoch with the others any more)."""
+
+    channel_id: bytes
+    ops: tuple[bytes, ...]
+    """Signed operations, the epoch start last."""
+    secret: bytes | None
+
+    def encode(self) -> bytes:
+        return codec.pack([VERSION, self.channel_id, list(self.ops), self.secret])
+
+    @classmethod
+    def decode(cls, data: bytes) -> KeyUpdate:
+        """Read a key update's content; anything wrong raises InvalidOperation."""
+        try:
+            doc = codec.unpack_canonical(
+                data, max_size=64 * 1024, max_str=0, max_bin=MAX_OP_SIZE,
+                max_array=MAX_KEY_UPDATE_OPS,
+            )
+        except codec.DecodeError:
+            raise InvalidOperation("a key update with damaged contents") from None
+        if not (
+            isinstance(doc, list)
+            and len(doc) == 4
+            and doc[0] == VERSION
+            and type(doc[0]) is int
+            and _is_key(doc[1])
+            and isinstance(doc[2], list)
+            and 1 <= len(doc[2]) <= MAX_KEY_UPDATE_OPS
+            and all(isinstance(o, bytes) for o in doc[2])
+            and (doc[3] is None or _is_key(doc[3]))
+        ):
+            raise InvalidOperation("a key update with damaged contents")
+        return cls(channel_id=doc[1], ops=tuple(doc[2]), secret=doc[3])

@@ -38,13 +38,64 @@ class BulletinRecord:
 
 @dataclass(frozen=True, kw_only=True)
 class ChannelInfo:
-    """A channel this node is a member of."""
+    """A channel this node is a member of (or was: see ``removed_by``).
+
+    ``members`` counts the members its membership log holds; ``read_only`` marks a
+    channel made by meshnode 0.1.0, which has no log until a member upgrades it;
+    ``removed_by`` names who removed this group (a petname or fingerprint; this
+    group's own name when it left), after which it reads nothing new there.
+    """
 
     id: bytes
     name: str
     epoch: int
-    members_seen: int
+    members: int
     bulletins: int
+    read_only: bool = False
+    removed_by: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MemberInfo:
+    """A member of a channel, as its membership log shows it. ``added_by`` is None
+    for the group that founded the channel; ``name`` is a petname, the member's own
+    name if it is this group, else its fingerprint."""
+
+    key: bytes
+    name: str
+    added_by: bytes | None
+    added_at: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class InviteInfo:
+    """An invite of a channel: ``id`` is its token's public key."""
+
+    id: bytes
+    issued_by: bytes
+    created_at: int
+    expires_at: int
+    used_by: bytes | None
+    revoked: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperationInfo:
+    """One operation of a channel's membership log: the audit trail of who created,
+    invited, added, removed and rekeyed. ``kind`` is create, epoch, invite, revoke,
+    add, remove or leave; ``groups`` are the groups it adds or removes; ``void``
+    marks an operation the merge rules set aside (docs/spec/membership.md)."""
+
+    id: bytes
+    kind: str
+    author: bytes
+    author_name: str
+    created_at: int
+    groups: tuple[bytes, ...]
+    group_names: tuple[str, ...]
+    invite: bytes | None
+    epoch: int | None
+    void: bool
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,4 +136,6 @@ class NodeStatus:
     pending_deliveries: int
     held_mail: int
     """Bulletins this node holds for groups that are offline."""
+    removed: tuple[str, ...] = ()
+    """"removed from NAME by GROUP", for each channel this group was removed from."""
     reachable: bool | None

@@ -59,6 +59,8 @@ MAX_DEPOSIT: Final = 16
 MAX_MAIL: Final = 256
 MAX_MAIL_ACK: Final = 1024
 MAX_NONCE: Final = 2**64 - 1
+SIGNATURE_SIZE: Final = crypto.SIGNATURE_SIZE
+MAX_GRANT_PART: Final = MAX_BULLETIN
 MAX_TIMESTAMP: Final = _bulletin.MAX_TIME - 1
 _MAX_ARRAY: Final = max(MAX_BATCH, MAX_PROOFS, MAX_ANNOUNCE, MAX_WANT, MAX_SYNC_IDS, MAX_MAIL_ACK)
 
@@ -86,6 +88,8 @@ class MessageType(IntEnum):
     MAIL_ACK = 12
     PING = 13
     PONG = 14
+    REDEEM = 15
+    REDEEMED = 16
 
 
 class RangeMode(IntEnum):
@@ -615,8 +619,79 @@ class Pong:
         return cls(nonce=_int(nonce))
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Redeem:
+    """An invitee proves it holds an invite's token (docs/spec/channel.md, "Redeeming
+    an invite"): ``proof`` is the token's signature over the session."""
+
+    TYPE: ClassVar[MessageType] = MessageType.REDEEM
+    token: bytes
+    proof: bytes
+
+    def __post_init__(self) -> None:
+        _need(_is_id(self.token), "redeem token: a 32-byte public key")
+        _need(
+            isinstance(self.proof, bytes) and len(self.proof) == SIGNATURE_SIZE,
+            f"redeem proof: {SIGNATURE_SIZE} bytes",
+        )
+
+    def _body(self) -> list[object]:
+        return [self.token, self.proof]
+
+    @classmethod
+    def _parse(cls, body: list[object]) -> Redeem:
+        token, proof = _list(body, 2)
+        return cls(token=_bytes(token), proof=_bytes(proof))
+
+
+class Verdict(IntEnum):
+    """The inviter's answer to a REDEEM."""
+
+    GRANTED = 0
+    REFUSED = 1
+    """The proof does not verify or names no invite: nothing more is said."""
+    USED = 2
+    EXPIRED = 3
+    REVOKED = 4
+    NOT_FOR_YOU = 5
+    UNAVAILABLE = 6
+    """The inviter cannot grant now (it no longer holds the channel, its log is full)."""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Redeemed:
+    """The answer to a REDEEM: a verdict and, when granted, one part of the grant
+    (its parts concatenated are the grant; ``more`` says another part follows)."""
+
+    TYPE: ClassVar[MessageType] = MessageType.REDEEMED
+    verdict: Verdict
+    part: bytes
+    more: bool
+
+    def __post_init__(self) -> None:
+        _need(isinstance(self.verdict, Verdict), "redeemed verdict")
+        _need(
+            isinstance(self.part, bytes) and len(self.part) <= MAX_GRANT_PART,
+            f"redeemed part: at most {MAX_GRANT_PART} bytes",
+        )
+        _need(self.verdict == Verdict.GRANTED or not (self.part or self.more), "a refusal is bare")
+        _check_bool(self.more, "redeemed more flag")
+
+    def _body(self) -> list[object]:
+        return [int(self.verdict), self.part, self.more]
+
+    @classmethod
+    def _parse(cls, body: list[object]) -> Redeemed:
+        verdict, part, more = _list(body, 3)
+        code = _int(verdict)
+        _need(code in _VERDICTS, "redeemed verdict")
+        return cls(verdict=Verdict(code), part=_bytes(part), more=_bool(more))
+
+
+_VERDICTS: Final = frozenset(int(v) for v in Verdict)
+
 GossipMessage: TypeAlias = Hello | Graft | Prune | Bulletins | Announce | Want | Ping | Pong
-DeliveryMessage: TypeAlias = Deposit | DepositAck | MailRequest | Mail | MailAck
+DeliveryMessage: TypeAlias = Deposit | DepositAck | MailRequest | Mail | MailAck | Redeem | Redeemed
 Message: TypeAlias = GossipMessage | Sync | DeliveryMessage
 
 _RANGE_MODES: Final = frozenset(int(m) for m in RangeMode)
@@ -637,6 +712,8 @@ _CLASSES: Final[dict[int, Callable[[list[object]], Message]]] = {
         MailAck,
         Ping,
         Pong,
+        Redeem,
+        Redeemed,
     )
 }
 

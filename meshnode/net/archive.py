@@ -22,8 +22,10 @@ from dataclasses import dataclass
 
 from meshnode.core import crypto, views
 from meshnode.core.bulletin import DIRECT_STREAM, PUBLIC_STREAM, TEXT_PLAIN, Bulletin, Kind
-from meshnode.core.channel import KEY_UPDATE_TYPE, Channel, decode_key_update, encode_key_update
+from meshnode.core.channel import KEY_UPDATE_TYPE, Channel
 from meshnode.core.identity import Identity, fingerprint, parse_key
+from meshnode.core.invite import Grant, InviteCode
+from meshnode.core.membership import OP_CONTENT_TYPE, KeyUpdate, Op
 from meshnode.core.sync import RangeIndex, topic_of
 from meshnode.core.wire import Topic
 from meshnode.errors import (
@@ -37,6 +39,7 @@ from meshnode.errors import (
     UnknownContact,
     WrongChannel,
 )
+from meshnode.net.memberships import Memberships
 from meshnode.store import Insert, Store, StoredBulletin
 
 _KIND_NAMES = {
@@ -45,6 +48,7 @@ _KIND_NAMES = {
     Kind.DIRECT: "direct",
     Kind.ENDORSEMENT: "endorsement",
     Kind.KEY_UPDATE: "key-update",
+    Kind.MEMBERSHIP: "membership",
 }
 
 
@@ -58,7 +62,8 @@ class Ingested:
 
     result: Insert
     channel_changed: Channel | None = None
-    """A key update addressed to us gave this channel a new epoch."""
+    """A key update addressed to us, or the channel's membership log, changed this
+    channel (a new epoch, new members, a removal)."""
 
 
 class Archive:
@@ -84,6 +89,9 @@ class Archive:
         self._clock = clock
         self._rng = rng
         self._channels: dict[bytes, Channel] = {c.id: c for c in store.channels()}
+        self.memberships = Memberships(identity, store, clock=clock, rng=rng)
+        for channel_id in self._channels:
+            self.memberships.load(channel_id)
         self._indexes: dict[Topic, RangeIndex] = {}
         self._recent: dict[bytes, Bulletin] = {}
         """The newest bulletins stored, already verified, by id: ``record`` reads them
@@ -156,6 +164,42 @@ class Archive:
     def remove_channel(self, channel: Channel) -> None:
         self.store.delete_channel(channel.id)
         self._channels.pop(channel.id, None)
+        self.memberships.forget(channel.id)
+
+    def found_channel(self, name: str) -> tuple[Channel, list[Bulletin]]:
+        """A new channel with this group as its only member, and the carriers of its
+        first operations (stored; to publish).
+
+        Raises:
+            StoreError: this node already has a channel of that name.
+        """
+        if self.find_channel(name) is not None:
+            raise StoreError(f"a channel named {name!r} already exists here")
+        channel, ops = self.memberships.found(name)
+        self._channels[channel.id] = channel
+        return channel, [self.carry(channel, op) for op in ops]
+
+    def carry(self, channel: Channel, op: Op) -> Bulletin:
+        """The carrier of one of our operations: a membership bulletin in the channel's
+        current epoch, so gossip and sync replicate the log as they do posts."""
+        return self.seal(channel, op.raw, content_type=OP_CONTENT_TYPE, kind=Kind.MEMBERSHIP)
+
+    def keep(self, channel: Channel) -> Channel:
+        """Hold this version of a channel (a new epoch of ours, kept by the store)."""
+        self._channels[channel.id] = channel
+        return channel
+
+    def joined(self, code: InviteCode, grant: Grant) -> Channel:
+        """Hold the channel an inviter granted (see ``Memberships.accept_grant``)."""
+        return self.keep(self.memberships.accept_grant(code, grant))
+
+    def refresh(self, channel_id: bytes) -> Channel | None:
+        """The channel on its log's current epoch (kept), after the log changed."""
+        held = self._channels.get(channel_id)
+        if held is None:
+            return None
+        channel = self._channels[channel_id] = self.memberships.follow(held)
+        return channel
 
     # Writing our own ---------------------------------------------------------------
 
@@ -213,11 +257,11 @@ class Archive:
         self.ingest(bulletin)
         return bulletin
 
-    def key_update(self, channel: Channel, recipients: Sequence[bytes]) -> Bulletin:
-        """Seal the key update handing ``channel``'s current epoch to ``recipients``."""
+    def key_update(self, update: KeyUpdate, recipients: Sequence[bytes]) -> Bulletin:
+        """Seal the key update handing a new epoch to ``recipients`` (at most 16)."""
         return self.seal(
             list(recipients),
-            encode_key_update(channel),
+            update.encode(),
             content_type=KEY_UPDATE_TYPE,
             kind=Kind.KEY_UPDATE,
             expires_in=7 * 86400,
@@ -255,6 +299,8 @@ class Archive:
         topic = topic_of(bulletin)
         if topic is not None:
             self.index(topic).add(bulletin.created_at, bulletin.id)
+            if bulletin.kind == Kind.MEMBERSHIP:
+                return Ingested(result, self._take_carrier(bulletin))
             return Ingested(result)
         if bulletin.kind == Kind.KEY_UPDATE and bulletin.author != self.identity.public_key:
             return Ingested(result, self._apply_key_update(bulletin))
@@ -265,16 +311,36 @@ class Archive:
         if len(self._recent) > _RECENT:
             del self._recent[next(iter(self._recent))]
 
+    def _take_carrier(self, bulletin: Bulletin) -> Channel | None:
+        """Take the operation a membership bulletin carries into its channel's log."""
+        channel = self._channels.get(bulletin.channel_id or b"")
+        if channel is None or bulletin.author == self.identity.public_key:
+            return None
+        try:
+            content = bulletin.open(channel)
+        except MeshError:
+            return None  # an epoch we do not hold: its operation reaches us otherwise
+        if content.content_type != OP_CONTENT_TYPE:
+            return None
+        if not self.memberships.take(channel, [content.data]):
+            return None
+        return self.refresh(channel.id)
+
     def _apply_key_update(self, bulletin: Bulletin) -> Channel | None:
         try:
             content = bulletin.open(self.identity)
-            channel_id, epoch, secret = decode_key_update(content.data)
+            if content.content_type != KEY_UPDATE_TYPE:
+                return None
+            update = KeyUpdate.decode(content.data)
         except MeshError:
             return None  # not for us, or damaged: kept as held mail, nothing to apply
-        held = self._channels.get(channel_id)
-        if held is None or any(k.secret == secret for k in held.keys):
-            return None
-        return self.add_channel(held.with_epoch(epoch, secret))
+        held = self._channels.get(update.channel_id)
+        if held is None or any(k.secret == update.secret for k in held.keys):
+            return None  # (a channel we do not hold, or a key we have)
+        channel = self.memberships.apply_key_update(held, update)
+        if channel is not None:
+            self._channels[channel.id] = channel
+        return channel
 
     def purge_expired(self) -> int:
         """Drop expired bulletins from the store and from the indexes."""
@@ -292,7 +358,7 @@ class Archive:
         key update)."""
         b = self._recent.get(stored.id) or Bulletin.from_bytes(stored.raw)
         channel = self._channels.get(b.channel_id) if b.channel_id is not None else None
-        if b.kind == Kind.KEY_UPDATE:
+        if b.kind in (Kind.KEY_UPDATE, Kind.MEMBERSHIP):
             return None
         try:
             if b.channel_id is not None:

@@ -45,7 +45,6 @@ from typing import Final
 
 import trio
 
-from meshnode.api import Channel as ApiChannel
 from meshnode.config import Limits, Timing
 from meshnode.core import crypto, records, views, wire
 from meshnode.core.bulletin import Bulletin, Kind
@@ -63,15 +62,23 @@ from meshnode.core.gossip import (
     channel_keys,
 )
 from meshnode.core.identity import Identity, fingerprint, parse_key
+from meshnode.core.invite import MAX_GRANT, Grant, InviteCode, make_code, parse_code, redeem_proof
+from meshnode.core.membership import Frontier, KeyUpdate, Log, OpType, Post
 from meshnode.core.noise import OPEN_MESH_KEY
 from meshnode.core.wire import PUBLIC_TOPIC, PeerId, Topic
 from meshnode.errors import (
     InvalidBulletin,
+    InvalidInvite,
+    InviteExpired,
+    InviteRevoked,
+    InviterUnreachable,
+    InviteUsed,
     MeshError,
     PeerDisconnected,
     RemoteProtocolError,
     StoreError,
     UnknownContact,
+    UnknownInvite,
 )
 from meshnode.home import DataDir
 from meshnode.net import dht as _dht
@@ -83,6 +90,9 @@ log = logging.getLogger("meshnode.node")
 
 DEFAULT_LISTEN: Final = "0.0.0.0:7447"
 DIRECT_EXPIRY: Final = 7 * 86400
+DEFAULT_INVITE_EXPIRY: Final = 7 * 86400
+REDEEM_PARTS: Final = 256
+"""Parts of a grant a joining node takes at most (each up to 64 KiB)."""
 """Direct bulletins wait for offline recipients this long unless told otherwise."""
 MAX_HOLDERS: Final = 8
 _BIND_ATTEMPTS: Final = 20
@@ -198,6 +208,8 @@ class Node:
         self._last_sync: float | None = None
         self._reachable: bool | None = None
         self._deliver_now = trio.Event()
+        self._redeeming: dict[bytes, trio.MemorySendChannel[wire.Redeemed]] = {}
+        """Inviter key -> where its answers to our REDEEM go, while we wait for them."""
         self._deposits: dict[tuple[bytes, wire.BulletinId], bytes] = {}
         """(peer, bulletin id) -> recipient of deposits awaiting an ack."""
         self.gossip = Gossip(
@@ -420,7 +432,7 @@ class Node:
                 self._store_due = trio.Event()
             last = trio.current_time()
             self._store_now = trio.Event()
-            batch, self._to_store = self._to_store, []
+            batch, self._to_store = self._admitted(self._to_store), []
             if not batch:  # only our own to publish
                 self._flush()
                 continue
@@ -435,8 +447,34 @@ class Node:
             self._on_stored(batch, results, trio.current_time())
             self._flush()
 
+    def _admitted(self, batch: list[Bulletin]) -> list[Bulletin]:
+        """The received bulletins that are heard: a channel bulletin whose author is
+        not a member is neither stored nor relayed; one whose author the log does not
+        know yet is held until the log says (docs/spec/membership.md)."""
+        now = trio.current_time()
+        heard = []
+        for bulletin in batch:
+            verdict = self.archive.memberships.admit(bulletin)
+            if verdict is Post.ACCEPT:
+                heard.append(bulletin)
+                continue
+            if verdict is Post.HOLD:
+                self.archive.memberships.hold(bulletin)
+            self._handle(self.gossip.reject(bulletin.id, now))
+        return heard
+
+    def _log_changed(self, channel: Channel) -> None:
+        """A channel's log or epoch changed: present its keys, take in what waited."""
+        self._subscribe(channel)
+        released = self.archive.memberships.released(channel.id)
+        if released:
+            self._to_store.extend(released)
+            self._store_now.set()
+
     def _on_stored(self, batch: list[Bulletin], results: list[Insert], now: float) -> None:
-        self.archive.taken(batch, results)
+        for got in self.archive.taken(batch, results):
+            if got.channel_changed is not None:
+                self._log_changed(got.channel_changed)
         for bulletin, result in zip(batch, results, strict=True):
             if result is Insert.OVER_QUOTA:
                 self.gossip.reject(bulletin.id, now)
@@ -487,6 +525,15 @@ class Node:
                     self.gossip.send(peer, wire.MailRequest(limit=wire.MAX_MAIL))
             case wire.MailAck():
                 self.archive.store.forget_mail(bytes(peer), message.ids)
+            case wire.Redeem():
+                self._answer_redeem(peer, message)
+            case wire.Redeemed():
+                waiting = self._redeeming.get(bytes(peer))
+                if waiting is not None:  # else a late answer, after we gave up
+                    try:
+                        waiting.send_nowait(message)
+                    except (trio.WouldBlock, trio.BrokenResourceError):
+                        self._redeeming.pop(bytes(peer), None)
         self._changed()
         self._flush()
 
@@ -516,7 +563,7 @@ class Node:
     def _ingest_direct(self, b: Bulletin) -> None:
         got = self.archive.ingest(b)
         if got.channel_changed is not None:
-            self._subscribe(got.channel_changed)
+            self._log_changed(got.channel_changed)
         if got.result.stored:
             self._notify()
 
@@ -532,95 +579,290 @@ class Node:
         return None if channel is None else self._channel_info(channel)
 
     async def create_channel(self, name: str) -> views.ChannelInfo:
-        """Create a channel with this group as its first member.
+        """Create a channel with this group as its first member (its membership log
+        starts here).
 
         Raises:
             StoreError: this node already has a channel of that name.
         """
-        if self.archive.find_channel(name) is not None:
-            raise StoreError(f"a channel named {name!r} already exists here")
-        channel = self.archive.add_channel(ApiChannel.create(name))
+        channel, carriers = self.archive.found_channel(name)
         self._subscribe(channel)
+        for carrier in carriers:
+            self._publish(carrier)
         self._nursery.start_soon(self._find_members, channel)
         return self._channel_info(channel)
 
-    async def invite(self, channel: str, expires: int | None = None) -> str:
-        """An invite code for ``channel`` carrying this node's address; ``expires`` in
-        seconds from now (None: no expiry)."""
+    async def invite(
+        self,
+        channel: str,
+        expires: int | None = DEFAULT_INVITE_EXPIRY,
+        with_history: bool = False,
+        for_group: str | bytes | None = None,
+    ) -> str:
+        """A one-time invite code for ``channel``, redeemed online at this node.
+
+        The code carries this node's address and a token whose public key the
+        channel's log records with the expiry (``expires`` seconds from now; None
+        means the default, 7 days) and, with ``for_group``, the one group that may
+        redeem it. ``with_history`` also hands the new member the earlier epochs.
+        """
         held = self.archive.require_channel(channel)
+        lifetime = DEFAULT_INVITE_EXPIRY if expires is None else expires
+        if lifetime <= 0:
+            raise MeshError("an invite's expiry must be in the future")
+        group = None if for_group is None else self._group_key(for_group)
+        seed = os.urandom(crypto.KEY_SIZE)
+        token = crypto.signing_keypair(seed)[0]
         now = int(time.time())
-        return held.make_invite(
-            self.identity,
-            now=now,
-            expires_at=None if expires is None else now + expires,
-            bootstrap=[self.announce],
+        op = self.archive.memberships.write(
+            held, OpType.INVITE, token=token, expires_at=now + lifetime, for_group=group,
+            with_history=with_history,
+        )
+        self._publish(self.archive.carry(held, op))
+        return make_code(
+            self.identity, channel=held, token_seed=seed, addresses=[self.announce], now=now,
+            expires_at=now + lifetime,
         )
 
     async def join(self, code: str) -> views.ChannelInfo:
-        """Join the channel of an invite and dial the inviter's node.
+        """Redeem an invite at the inviting group's node and hold the channel it grants.
 
         Raises:
-            InvalidInvite, InviteExpired: the code is damaged or too old.
+            InvalidInvite: the code is damaged, from 0.1.0, or refused (InviteExpired,
+                InviteUsed, InviteRevoked are its kinds).
+            InviterUnreachable: no answer from the inviter's node.
         """
-        invite = Channel.parse_invite(code, now=int(time.time()))
-        channel = self.archive.add_channel(invite.channel)
+        parsed = parse_code(code, now=int(time.time()))
+        grant = await self._redeem(parsed)
+        channel = self.archive.joined(parsed, grant)
         self._subscribe(channel)
-        for address in invite.bootstrap:
-            if address != self.announce:
-                with contextlib.suppress(MeshError):
-                    await self._dial(address)
         self._nursery.start_soon(self._find_members, channel)
         return self._channel_info(channel)
 
+    async def _redeem(self, code: InviteCode) -> Grant:
+        """Dial the inviter, prove the token in that session, and collect the grant."""
+        problem = "no address in the code"
+        for address in code.addresses:
+            try:
+                key = await self._dial(address)
+            except MeshError as exc:
+                problem = str(exc)
+                continue
+            peer = self._peers.get(key)
+            if key != code.inviter or peer is None:
+                problem = f"{address} is not the inviting group's node"
+                continue
+            me = self.identity.public_key
+            proof = redeem_proof(code.token_seed, peer.session.handshake_hash, me)
+            send, receive = trio.open_memory_channel[wire.Redeemed](REDEEM_PARTS)
+            self._redeeming[key] = send
+            try:
+                self.gossip.send(PeerId(key), wire.Redeem(token=code.token, proof=proof))
+                self._flush()
+                with trio.move_on_after(self._config.session.handshake_timeout * 4):
+                    return Grant.decode(await _grant_parts(receive))
+                problem = f"{address} did not answer"
+            finally:
+                self._redeeming.pop(key, None)
+        raise InviterUnreachable(
+            f"could not reach the inviting group's node ({problem}): a one-time code works "
+            "only while that node is online; ask them for a new code when both nodes are up"
+        )
+
+    def _answer_redeem(self, peer: PeerId, message: wire.Redeem) -> None:
+        entry = self._peers.get(bytes(peer))
+        if entry is None:
+            return
+        verdict, grant, added = self.archive.memberships.redeem(
+            self.archive.channels(),
+            token=message.token,
+            proof=message.proof,
+            handshake_hash=entry.session.handshake_hash,
+            invitee=bytes(peer),
+        )
+        if added is not None:
+            self._publish(self.archive.carry(added[0], added[1]))
+        if grant is None:
+            self.gossip.send(peer, wire.Redeemed(verdict=verdict, part=b"", more=False))
+            return
+        data = grant.encode()
+        size = wire.MAX_GRANT_PART - 64
+        parts = [data[i : i + size] for i in range(0, len(data), size)]
+        for i, part in enumerate(parts):
+            more = i < len(parts) - 1
+            self.gossip.send(peer, wire.Redeemed(verdict=verdict, part=part, more=more))
+
     async def leave(self, channel: str) -> None:
-        """Leave a channel: forget its keys; its bulletins here become unreadable."""
+        """Leave a channel: say so in its log, then forget its keys (its bulletins here
+        become unreadable)."""
         held = self.archive.require_channel(channel)
+        log = self.archive.memberships.log(held.id)
+        if log is not None and log.is_member(self.identity.public_key):
+            op = self.archive.memberships.write(held, OpType.LEAVE)
+            self._publish(self.archive.carry(held, op))
+            self._flush()
         self.archive.remove_channel(held)
         self._handle(self.gossip.unsubscribe(Topic(held.id), now=trio.current_time()))
         self._changed()
         self._flush()
 
-    async def rekey(self, channel: str, remove: Sequence[str | bytes] = ()) -> views.ChannelInfo:
-        """Start a new epoch of ``channel`` and hand its key to every member but ``remove``.
+    async def remove(
+        self, channel: str, groups: Sequence[str | bytes]
+    ) -> views.ChannelInfo:
+        """Remove groups (petnames, fingerprints or keys) from a channel and start the
+        epoch they cannot read, in one step; the remaining members get its key.
 
-        The members are the groups this node has seen post in the channel (and
-        its contacts who did); the key travels in direct key-update bulletins,
-        so members who are offline get it from holders.
+        Raises:
+            UnknownContact: a group that is not another member of the channel.
         """
         held = self.archive.require_channel(channel)
-        removed = {k if isinstance(k, bytes) else self.archive.resolve_group(k) for k in remove}
-        members = await self._members(held) - removed - {self.identity.public_key}
-        rekeyed = self.archive.add_channel(held.next_epoch(os.urandom))
-        self._subscribe(rekeyed)
-        for start in range(0, len(members), 16):
-            batch = sorted(members)[start : start + 16]
-            update = self.archive.key_update(rekeyed, batch)
-            self._queue_direct(update, batch)
-        self._nursery.start_soon(self._find_members, rekeyed)
-        return self._channel_info(rekeyed)
+        log = self._log(held)
+        targets = []
+        for group in groups:
+            key = self._member_key(log, group)
+            if key == self.identity.public_key:
+                raise UnknownContact("to take this group out of a channel, leave it")
+            seq = self.archive.store.frontiers(held.id).get(key, 0)
+            frontier_id = self.archive.store.id_at(held.id, key, seq) if seq else None
+            targets.append(Frontier(key, seq, frontier_id))
+        if not targets:
+            raise UnknownContact("name at least one group to remove")
+        op = self.archive.memberships.write(held, OpType.REMOVE, targets=tuple(targets))
+        self._publish(self.archive.carry(held, op))
+        # The removed share no epoch with us from now on: their removal goes to them
+        # as direct mail, which reaches them through holders even while offline.
+        removed = [t.key for t in targets]
+        notice = KeyUpdate(held.id, (op.raw,), None)
+        self._queue_direct(self.archive.key_update(notice, removed), removed)
+        return await self._new_epoch(held)
 
-    async def _members(self, channel: Channel) -> set[bytes]:
-        """Every member this node knows of: authors in the channel, peers that proved
-        membership in this session, and groups in today's and yesterday's rendezvous
-        records (members who only read show up there)."""
-        members = set(self.archive.store.frontiers(channel.id))
-        topic = Topic(channel.id)
-        members.update(k for k in self._peers if topic in self.gossip.shared_topics(PeerId(k)))
-        today = day_of(int(time.time()))
-        for day in (today, today - 1):
-            with contextlib.suppress(MeshError):
-                found = await self.dht.lookup_rendezvous(channel.rendezvous_tag(day))
-                members.update(c.group_key for c in found)
-        return members
+    async def rekey(self, channel: str, remove: Sequence[str | bytes] = ()) -> views.ChannelInfo:
+        """Start a new epoch of ``channel`` (removing ``remove`` first, as ``remove``
+        does) and hand its key to every member that remains, from the log."""
+        if remove:
+            return await self.remove(channel, remove)
+        return await self._new_epoch(self.archive.require_channel(channel))
+
+    async def _new_epoch(self, held: Channel) -> views.ChannelInfo:
+        log = self._log(held)
+        channel, op, update = self.archive.memberships.new_epoch(held)
+        channel = self.archive.keep(channel)
+        self._subscribe(channel)
+        self._publish(self.archive.carry(channel, op))
+        self._hand_over(channel, update, log)
+        self._nursery.start_soon(self._find_members, channel)
+        return self._channel_info(channel)
+
+    def _hand_over(self, channel: Channel, update: KeyUpdate, log: Log) -> None:
+        """Key updates to every member the log keeps (16 to a bulletin)."""
+        members = sorted(k for k in log.members() if k != self.identity.public_key)
+        for start in range(0, len(members), 16):
+            batch = members[start : start + 16]
+            self._queue_direct(self.archive.key_update(update, batch), batch)
+
+    def members(self, channel: str) -> list[views.MemberInfo]:
+        """The members of ``channel`` by seniority, from its membership log."""
+        log = self._log(self.archive.require_channel(channel))
+        ranked = sorted(log.members().values(), key=lambda m: (m.rank, m.key))
+        return [
+            views.MemberInfo(
+                key=m.key,
+                name=self.archive.author_name(m.key),
+                added_by=m.added_by,
+                added_at=m.added_at,
+            )
+            for m in ranked
+        ]
+
+    def invites(self, channel: str) -> list[views.InviteInfo]:
+        """The invites of ``channel``, oldest first."""
+        log = self._log(self.archive.require_channel(channel))
+        return [
+            views.InviteInfo(
+                id=i.token,
+                issued_by=i.issued_by,
+                created_at=i.created_at,
+                expires_at=i.expires_at,
+                used_by=i.used_by,
+                revoked=i.revoked,
+            )
+            for i in log.invites()
+        ]
+
+    async def revoke_invite(self, channel: str, invite_id: bytes | str) -> None:
+        """Revoke an unused invite (its id in bytes or hex, or a unique hex prefix)."""
+        held = self.archive.require_channel(channel)
+        log = self._log(held)
+        token = _find_invite(log, invite_id)
+        op = self.archive.memberships.write(held, OpType.REVOKE, token=token)
+        self._publish(self.archive.carry(held, op))
+
+    def log(self, channel: str) -> list[views.OperationInfo]:
+        """The membership operations of ``channel``, oldest first: who created,
+        invited, added, removed and rekeyed, and when."""
+        log = self._log(self.archive.require_channel(channel))
+        state = log.state()
+        epochs = log.epochs()
+        out = []
+        for op in log.ops():
+            groups = (
+                (op.key,) if op.type == OpType.ADD else tuple(t.key for t in op.targets)
+            )
+            epoch = epochs.get(op.epoch_id) if op.type in (OpType.EPOCH, OpType.CREATE) else None
+            out.append(
+                views.OperationInfo(
+                    id=op.id,
+                    kind=op.type.name.lower(),
+                    author=op.author,
+                    author_name=self.archive.author_name(op.author),
+                    created_at=op.created_at,
+                    groups=groups,
+                    group_names=tuple(self.archive.author_name(g) for g in groups),
+                    invite=op.token,
+                    epoch=None if epoch is None else epoch.number,
+                    void=op.id in state.void,
+                )
+            )
+        return out
+
+    def _log(self, channel: Channel) -> Log:
+        log = self.archive.memberships.log(channel.id)
+        if log is None:
+            raise MeshError(
+                f"{channel.name!r} was made by meshnode 0.1.0 and has no membership log: "
+                f"run 'meshnode channel upgrade {channel.name}' first"
+            )
+        return log
+
+    def _member_key(self, log: Log, group: str | bytes) -> bytes:
+        """A member's key from a petname, a key text, a key or a fingerprint."""
+        if isinstance(group, bytes):
+            key = group
+        else:
+            wanted = group.strip().lower()
+            by_print = [k for k in log.members() if fingerprint(k) == wanted]
+            key = by_print[0] if by_print else self.archive.resolve_group(group)
+        if not log.is_member(key):
+            raise UnknownContact(f"{self.archive.author_name(key)} is not a member of this channel")
+        return key
+
+    def _group_key(self, group: str | bytes) -> bytes:
+        return group if isinstance(group, bytes) else self.archive.resolve_group(group)
 
     def _channel_info(self, channel: Channel) -> views.ChannelInfo:
-        frontiers = self.archive.store.frontiers(channel.id)
+        log = self.archive.memberships.log(channel.id)
+        gone = None if log is None else log.departure(self.identity.public_key)
+        members = (
+            len(log.members()) if log is not None else len(self.archive.store.frontiers(channel.id))
+        )
         return views.ChannelInfo(
             id=channel.id,
             name=channel.name,
             epoch=channel.epoch,
-            members_seen=len(frontiers),
+            members=members,
             bulletins=len(self.archive.index(Topic(channel.id))),
+            read_only=log is None,
+            removed_by=None if gone is None else self.archive.author_name(gone.by),
         )
 
     # Posting -----------------------------------------------------------------------
@@ -634,10 +876,17 @@ class Node:
     ) -> views.BulletinRecord:
         """Post ``text`` to ``channel``; returns once it is durable in the store."""
         held = self.archive.require_channel(channel)
+        self._check_member(held)
         bulletin = self.archive.seal(
             held, text.encode("utf-8"), reply_to=reply_to, expires_in=expires
         )
         return self._published(bulletin)
+
+    def _check_member(self, channel: Channel) -> None:
+        """Refuse to post where this group is no longer a member."""
+        info = self._channel_info(channel)
+        if info.removed_by is not None:
+            raise MeshError(f"this group was removed from {channel.name!r} by {info.removed_by}")
 
     async def post_public(self, text: str, expires: int | None = None) -> views.BulletinRecord:
         """Post ``text`` to the whole mesh; returns once it is durable."""
@@ -675,13 +924,17 @@ class Node:
         self._notify()
         return record
 
-    def _published(self, bulletin: Bulletin) -> views.BulletinRecord:
-        """Publish one of ours (stored already) with the next pass, and return its record."""
+    def _publish(self, bulletin: Bulletin) -> None:
+        """Publish one of ours (stored already) with the next pass."""
         now = trio.current_time()
         self.gossip.publish(bulletin, now)
         self._store_now.set()
         self._nudge(now)
         self._notify()
+
+    def _published(self, bulletin: Bulletin) -> views.BulletinRecord:
+        """:meth:`_publish`, returning the bulletin's record."""
+        self._publish(bulletin)
         record = self.archive.record(self._stored(bulletin))
         assert record is not None
         return record
@@ -771,6 +1024,11 @@ class Node:
             last_sync=self._last_sync,
             pending_deliveries=self.archive.store.pending_count(now=int(time.time())),
             held_mail=self.archive.store.mail_count(),
+            removed=tuple(
+                f"removed from {c.name} by {c.removed_by}"
+                for c in self.channels()
+                if c.removed_by is not None
+            ),
             reachable=self._reachable,
         )
 
@@ -938,6 +1196,50 @@ class Node:
         )
         self._changed()
         self._flush()
+
+
+async def _grant_parts(receive: trio.MemoryReceiveChannel[wire.Redeemed]) -> bytes:
+    """The parts of an inviter's answer, joined; a refusal raises its error."""
+    parts: list[bytes] = []
+    size = 0
+    async for message in receive:
+        if message.verdict != wire.Verdict.GRANTED:
+            raise _REFUSALS[message.verdict]
+        parts.append(message.part)
+        size += len(message.part)
+        if size > MAX_GRANT:
+            break
+        if not message.more:
+            return b"".join(parts)
+    raise InvalidInvite("the inviter's answer is too large or cut short: ask for a new code")
+
+
+_REFUSALS: Final = {
+    wire.Verdict.REFUSED: InvalidInvite("the inviting node refused this code: ask for a new one"),
+    wire.Verdict.USED: InviteUsed("this invite was used already: ask for a new code"),
+    wire.Verdict.EXPIRED: InviteExpired("this invite has expired: ask for a new code"),
+    wire.Verdict.REVOKED: InviteRevoked("this invite was revoked: ask for a new code"),
+    wire.Verdict.NOT_FOR_YOU: InvalidInvite("this invite is for another group"),
+    wire.Verdict.UNAVAILABLE: InvalidInvite(
+        "the inviting node cannot add a member now: try again later"
+    ),
+}
+
+
+def _find_invite(log: Log, invite_id: bytes | str) -> bytes:
+    """An invite's token from its id (bytes, hex or a unique hex prefix of 8 or more)."""
+    tokens = [i.token for i in log.invites()]
+    if isinstance(invite_id, bytes):
+        found = [t for t in tokens if t == invite_id]
+    else:
+        wanted = invite_id.strip().lower()
+        found = [t for t in tokens if len(wanted) >= 8 and t.hex().startswith(wanted)]
+    if len(found) != 1:
+        raise UnknownInvite(
+            f"no single invite {invite_id if isinstance(invite_id, str) else invite_id.hex()} "
+            "in this channel (see 'meshnode channel invites')"
+        )
+    return found[0]
 
 
 def _contact_info(c: Contact) -> views.ContactInfo:

@@ -41,6 +41,7 @@ from meshnode.api import Channel, Identity
 from meshnode.cli import build_parser
 from meshnode.client import MAX_TEXT, connect
 from meshnode.core.bulletin import MAX_SIZE
+from meshnode.core.invite import make_code
 from tests.system.daemons import clean_env, follow_until, notify_socket, wait_notified
 
 _SCRIPT = Path(sys.executable).with_name("meshnode")
@@ -311,10 +312,17 @@ def test_errors_are_one_line_with_their_exit_code(procs: Procs, tmp_path: Path) 
     assert procs.ok(a, "channel", "invite", "strike", "--expires", "1s").startswith("mni1")
     # An invite that expired an hour ago, made as the CLI makes one, with no waiting.
     past = int(time.time()) - 3600
-    expired = Channel.create("old").make_invite(
-        Identity.generate("Local 12"), now=past - 60, expires_at=past
+    expired = make_code(
+        Identity.generate("Local 12"),
+        channel=Channel.create("old"),
+        token_seed=bytes(32),
+        addresses=["127.0.0.1:7447"],
+        now=past - 60,
+        expires_at=past,
     )
     one_error_line(procs.cli(a, "channel", "join", expired), 1, "expired")
+    old_format = Channel.create("old").make_invite(Identity.generate("Local 12"), now=past)
+    one_error_line(procs.cli(a, "channel", "join", old_format), 1, "0.1.0", "new code")
 
     assert MAX_TEXT == MAX_SIZE
     for size in (70_000, 2_000_000):

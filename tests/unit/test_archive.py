@@ -7,16 +7,20 @@ from pathlib import Path
 
 import pytest
 
+from meshnode.core import crypto
 from meshnode.core.bulletin import PUBLIC_STREAM, Bulletin
 from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity, format_key
-from meshnode.core.wire import Topic
+from meshnode.core.invite import make_code, parse_code, redeem_proof
+from meshnode.core.membership import KeyUpdate, OpType
+from meshnode.core.wire import Topic, Verdict
 from meshnode.errors import BulletinTooLarge, UnknownChannel, UnknownContact
 from meshnode.net.archive import Archive
 from meshnode.store import Insert, Store
 from tests.conftest import seeded_rng
 
 NOW = 1_800_000_000
+HASH = b"\x42" * 32
 
 
 def archive_for(identity: Identity, path: Path) -> Archive:
@@ -70,23 +74,50 @@ def test_records_only_for_what_we_can_open(
     assert [r.text for r in a.history(None)] == ["Strike vote Friday", "for carol only"]
 
 
-def test_key_update_gives_the_new_epoch(
-    pair: tuple[Archive, Archive], channel: Channel, rng: object
+def join(inviter: Archive, invitee: Archive, channel: Channel) -> Channel:
+    """``invitee`` redeems a one-time invite of ``inviter``'s, as over a session whose
+    handshake hash is ``HASH``."""
+    seed = bytes([len(inviter.memberships.log(channel.id) or ())]) * 32
+    token = crypto.signing_keypair(seed)[0]
+    inviter.memberships.write(channel, OpType.INVITE, token=token, expires_at=NOW + 99)
+    proof = redeem_proof(seed, HASH, invitee.identity.public_key)
+    verdict, grant, added = inviter.memberships.redeem(
+        [channel], token=token, proof=proof, handshake_hash=HASH,
+        invitee=invitee.identity.public_key,
+    )
+    assert verdict == Verdict.GRANTED
+    assert grant is not None
+    assert added is not None
+    code = parse_code(
+        make_code(inviter.identity, channel=channel, token_seed=seed, addresses=[],
+                  now=NOW, expires_at=NOW + 99),
+        now=NOW,
+    )
+    return invitee.joined(code, grant)
+
+
+def test_a_granted_member_takes_key_updates_from_members_only(
+    pair: tuple[Archive, Archive], tmp_path: Path
 ) -> None:
     a, b = pair
-    a.add_channel(channel)
-    b.add_channel(channel)
-    rekeyed = a.add_channel(channel.next_epoch(seeded_rng("rekey")))
-    update = a.key_update(rekeyed, [b.identity.public_key])
-    got = b.ingest(Bulletin.from_bytes(update.raw))
+    channel, _ = a.found_channel("strike")
+    held = join(a, b, channel)
+    assert held.current == channel.current
+    assert held.founding_secret is None  # the founder's first epoch keeps it home
+    rekeyed, _, update = a.memberships.new_epoch(channel)
+    got = b.ingest(Bulletin.from_bytes(a.key_update(update, [b.identity.public_key]).raw))
     assert got.channel_changed is not None
-    assert got.channel_changed.epoch == rekeyed.epoch
-    held = b.channel(channel.id)
-    assert held is not None
-    assert held.epoch == 1
-    after = a.seal(rekeyed, b"new epoch")
+    assert got.channel_changed.current == rekeyed.current
+    assert got.channel_changed.epoch == 2
+    after = a.seal(a.keep(rekeyed), b"new epoch")
     b.ingest(Bulletin.from_bytes(after.raw))
-    assert [r.text for r in b.history(held)] == ["new epoch"]
+    assert [r.text for r in b.history(got.channel_changed)] == ["new epoch"]
+    # A stranger who somehow learned the channel sends a key update of its own.
+    stranger = archive_for(Identity.from_seed(b"\x09" * 32, "Mallory"), tmp_path / "m")
+    forged = KeyUpdate(channel.id, update.ops, b"\x07" * 32)
+    bogus = stranger.key_update(forged, [b.identity.public_key])
+    assert b.ingest(Bulletin.from_bytes(bogus.raw)).channel_changed is None
+    assert b.channel(channel.id) == got.channel_changed
 
 
 def test_lookups_and_errors(pair: tuple[Archive, Archive], channel: Channel, bob: Identity) -> None:

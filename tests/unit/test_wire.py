@@ -26,9 +26,12 @@ from meshnode.core.wire import (
     Pong,
     Prune,
     RangeMode,
+    Redeem,
+    Redeemed,
     Sync,
     SyncRange,
     Topic,
+    Verdict,
     Want,
 )
 from meshnode.errors import LocalProtocolError, MalformedMessage
@@ -88,6 +91,9 @@ EXAMPLES: list[wire.Message] = [
     Ping(nonce=0),
     Ping(nonce=wire.MAX_NONCE),
     Pong(nonce=12345),
+    Redeem(token=ID1, proof=b"\x05" * 64),
+    Redeemed(verdict=Verdict.GRANTED, part=b"grant bytes", more=True),
+    Redeemed(verdict=Verdict.USED, part=b"", more=False),
 ]
 
 
@@ -303,6 +309,8 @@ def test_malformed_is_a_remote_protocol_error() -> None:
         lambda: MailAck(ids=()),
         lambda: Ping(nonce=2**64),
         lambda: Pong(nonce=-1),
+        lambda: Redeem(token=ID1, proof=b"short"),
+        lambda: Redeemed(verdict=Verdict.REVOKED, part=b"secret", more=False),
         lambda: wire.make_bound(-1),
         lambda: wire.make_bound(2**40),
         lambda: wire.make_bound(5, b"\x00" * 33),

@@ -1,0 +1,371 @@
+"""The membership logs a node holds, over the store (no networking).
+
+One :class:`~meshnode.core.membership.Log` per channel that has one (channels
+from 0.1.0 have none until a member upgrades them: they stay readable,
+read-only). This layer:
+- writes this group's operations (founding a channel, invites, adds, removals,
+  epoch starts, leaving) and keeps every operation durably before anyone hears
+  of it;
+- takes in operations from carriers, key updates and grants;
+- says which channel bulletins are heard (``admit``), holding those whose
+  author the log does not know yet until it does;
+- answers redemptions of invites (``redeem``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from meshnode.core import crypto
+from meshnode.core.bulletin import Bulletin, Kind
+from meshnode.core.channel import Channel, EpochKey
+from meshnode.core.identity import Identity
+from meshnode.core.invite import Grant, InviteCode, check_redeem_proof
+from meshnode.core.membership import (
+    MAX_PENDING,
+    KeyUpdate,
+    Log,
+    Op,
+    OpType,
+    Post,
+    checkpoint_of,
+    decode_op,
+    epoch_id,
+    sign_op,
+)
+from meshnode.core.wire import Verdict
+from meshnode.errors import InvalidInvite, InvalidOperation, MeshError
+from meshnode.store import Store
+
+MAX_HELD_PER_CHANNEL = MAX_PENDING
+"""Channel bulletins held per channel while their author is unknown to the log."""
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """An operation of ours: kept, and to be carried to the channel."""
+
+    channel: Channel
+    op: Op
+
+
+class Memberships:
+    """Every channel's membership log on this node.
+
+    Args:
+        identity: this group (the author of our operations).
+        store: where operations are kept.
+        clock: Unix seconds, written into operations.
+        rng: random bytes for epoch secrets and invite tokens.
+    """
+
+    def __init__(
+        self,
+        identity: Identity,
+        store: Store,
+        *,
+        clock: Callable[[], int],
+        rng: crypto.Rng,
+    ) -> None:
+        self.identity = identity
+        self.store = store
+        self._clock = clock
+        self._rng = rng
+        self._logs: dict[bytes, Log] = {}
+        self._held: dict[bytes, OrderedDict[bytes, Bulletin]] = {}
+
+    # -- loading ------------------------------------------------------------------------
+
+    def load(self, channel_id: bytes) -> Log | None:
+        """Read a channel's log from the store (None for a channel from 0.1.0)."""
+        root_id = self.store.channel_root(channel_id)
+        if root_id is None:
+            return None
+        ops = {}
+        for raw in self.store.ops(channel_id):
+            try:
+                op = decode_op(raw)
+            except InvalidOperation:
+                continue
+            ops[op.id] = op
+        root = ops.pop(root_id, None)
+        if root is None:
+            return None
+        log = Log(root)
+        for op in ops.values():
+            _add_quietly(log, op)
+        self._logs[channel_id] = log
+        return log
+
+    def log(self, channel_id: bytes) -> Log | None:
+        return self._logs.get(channel_id)
+
+    def forget(self, channel_id: bytes) -> None:
+        self._logs.pop(channel_id, None)
+        self._held.pop(channel_id, None)
+
+    # -- writing ------------------------------------------------------------------------
+
+    def found(self, name: str) -> tuple[Channel, list[Op]]:
+        """A new channel with this group as its only member: the create operation
+        and a first epoch, so the founding secret (from which the id is derived)
+        never has to leave this node."""
+        now = self._clock()
+        channel = Channel.from_secret(name, self._rng(crypto.KEY_SIZE))
+        root = sign_op(
+            self.identity, channel.id, OpType.CREATE, seq=1, created_at=now, parents=(),
+            name=channel.name, epoch_id=channel.current,
+        )
+        log = Log(root)
+        first = EpochKey(1, self._rng(crypto.KEY_SIZE))
+        epoch = self._sign(log, OpType.EPOCH, parent_epochs=(channel.current,),
+                           epoch_id=first.id, checkpoint=checkpoint_of(log.state()))
+        log.add(epoch)
+        channel = channel.with_key(first, current=True)
+        self.store.save_channel(channel, now=now, root=root.id)
+        self.store.save_ops(channel.id, [(root.id, root.raw), (epoch.id, epoch.raw)])
+        self._logs[channel.id] = log
+        return channel, [root, epoch]
+
+    def write(self, channel: Channel, op_type: OpType, **values: object) -> Op:
+        """Sign, keep and take in one operation of ours.
+
+        Raises:
+            MeshError: the channel has no log, or the log refuses the operation
+                (we are no longer a member, for instance).
+        """
+        log = self._require(channel)
+        op = self._sign(log, op_type, **values)
+        problem = log.check(op)
+        if problem is not None:
+            raise MeshError(f"cannot do that in {channel.name!r}: {problem}")
+        log.add(op)
+        self.store.save_ops(channel.id, [(op.id, op.raw)])
+        return op
+
+    def _sign(self, log: Log, op_type: OpType, **values: object) -> Op:
+        heads = log.heads()
+        newest = max((o.created_at for o in map(log.get, heads) if o is not None), default=0)
+        return sign_op(
+            self.identity, log.channel_id, op_type,
+            seq=log.next_seq(self.identity.public_key),
+            created_at=max(self._clock(), newest), parents=heads, **values,
+        )
+
+    def _require(self, channel: Channel) -> Log:
+        log = self._logs.get(channel.id)
+        if log is None:
+            raise MeshError(
+                f"{channel.name!r} was made by meshnode 0.1.0 and is read-only: "
+                f"run 'meshnode channel upgrade {channel.name}' first"
+            )
+        return log
+
+    def new_epoch(self, channel: Channel) -> tuple[Channel, Op, KeyUpdate]:
+        """Start an epoch following every leaf (a rekey, and a merge of siblings):
+        the channel on it, the operation, and the key update for the members."""
+        log = self._require(channel)
+        leaves = log.leaves()
+        key = EpochKey(1 + max(e.number for e in leaves), self._rng(crypto.KEY_SIZE))
+        op = self.write(
+            channel, OpType.EPOCH, parent_epochs=tuple(sorted(e.id for e in leaves)),
+            epoch_id=key.id, checkpoint=checkpoint_of(log.state()),
+        )
+        channel = channel.with_key(key, current=True)
+        self.store.save_channel(channel, now=self._clock())
+        parents = [p for p in (log.get(i) for i in op.parents) if p is not None]
+        update = KeyUpdate(channel.id, (*(p.raw for p in parents), op.raw), key.secret)
+        return channel, op, update
+
+    # -- taking in ----------------------------------------------------------------------
+
+    def take(self, channel: Channel, raws: Iterable[bytes]) -> list[Op]:
+        """Take in operations of ``channel`` (from carriers or a key update); returns
+        those that entered the log, now kept. Anything malformed is skipped."""
+        log = self._logs.get(channel.id)
+        if log is None:
+            return []
+        entered: list[Op] = []
+        for raw in raws:
+            try:
+                op = decode_op(raw)
+            except InvalidOperation:
+                continue
+            gone = log.departure(op.author)
+            if gone is not None and op.id not in log and not log.is_named(op.id):
+                continue  # a departed group's new operations only fill the log
+            entered.extend(_add_quietly(log, op))
+        if entered:
+            self.store.save_ops(channel.id, [(o.id, o.raw) for o in entered])
+        return entered
+
+    def apply_key_update(self, channel: Channel, update: KeyUpdate) -> Channel | None:
+        """The channel on the epoch a key update starts, if the log takes it: from a
+        member of its parent epochs, following an epoch we hold, agreeing with the log."""
+        log = self._logs.get(channel.id)
+        if log is None or not update.ops:
+            return None
+        if update.secret is None:
+            return self.follow(channel) if self.take(channel, update.ops) else None
+        self.take(channel, update.ops[:-1])
+        try:
+            op = decode_op(update.ops[-1])
+        except InvalidOperation:
+            return None
+        if op.type != OpType.EPOCH or op.epoch_id != epoch_id(update.secret):
+            return None
+        held = {k.id for k in channel.keys}
+        if not any(p in held for p in op.parent_epochs):
+            return None
+        if log.check_epoch_start(op) is not None:
+            return None
+        self.take(channel, [op.raw])
+        epoch = log.epochs().get(op.epoch_id)
+        if epoch is None:
+            return None
+        channel = channel.with_key(EpochKey(epoch.number, update.secret), current=False)
+        return self.follow(channel)
+
+    def follow(self, channel: Channel) -> Channel:
+        """``channel`` on the log's current epoch, if we hold its key (kept)."""
+        log = self._logs.get(channel.id)
+        if log is None:
+            return channel
+        current = log.current_epoch().id
+        if current != channel.current and any(k.id == current for k in channel.keys):
+            channel = dataclasses.replace(channel, current=current)
+            self.store.save_channel(channel, now=self._clock())
+        return channel
+
+    # -- who is heard -------------------------------------------------------------------
+
+    def admit(self, bulletin: Bulletin) -> Post:
+        """Whether a channel bulletin is heard: its author must be a member at its
+        epoch (a departed group up to its frontier). Carriers of operations are heard
+        from anyone who could seal them: the log judges the operation."""
+        if bulletin.channel_id is None:
+            return Post.ACCEPT
+        log = self._logs.get(bulletin.channel_id)
+        if log is None or bulletin.author == self.identity.public_key:
+            return Post.ACCEPT
+        if bulletin.kind == Kind.MEMBERSHIP:
+            return Post.ACCEPT
+        return log.admit(bulletin.author, bulletin.seq)
+
+    def hold(self, bulletin: Bulletin) -> None:
+        """Keep a bulletin whose author the log does not know yet (bounded: the oldest
+        held goes first)."""
+        assert bulletin.channel_id is not None
+        held = self._held.setdefault(bulletin.channel_id, OrderedDict())
+        held[bulletin.id] = bulletin
+        while len(held) > MAX_HELD_PER_CHANNEL:
+            held.popitem(last=False)
+
+    def released(self, channel_id: bytes) -> list[Bulletin]:
+        """Held bulletins of a channel the log now admits (the refused are dropped)."""
+        held = self._held.get(channel_id)
+        if not held:
+            return []
+        out = []
+        for bid, b in list(held.items()):
+            verdict = self.admit(b)
+            if verdict == Post.HOLD:
+                continue
+            del held[bid]
+            if verdict == Post.ACCEPT:
+                out.append(b)
+        return out
+
+    # -- invites ------------------------------------------------------------------------
+
+    def redeem(
+        self,
+        channels: Sequence[Channel],
+        *,
+        token: bytes,
+        proof: bytes,
+        handshake_hash: bytes,
+        invitee: bytes,
+    ) -> tuple[Verdict, Grant | None, tuple[Channel, Op] | None]:
+        """Answer a redemption: the verdict, the grant when it is granted, and the add
+        operation written for it (to carry). Reasons go only to a valid proof of an
+        invite this node's logs hold; a repeat by the same group gets the same grant."""
+        if not check_redeem_proof(token, proof, handshake_hash, invitee):
+            return Verdict.REFUSED, None, None
+        for channel in channels:
+            log = self._logs.get(channel.id)
+            invite = None if log is None else log.state().invites.get(token)
+            if log is None or invite is None:
+                continue
+            if invite.used_by == invitee and log.is_member(invitee):
+                grant = self.grant(channel, with_history=invite.with_history)
+                return Verdict.GRANTED, grant, None
+            if invite.revoked:
+                return Verdict.REVOKED, None, None
+            if invite.used_by is not None:
+                return Verdict.USED, None, None
+            if self._clock() >= invite.expires_at:
+                return Verdict.EXPIRED, None, None
+            if invite.for_group not in (None, invitee):
+                return Verdict.NOT_FOR_YOU, None, None
+            if log.departure(invitee) is not None or log.is_member(invitee):
+                return Verdict.REFUSED, None, None
+            try:
+                op = self.write(channel, OpType.ADD, key=invitee, token=token)
+            except MeshError:
+                return Verdict.UNAVAILABLE, None, None
+            grant = self.grant(channel, with_history=invite.with_history)
+            return Verdict.GRANTED, grant, (channel, op)
+        return Verdict.REFUSED, None, None
+
+    def grant(self, channel: Channel, *, with_history: bool) -> Grant:
+        """What a new member receives: the current epoch (every epoch with history)
+        and the whole log."""
+        log = self._require(channel)
+        keys = channel.keys if with_history else (channel.current_key,)
+        handed = Channel(name=channel.name, id=channel.id, keys=keys, current=channel.current)
+        return Grant(channel=handed, root=log.root.id, ops=tuple(o.raw for o in log.ops()))
+
+    def accept_grant(self, code: InviteCode, grant: Grant) -> Channel:
+        """Hold the channel a grant hands over, after checking it against the code.
+
+        Raises:
+            InvalidInvite: the grant is not the code's channel, or its log does not
+                make this group a member.
+        """
+        if grant.channel.id != code.channel_id:
+            raise InvalidInvite("the inviter answered for another channel")
+        ops = {}
+        for raw in grant.ops:
+            try:
+                op = decode_op(raw)
+            except InvalidOperation:
+                raise InvalidInvite("the inviter's answer holds a damaged operation") from None
+            ops[op.id] = op
+        root = ops.pop(grant.root, None)
+        if root is None or root.type != OpType.CREATE or root.channel_id != code.channel_id:
+            raise InvalidInvite("the inviter's answer holds no log of this channel")
+        log = Log(root)
+        for op in ops.values():
+            _add_quietly(log, op)
+        if not log.is_member(self.identity.public_key):
+            raise InvalidInvite("the inviter's log does not admit this group")
+        channel = grant.channel
+        held = self.store.channel(channel.id)
+        if held is not None:
+            for key in held.keys:
+                channel = channel.with_key(key, current=False)
+        self.store.save_channel(channel, now=self._clock(), root=root.id)
+        self.store.save_ops(channel.id, [(o.id, o.raw) for o in log.ops()])
+        self._logs[channel.id] = log
+        return self.follow(channel)
+
+
+def _add_quietly(log: Log, op: Op) -> list[Op]:
+    try:
+        return log.add(op)
+    except InvalidOperation:
+        return []
