@@ -240,8 +240,12 @@ def _invite_fields(
         raise bad
     try:
         checked = [_check_address(a) for a in addresses]
+        # A name travels in its normal form, one spelling per name: refuse any other.
+        name_ok = normalize_name(name) == name
     except ValueError:
         raise bad from None
+    if not name_ok:
+        raise bad
     if epoch == 0 and epoch_secret != secret:
         raise bad
     return version, name, secret, epoch, epoch_secret, checked, created, expires, inviter

@@ -155,6 +155,15 @@ def test_invite_arguments_are_checked(alice: Identity) -> None:
             ch.make_invite(alice, now=NOW, bootstrap=[bad])
 
 
+@pytest.mark.parametrize("name", [" strike", "strike\n", "Cafe\u0301", "a\u200bb", "x" * 65])
+def test_a_name_not_in_normal_form_is_refused_even_if_signed(alice: Identity, name: str) -> None:
+    """The writer always signs the normal form, so any other spelling was not ours."""
+    doc, _sig = _invite_parts(_channel().make_invite(alice, now=NOW))
+    doc[1] = name
+    with pytest.raises(InvalidInvite, match="unexpected contents"):
+        Channel.parse_invite(_signed_invite(codec.pack(doc), alice), now=NOW)
+
+
 def test_invite_after_a_rekey_carries_epoch_zero_and_the_current_one(
     alice: Identity, make_rng: MakeRng
 ) -> None:
