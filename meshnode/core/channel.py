@@ -28,7 +28,6 @@ Theory of operation:
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -54,7 +53,6 @@ MAX_BOOTSTRAP: Final = 8
 MAX_ADDRESS_CHARS: Final = 262
 MAX_EPOCH: Final = 2**32 - 1
 KEY_UPDATE_TYPE: Final = "application/vnd.meshnode.key-update"
-_CODE_RUN: Final = re.compile(r"[0-9a-z_-]+")
 
 
 def day_of(now: int) -> int:
@@ -151,15 +149,12 @@ class Channel:
 
     @classmethod
     def parse_invite(cls, code: str, *, now: int) -> Invite:
-        """Read and verify an invite code, raising InvalidInvite or InviteExpired."""
-        text = code.strip().lower() if isinstance(code, str) else ""
-        # A code pasted inside a link or a sentence: read from its prefix on, up to the
-        # first character a code cannot contain (a space, a '.', ')', '&' or quote).
-        start = text.find(INVITE_PREFIX)
-        run = _CODE_RUN.match(text, start) if start >= 0 else None
-        text = run.group() if run else text
+        """Read and verify an invite code, raising InvalidInvite or InviteExpired.
+
+        ``code`` may be the code alone or a message or link holding it: textcode
+        finds it there (``docs/spec/identity.md``, "Reading a code")."""
         try:
-            data = textcode.decode(INVITE_PREFIX, text, max_chars=4096)
+            data = textcode.decode(INVITE_PREFIX, code, max_size=2048 + crypto.SIGNATURE_SIZE)
         except textcode.TextCodeError as exc:
             raise InvalidInvite(f"not a valid invite code: {exc}") from None
         if len(data) <= crypto.SIGNATURE_SIZE:

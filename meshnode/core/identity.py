@@ -58,7 +58,7 @@ def format_key(public_key: bytes) -> str:
 def parse_key(text: str) -> bytes:
     """Read a key written by :func:`format_key`, refusing typos and truncations."""
     try:
-        key = textcode.decode(KEY_PREFIX, text, max_chars=256)
+        key = textcode.decode(KEY_PREFIX, text, max_size=crypto.KEY_SIZE)
     except textcode.TextCodeError as exc:
         raise InvalidKey(f"not a meshnode key: {exc}") from None
     if len(key) != crypto.KEY_SIZE:

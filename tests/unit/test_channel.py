@@ -193,13 +193,24 @@ def test_invite_after_a_rekey_carries_epoch_zero_and_the_current_one(
         "'{code}'",
         "«{code}»",
         "{grouped}",
+        "{spaced}",
+        "{wrapped}",
+        "Join: {wrapped}\n\nSee you Friday.",
+        "Join: {spaced} see you friday",
+        '"{code}",',
+        "({grouped}).",
+        "[{code}](https://meshnode.example/join#{code})",
     ],
 )
 def test_invite_pasted_in_a_link_or_a_sentence(alice: Identity, template: str) -> None:
     code = _channel().make_invite(alice, now=NOW)
     body = code[len(INVITE_PREFIX) :]
     text = template.format(
-        code=code, upper=code.upper(), grouped=INVITE_PREFIX + textcode.grouped(body)
+        code=code,
+        upper=code.upper(),
+        grouped=INVITE_PREFIX + textcode.grouped(body),
+        spaced=INVITE_PREFIX + " " + textcode.grouped(body, 5, " "),
+        wrapped=INVITE_PREFIX + textcode.grouped(body, 72, "\r\n"),  # a mail client's lines
     )
     assert Channel.parse_invite(text, now=NOW).channel.id == _channel().id
 

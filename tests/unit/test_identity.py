@@ -125,6 +125,18 @@ def test_truncated_or_extended_key_text_is_refused(alice: Identity, cut: int) ->
         parse_key(text + "0" * cut)
 
 
+@pytest.mark.parametrize(
+    ("written", "ascii", "look_alike"), [("k", "K", "\u212a"), ("1", "I", "\u0130")]
+)
+def test_key_text_refuses_non_ascii_look_alikes(written: str, ascii: str, look_alike: str) -> None:
+    """Key texts are ASCII: str.lower() would read the Kelvin sign as k; we do not."""
+    key = next(k for n in range(256) if written in format_key(k := bytes([n]) * 32)[3:])
+    body = format_key(key)[3:]
+    assert parse_key("mk1" + body.replace(written, ascii)) == key
+    with pytest.raises(InvalidKey):
+        parse_key("mk1" + body.replace(written, look_alike))
+
+
 def test_other_text_codes_are_not_keys(alice: Identity) -> None:
     invite_like = textcode.encode("mni1", alice.public_key)
     short = textcode.encode("mk1", alice.public_key[:16])
