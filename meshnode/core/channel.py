@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from meshnode.core import codec, crypto, textcode
+from meshnode.core.address import check_address
 from meshnode.core.identity import Identity, normalize_name
 from meshnode.errors import (
     AuthenticationError,
@@ -50,8 +51,14 @@ INVITE_PREFIX: Final = "mni1"
 INVITE_VERSION: Final = 1
 DAY: Final = 86400
 MAX_BOOTSTRAP: Final = 8
-MAX_ADDRESS_CHARS: Final = 262
+MAX_ADDRESS_SIZE: Final = 262
+"""The longest bootstrap address in an invite, in bytes."""
 MAX_EPOCH: Final = 2**32 - 1
+MAX_INVITE_TIME: Final = 2**64 - 1
+MAX_INVITE_BODY: Final = 2507
+"""The largest invite body the field limits allow (8 longest addresses, the
+longest name, the largest numbers): a reader's cap that refuses no invite a
+writer can make."""
 KEY_UPDATE_TYPE: Final = "application/vnd.meshnode.key-update"
 
 
@@ -127,9 +134,11 @@ class Channel:
         bootstrap: Sequence[str] = (),
     ) -> str:
         """A signed invite code for this channel, safe in a terminal, URL or chat."""
-        if expires_at is not None and expires_at <= now:
-            raise ValueError("an invite's expiry must be after its creation")
-        addresses = [_check_address(a) for a in bootstrap]
+        if not 0 <= now <= MAX_INVITE_TIME:
+            raise ValueError("an invite's creation time is a Unix time in 64 bits")
+        if expires_at is not None and not now < expires_at <= MAX_INVITE_TIME:
+            raise ValueError("an invite's expiry must be after its creation, within 64 bits")
+        addresses = [check_address(a, MAX_ADDRESS_SIZE) for a in bootstrap]
         if len(addresses) > MAX_BOOTSTRAP:
             raise ValueError(f"an invite carries at most {MAX_BOOTSTRAP} bootstrap addresses")
         epoch = self.epoch
@@ -154,7 +163,9 @@ class Channel:
         ``code`` may be the code alone or a message or link holding it: textcode
         finds it there (``docs/spec/identity.md``, "Reading a code")."""
         try:
-            data = textcode.decode(INVITE_PREFIX, code, max_size=2048 + crypto.SIGNATURE_SIZE)
+            data = textcode.decode(
+                INVITE_PREFIX, code, max_size=MAX_INVITE_BODY + crypto.SIGNATURE_SIZE
+            )
         except textcode.TextCodeError as exc:
             raise InvalidInvite(f"not a valid invite code: {exc}") from None
         if len(data) <= crypto.SIGNATURE_SIZE:
@@ -162,7 +173,7 @@ class Channel:
         signed, sig = data[: -crypto.SIGNATURE_SIZE], data[-crypto.SIGNATURE_SIZE :]
         try:
             doc = codec.unpack_canonical(
-                signed, max_size=2048, max_str=MAX_ADDRESS_CHARS, max_bin=64, max_array=16
+                signed, max_size=MAX_INVITE_BODY, max_str=MAX_ADDRESS_SIZE, max_bin=64, max_array=16
             )
         except codec.DecodeError:
             raise InvalidInvite("not a valid invite code: damaged contents") from None
@@ -198,15 +209,6 @@ class Invite:
     expires_at: int | None
 
 
-def _check_address(address: str) -> str:
-    if not isinstance(address, str) or not 3 <= len(address) <= MAX_ADDRESS_CHARS:
-        raise ValueError(f"not a host:port address: {address!r}")
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"not a host:port address: {address!r}")
-    return address
-
-
 def _invite_fields(
     doc: object,
 ) -> tuple[int, str, bytes, int, bytes, list[str], int, int | None, bytes]:
@@ -234,7 +236,7 @@ def _invite_fields(
     ):
         raise bad
     try:
-        checked = [_check_address(a) for a in addresses]
+        checked = [check_address(a, MAX_ADDRESS_SIZE) for a in addresses]
         # A name travels in its normal form, one spelling per name: refuse any other.
         name_ok = normalize_name(name) == name
     except ValueError:

@@ -15,15 +15,18 @@ from meshnode.core.channel import (
     ID_LABEL,
     INVITE_PREFIX,
     INVITE_SIGN_LABEL,
+    MAX_ADDRESS_SIZE,
     MAX_BOOTSTRAP,
     MAX_EPOCH,
+    MAX_INVITE_BODY,
+    MAX_INVITE_TIME,
     RENDEZVOUS_LABEL,
     Channel,
     day_of,
     decode_key_update,
     encode_key_update,
 )
-from meshnode.core.identity import Identity
+from meshnode.core.identity import MAX_NAME_CHARS, Identity
 from meshnode.errors import InvalidInvite, InviteExpired, MeshError, WrongEpoch
 
 MakeRng = Callable[[str], crypto.Rng]
@@ -153,6 +156,56 @@ def test_invite_arguments_are_checked(alice: Identity) -> None:
     for bad in ("", "host", "host:", ":80", "host:0", "host:65536", "host:http", "h:" + "1" * 300):
         with pytest.raises(ValueError, match="address"):
             ch.make_invite(alice, now=NOW, bootstrap=[bad])
+
+
+def _longest_address(i: int) -> str:
+    """A distinct DNS name of 63-byte labels and a 5-digit port: MAX_ADDRESS_SIZE bytes."""
+    host = f"{i}." + ".".join(["a" * 63] * 3) + "." + "a" * 62
+    return f"{host}:65535"
+
+
+def test_the_largest_invite_round_trips(alice: Identity) -> None:
+    """Every field at its limit: the body is exactly the reader's cap (channel.md limits)."""
+    name = "\U0001f4e3" * MAX_NAME_CHARS  # 4 bytes each in UTF-8
+    ch = Channel(name=name, secret=SECRET, epochs={MAX_EPOCH: b"\x01" * 32})
+    bootstrap = [_longest_address(i) for i in range(MAX_BOOTSTRAP)]
+    assert {len(a.encode()) for a in bootstrap} == {MAX_ADDRESS_SIZE}
+    now = MAX_INVITE_TIME - 1
+    code = ch.make_invite(alice, now=now, expires_at=MAX_INVITE_TIME, bootstrap=bootstrap)
+    doc, _sig = _invite_parts(code)
+    assert len(codec.pack(doc)) == MAX_INVITE_BODY
+    assert len(code) == 4124  # the longest text code, as channel.md says
+    invite = Channel.parse_invite(code, now=now)
+    assert invite.channel.name == name
+    assert invite.channel.epoch == MAX_EPOCH
+    assert invite.bootstrap == tuple(bootstrap)
+    assert invite.expires_at == MAX_INVITE_TIME
+    grouped = INVITE_PREFIX + "\n".join(textcode.grouped(code[4:], 76).split("-"))
+    assert Channel.parse_invite(f"Join us:\n{grouped}\n\nSee you.", now=now).channel == ch
+
+
+def test_one_byte_over_any_invite_limit_is_refused_by_the_writer(alice: Identity) -> None:
+    ch = _channel()
+    too_long = "a" + _longest_address(0)
+    assert len(too_long.encode()) == MAX_ADDRESS_SIZE + 1
+    with pytest.raises(ValueError, match=f"an address is 3 to {MAX_ADDRESS_SIZE} bytes, not 263"):
+        ch.make_invite(alice, now=NOW, bootstrap=[too_long])
+    with pytest.raises(ValueError, match=f"at most {MAX_BOOTSTRAP} bootstrap addresses"):
+        ch.make_invite(alice, now=NOW, bootstrap=["a:1"] * (MAX_BOOTSTRAP + 1))
+    with pytest.raises(ValueError, match=f"1 to {MAX_NAME_CHARS} characters"):
+        _channel("\U0001f4e3" * (MAX_NAME_CHARS + 1))
+    with pytest.raises(ValueError, match="64 bits"):
+        ch.make_invite(alice, now=MAX_INVITE_TIME - 1, expires_at=MAX_INVITE_TIME + 1)
+    for now in (-1, MAX_INVITE_TIME + 1):
+        with pytest.raises(ValueError, match="64 bits"):
+            ch.make_invite(alice, now=now)
+
+
+def test_one_byte_over_is_refused_by_the_reader(alice: Identity) -> None:
+    doc, _sig = _invite_parts(_channel().make_invite(alice, now=NOW))
+    doc[5] = ["a" + _longest_address(0)]
+    with pytest.raises(InvalidInvite):
+        Channel.parse_invite(_signed_invite(codec.pack(doc), alice), now=NOW)
 
 
 @pytest.mark.parametrize("name", [" strike", "strike\n", "Cafe\u0301", "a\u200bb", "x" * 65])
