@@ -350,7 +350,8 @@ def _content_problem(content_type: object, data: object) -> str | None:
         return f"a content type is 1 to {MAX_CONTENT_TYPE} printable ASCII characters"
     if not isinstance(data, bytes):
         return "content data is bytes"
-    if content_type.startswith("text/"):
+    # MIME types are case-insensitive (RFC 2045): "Text/Plain" is text too.
+    if content_type[:5].lower() == "text/":
         try:
             data.decode("utf-8")
         except UnicodeDecodeError:

@@ -28,12 +28,12 @@ Theory of operation:
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Self
 
 from meshnode.core import codec, crypto, textcode
+from meshnode.core.address import check_address
 from meshnode.core.identity import Identity, normalize_name
 from meshnode.errors import (
     AuthenticationError,
@@ -52,10 +52,15 @@ INVITE_PREFIX: Final = "mni1"
 INVITE_VERSION: Final = 1
 DAY: Final = 86400
 MAX_BOOTSTRAP: Final = 8
-MAX_ADDRESS_CHARS: Final = 262
+MAX_ADDRESS_SIZE: Final = 262
+"""The longest bootstrap address in an invite, in bytes."""
 MAX_EPOCH: Final = 2**32 - 1
+MAX_INVITE_TIME: Final = 2**64 - 1
+MAX_INVITE_BODY: Final = 2507
+"""The largest invite body the field limits allow (8 longest addresses, the
+longest name, the largest numbers): a reader's cap that refuses no invite a
+writer can make."""
 KEY_UPDATE_TYPE: Final = "application/vnd.meshnode.key-update"
-_CODE_RUN: Final = re.compile(r"[0-9a-z_-]+")
 
 
 def day_of(now: int) -> int:
@@ -201,9 +206,11 @@ class Channel:
         bootstrap: Sequence[str] = (),
     ) -> str:
         """A signed invite code for this channel, safe in a terminal, URL or chat."""
-        if expires_at is not None and expires_at <= now:
-            raise ValueError("an invite's expiry must be after its creation")
-        addresses = [_check_address(a) for a in bootstrap]
+        if not 0 <= now <= MAX_INVITE_TIME:
+            raise ValueError("an invite's creation time is a Unix time in 64 bits")
+        if expires_at is not None and not now < expires_at <= MAX_INVITE_TIME:
+            raise ValueError("an invite's expiry must be after its creation, within 64 bits")
+        addresses = [check_address(a, MAX_ADDRESS_SIZE) for a in bootstrap]
         if len(addresses) > MAX_BOOTSTRAP:
             raise ValueError(f"an invite carries at most {MAX_BOOTSTRAP} bootstrap addresses")
         founding = self.founding_secret
@@ -226,15 +233,14 @@ class Channel:
 
     @classmethod
     def parse_invite(cls, code: str, *, now: int) -> Invite:
-        """Read and verify an invite code, raising InvalidInvite or InviteExpired."""
-        text = code.strip().lower() if isinstance(code, str) else ""
-        # A code pasted inside a link or a sentence: read from its prefix on, up to the
-        # first character a code cannot contain (a space, a '.', ')', '&' or quote).
-        start = text.find(INVITE_PREFIX)
-        run = _CODE_RUN.match(text, start) if start >= 0 else None
-        text = run.group() if run else text
+        """Read and verify an invite code, raising InvalidInvite or InviteExpired.
+
+        ``code`` may be the code alone or a message or link holding it: textcode
+        finds it there (``docs/spec/identity.md``, "Reading a code")."""
         try:
-            data = textcode.decode(INVITE_PREFIX, text, max_chars=4096)
+            data = textcode.decode(
+                INVITE_PREFIX, code, max_size=MAX_INVITE_BODY + crypto.SIGNATURE_SIZE
+            )
         except textcode.TextCodeError as exc:
             raise InvalidInvite(f"not a valid invite code: {exc}") from None
         if len(data) <= crypto.SIGNATURE_SIZE:
@@ -242,7 +248,7 @@ class Channel:
         signed, sig = data[: -crypto.SIGNATURE_SIZE], data[-crypto.SIGNATURE_SIZE :]
         try:
             doc = codec.unpack_canonical(
-                signed, max_size=2048, max_str=MAX_ADDRESS_CHARS, max_bin=64, max_array=16
+                signed, max_size=MAX_INVITE_BODY, max_str=MAX_ADDRESS_SIZE, max_bin=64, max_array=16
             )
         except codec.DecodeError:
             raise InvalidInvite("not a valid invite code: damaged contents") from None
@@ -278,15 +284,6 @@ class Invite:
     expires_at: int | None
 
 
-def _check_address(address: str) -> str:
-    if not isinstance(address, str) or not 3 <= len(address) <= MAX_ADDRESS_CHARS:
-        raise ValueError(f"not a host:port address: {address!r}")
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"not a host:port address: {address!r}")
-    return address
-
-
 def _invite_fields(
     doc: object,
 ) -> tuple[int, str, bytes, int, bytes, list[str], int, int | None, bytes]:
@@ -314,9 +311,13 @@ def _invite_fields(
     ):
         raise bad
     try:
-        checked = [_check_address(a) for a in addresses]
+        checked = [check_address(a, MAX_ADDRESS_SIZE) for a in addresses]
+        # A name travels in its normal form, one spelling per name: refuse any other.
+        name_ok = normalize_name(name) == name
     except ValueError:
         raise bad from None
+    if not name_ok:
+        raise bad
     if epoch == 0 and epoch_secret != secret:
         raise bad
     return version, name, secret, epoch, epoch_secret, checked, created, expires, inviter

@@ -39,6 +39,13 @@ DEFAULT_MEMLIMIT: Final = 384 * 1024 * 1024
 MAX_OPSLIMIT: Final = 64
 MAX_MEMLIMIT: Final = 4 * 1024 * 1024 * 1024
 _STORE_SEAL_LABEL: Final = b"meshnode/v1/store-seal"
+# The Unicode White_Space property (a fixed list), which names are trimmed of:
+# not str.strip()'s notion, which also strips the controls U+001C to U+001F.
+_WHITE_SPACE: Final = (
+    "\t\n\x0b\x0c\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+    "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+_REFUSED_IN_NAMES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 def format_key(public_key: bytes) -> str:
@@ -51,7 +58,7 @@ def format_key(public_key: bytes) -> str:
 def parse_key(text: str) -> bytes:
     """Read a key written by :func:`format_key`, refusing typos and truncations."""
     try:
-        key = textcode.decode(KEY_PREFIX, text, max_chars=256)
+        key = textcode.decode(KEY_PREFIX, text, max_size=crypto.KEY_SIZE)
     except textcode.TextCodeError as exc:
         raise InvalidKey(f"not a meshnode key: {exc}") from None
     if len(key) != crypto.KEY_SIZE:
@@ -69,14 +76,28 @@ def fingerprint(public_key: bytes) -> str:
 
 
 def normalize_name(name: str) -> str:
-    """A display name as stored and signed: NFC, trimmed, 1 to 64 characters, printable."""
+    """A group's display name or a channel's name as stored and signed.
+
+    The one rule for names (``docs/spec/identity.md``, "Names"): NFC, so one
+    name has one spelling; trimmed of Unicode White_Space at both ends, since
+    a pasted name often carries a space or a line break; then 1 to 64 code
+    points, none of category C (control, format, surrogate, private use,
+    unassigned) nor a line or paragraph separator, because a name is one line
+    that shows what it says: no bidi override, no invisible character.
+
+    Raises:
+        ValueError: the name breaks the rule; the message says how.
+    """
     if not isinstance(name, str):
         raise ValueError("a name is text")
-    clean = unicodedata.normalize("NFC", name).strip()
+    clean = unicodedata.normalize("NFC", name).strip(_WHITE_SPACE)
     if not 1 <= len(clean) <= MAX_NAME_CHARS:
         raise ValueError(f"a name has 1 to {MAX_NAME_CHARS} characters")
-    if any(unicodedata.category(ch).startswith("C") for ch in clean):
-        raise ValueError("a name cannot contain control characters")
+    if any(unicodedata.category(ch) in _REFUSED_IN_NAMES for ch in clean):
+        raise ValueError(
+            "a name cannot contain control, format, private-use, unassigned or "
+            "line-separator characters"
+        )
     return clean
 
 

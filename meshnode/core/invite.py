@@ -15,9 +15,6 @@ Theory of operation:
   *grant*: the channel's name and id, the current epoch's secret (all of them
   with history), and the membership log, which now holds the add operation
   naming the invite.
-- An *offline* code carries a grant in itself (the current epoch only), for
-  groups that cannot be online together: whoever sees it can read the channel
-  until the next rekey, whatever its expiry.
 """
 
 from __future__ import annotations
@@ -27,29 +24,29 @@ from dataclasses import dataclass
 from typing import Final
 
 from meshnode.core import codec, crypto, textcode
+from meshnode.core.address import check_address
 from meshnode.core.channel import (
-    _CODE_RUN,
     INVITE_PREFIX,
     INVITE_SIGN_LABEL,
-    MAX_ADDRESS_CHARS,
+    MAX_ADDRESS_SIZE,
     MAX_BOOTSTRAP,
+    MAX_INVITE_TIME,
     Channel,
     EpochKey,
-    _check_address,
 )
-from meshnode.core.identity import Identity
+from meshnode.core.identity import Identity, normalize_name
 from meshnode.errors import AuthenticationError, InvalidInvite, InviteExpired
 
 VERSION: Final = 2
 REDEEM_LABEL: Final = b"meshnode/v1/invite-redeem"
-MAX_CODE_CHARS: Final = 16384
-MAX_BODY: Final = 8192
 MAX_NAME_BYTES: Final = 256
+MAX_BODY: Final = 2 + 1 + 3 + MAX_NAME_BYTES + 3 * 34 + 1 + 8 * (3 + MAX_ADDRESS_SIZE) + 2 * 9 + 1
+"""The largest body the field limits allow: the array header, version and mode, the
+longest name, three 32-byte values, 8 longest addresses, two 64-bit times, nil."""
 MAX_GRANT: Final = 8 * 1024 * 1024
 MAX_GRANT_KEYS: Final = 4096
 MAX_GRANT_OPS: Final = 4096
 ONLINE: Final = 0
-OFFLINE: Final = 1
 DEFAULT_EXPIRY: Final = 7 * 86400
 
 
@@ -133,17 +130,11 @@ class InviteCode:
     token_seed: bytes
     created_at: int
     expires_at: int
-    grant: Grant | None
-    """Offline codes only: the grant they carry."""
 
     @property
     def token(self) -> bytes:
         """The token's public key, as the invite-issued operation names it."""
         return crypto.signing_keypair(self.token_seed)[0]
-
-    @property
-    def offline(self) -> bool:
-        return self.grant is not None
 
 
 def make_code(
@@ -154,22 +145,21 @@ def make_code(
     addresses: Sequence[str],
     now: int,
     expires_at: int,
-    grant: Grant | None = None,
 ) -> str:
-    """A signed code of version 2 (``grant`` makes it an offline code).
+    """A signed code of version 2 (redeemed online at the inviter's node).
 
     Raises:
         ValueError: a value the reader would refuse.
     """
-    if expires_at <= now:
-        raise ValueError("an invite's expiry must be after its creation")
-    checked = [_check_address(a) for a in addresses]
+    if not 0 <= now < expires_at <= MAX_INVITE_TIME:
+        raise ValueError("an invite's expiry must be after its creation, within 64 bits")
+    checked = [check_address(a, MAX_ADDRESS_SIZE) for a in addresses]
     if len(checked) > MAX_BOOTSTRAP:
         raise ValueError(f"an invite carries at most {MAX_BOOTSTRAP} addresses")
     body = codec.pack(
         [
             VERSION,
-            OFFLINE if grant is not None else ONLINE,
+            ONLINE,
             channel.name,
             channel.id,
             inviter.public_key,
@@ -177,23 +167,24 @@ def make_code(
             token_seed,
             now,
             expires_at,
-            None if grant is None else grant.encode(),
+            None,
         ]
     )
-    if len(body) > (MAX_GRANT if grant is not None else MAX_BODY):
-        raise ValueError("the invite is too large")
     return textcode.encode(INVITE_PREFIX, body + inviter.sign(INVITE_SIGN_LABEL + body))
 
 
 def parse_code(code: str, *, now: int) -> InviteCode:
     """Read and verify a code, raising InvalidInvite (or InviteExpired)."""
-    data = _code_bytes(code)
+    try:
+        data = textcode.decode(INVITE_PREFIX, code, max_size=MAX_BODY + crypto.SIGNATURE_SIZE)
+    except textcode.TextCodeError as exc:
+        raise InvalidInvite(f"not a valid invite code: {exc}") from None
     if len(data) <= crypto.SIGNATURE_SIZE:
         raise InvalidInvite("not a valid invite code: too short")
     body, sig = data[: -crypto.SIGNATURE_SIZE], data[-crypto.SIGNATURE_SIZE :]
     try:
         doc = codec.unpack_canonical(
-            body, max_size=MAX_GRANT, max_str=MAX_ADDRESS_CHARS, max_bin=MAX_GRANT, max_array=16
+            body, max_size=MAX_BODY, max_str=MAX_ADDRESS_SIZE, max_bin=64, max_array=16
         )
     except codec.DecodeError:
         raise InvalidInvite("not a valid invite code: damaged contents") from None
@@ -202,13 +193,14 @@ def parse_code(code: str, *, now: int) -> InviteCode:
             "this code was made by meshnode 0.1.0 and carries the channel's secret: "
             "ask the inviting group for a new code"
         )
+    bad = InvalidInvite("not a valid invite code: unexpected contents")
     if not (isinstance(doc, list) and len(doc) == 10):
-        raise InvalidInvite("not a valid invite code: unexpected contents")
+        raise bad
     version, mode, name, channel_id, inviter, addresses, seed, created, expires, grant = doc
     if type(version) is not int or version != VERSION:
         raise InvalidInvite(f"invite version {version!r} is not supported by this meshnode")
     if not (
-        mode in (ONLINE, OFFLINE)
+        mode == ONLINE
         and type(mode) is int
         and isinstance(name, str)
         and _is_key(channel_id)
@@ -217,26 +209,25 @@ def parse_code(code: str, *, now: int) -> InviteCode:
         and len(addresses) <= MAX_BOOTSTRAP
         and _is_key(seed)
         and type(created) is int
-        and created >= 0
         and type(expires) is int
-        and expires > created
-        and (grant is None) == (mode == ONLINE)
-        and (grant is None or isinstance(grant, bytes))
+        and 0 <= created < expires <= MAX_INVITE_TIME
+        and grant is None
     ):
-        raise InvalidInvite("not a valid invite code: unexpected contents")
+        raise bad
     try:
-        checked = tuple(_check_address(a) for a in addresses)
+        checked = tuple(check_address(a, MAX_ADDRESS_SIZE) for a in addresses)
+        # A name travels in its normal form, one spelling per name: refuse any other.
+        name_ok = normalize_name(name) == name
     except ValueError:
-        raise InvalidInvite("not a valid invite code: unexpected contents") from None
+        raise bad from None
+    if not name_ok:
+        raise bad
     try:
         crypto.verify(inviter, INVITE_SIGN_LABEL + body, sig)
     except AuthenticationError:
         raise InvalidInvite("invite signature does not verify: it was altered") from None
     if now >= expires:
         raise InviteExpired("this invite has expired: ask the inviting group for a new one")
-    decoded = None if grant is None else Grant.decode(grant)
-    if decoded is not None and decoded.channel.id != channel_id:
-        raise InvalidInvite("not a valid invite code: unexpected contents")
     return InviteCode(
         channel_name=name,
         channel_id=channel_id,
@@ -245,21 +236,7 @@ def parse_code(code: str, *, now: int) -> InviteCode:
         token_seed=seed,
         created_at=created,
         expires_at=expires,
-        grant=decoded,
     )
-
-
-def _code_bytes(code: str) -> bytes:
-    # Shared with the first format (``Channel.parse_invite``): where a code starts and
-    # ends inside a link or a sentence, and its checksum.
-    text = code.strip().lower() if isinstance(code, str) else ""
-    start = text.find(INVITE_PREFIX)
-    run = _CODE_RUN.match(text, start) if start >= 0 else None
-    text = run.group() if run else text
-    try:
-        return textcode.decode(INVITE_PREFIX, text, max_chars=MAX_CODE_CHARS)
-    except textcode.TextCodeError as exc:
-        raise InvalidInvite(f"not a valid invite code: {exc}") from None
 
 
 def _is_key(value: object) -> bool:

@@ -35,7 +35,6 @@ Rules:
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from enum import IntEnum
 from typing import Final, TypeAlias
 
 from meshnode.core import codec, crypto
+from meshnode.core.address import check_address
 from meshnode.core.identity import Identity
 from meshnode.errors import AuthenticationError, InvalidRecord, StaleRecord
 
@@ -61,7 +61,8 @@ MAX_LIFETIME: Final = 7 * 86400
 DEFAULT_LIFETIME: Final = 86400
 MAX_CLOCK_SKEW: Final = 600
 MAX_ADDRESSES: Final = 4
-MAX_ADDRESS_CHARS: Final = 128
+MAX_ADDRESS_SIZE: Final = 128
+"""The longest address in a contact record, in bytes (records are kept small: one datagram)."""
 MAX_RENDEZVOUS_ENTRIES: Final = 32
 MAX_SEQ: Final = 2**63 - 1
 MAX_TIME: Final = 2**40
@@ -109,39 +110,6 @@ def rendezvous_key_for_tag(tag: bytes) -> bytes:
     return rendezvous_dht_key(rendezvous_keypair(tag)[0])
 
 
-def check_address(address: str) -> str:
-    """Return ``address`` if it is a usable ``host:port`` for a contact record.
-
-    Raises:
-        InvalidRecord: not ``host:port``, port 0, a wildcard address such as
-            ``0.0.0.0`` or ``[::]`` (which tells a reader nothing), or multicast.
-    """
-    bad = InvalidRecord(f"not a usable host:port address: {address!r}")
-    if not isinstance(address, str) or not 3 <= len(address) <= MAX_ADDRESS_CHARS:
-        raise bad
-    if not address.isascii() or not address.isprintable() or " " in address:
-        raise bad
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or len(port) > 5 or not 0 < int(port) < 65536:
-        raise bad
-    if host.startswith("[") and host.endswith("]"):
-        try:
-            ip: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.IPv6Address(host[1:-1])
-        except ValueError:
-            raise bad from None
-    else:
-        try:
-            ip = ipaddress.IPv4Address(host)
-        except ValueError:
-            labels = host.split(".")
-            if not all(lab and lab.replace("-", "").isalnum() for lab in labels):
-                raise bad from None
-            return address
-    if ip.is_unspecified or ip.is_multicast:
-        raise bad
-    return address
-
-
 def _check_times(created: int, expires: int, now: int) -> None:
     if created > now + MAX_CLOCK_SKEW:
         raise InvalidRecord("record created in the future: check this machine's clock")
@@ -187,7 +155,10 @@ class ContactRecord:
         ):
             raise InvalidRecord("not a well-formed contact record")
         for address in self.addresses:
-            check_address(address)
+            try:
+                check_address(address, MAX_ADDRESS_SIZE)
+            except ValueError as exc:
+                raise InvalidRecord(f"not a usable host:port address: {exc}") from None
 
     @property
     def key(self) -> bytes:
@@ -431,7 +402,7 @@ def _unpack(value: bytes) -> object:
         return codec.unpack_canonical(
             value,
             max_size=MAX_RECORD_SIZE,
-            max_str=MAX_ADDRESS_CHARS,
+            max_str=MAX_ADDRESS_SIZE,
             max_bin=MAX_RECORD_SIZE,
             max_array=MAX_RENDEZVOUS_ENTRIES,
         )

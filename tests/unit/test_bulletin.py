@@ -452,6 +452,8 @@ def test_malformed_audience(
         ["text/pl\u00e4in", b"x"],
         ["text/plain\n", b"x"],
         ["text/plain", b"\xff\xfe"],  # text that is not UTF-8
+        ["Text/Plain", b"\xff\xfe"],  # MIME types ignore case: still text
+        ["TEXT/html", b"\xc3"],
         b"x" * 64,
         None,
     ],
@@ -497,7 +499,15 @@ def test_binary_content(alice: Identity, channel: Channel, rng: crypto.Rng) -> N
 
 @pytest.mark.parametrize(
     ("content_type", "data"),
-    [("", b"x"), ("t" * 65, b"x"), ("text/\u00e9", b"x"), ("text/plain", b"\xff"), ("a", "x")],
+    [
+        ("", b"x"),
+        ("t" * 65, b"x"),
+        ("text/\u00e9", b"x"),
+        ("text/plain", b"\xff"),
+        ("TEXT/PLAIN", b"\xff"),
+        ("tExt/markdown", b"\xc3"),
+        ("a", "x"),
+    ],
 )
 def test_bad_content_is_refused_when_sealing(
     alice: Identity, rng: crypto.Rng, content_type: str, data: bytes
@@ -506,6 +516,17 @@ def test_bad_content_is_refused_when_sealing(
         Bulletin.seal(
             alice, None, data, seq=1, prev=None, now=NOW, rng=rng, content_type=content_type
         )
+
+
+@pytest.mark.parametrize("content_type", ["texts/plain", "textual/x", "application/text", "text"])
+def test_only_the_text_type_must_be_utf8(
+    alice: Identity, rng: crypto.Rng, content_type: str
+) -> None:
+    """The UTF-8 rule follows the MIME type ``text``, not a string that starts like it."""
+    b = Bulletin.seal(
+        alice, None, b"\xff", seq=1, prev=None, now=NOW, rng=rng, content_type=content_type
+    )
+    assert Bulletin.from_bytes(b.raw).open().data == b"\xff"
 
 
 # --- size and encoding ---------------------------------------------------------------------

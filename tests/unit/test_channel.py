@@ -15,8 +15,11 @@ from meshnode.core.channel import (
     ID_LABEL,
     INVITE_PREFIX,
     INVITE_SIGN_LABEL,
+    MAX_ADDRESS_SIZE,
     MAX_BOOTSTRAP,
     MAX_EPOCH,
+    MAX_INVITE_BODY,
+    MAX_INVITE_TIME,
     RENDEZVOUS_LABEL,
     Channel,
     EpochKey,
@@ -24,7 +27,7 @@ from meshnode.core.channel import (
     decode_key_update,
     encode_key_update,
 )
-from meshnode.core.identity import Identity
+from meshnode.core.identity import MAX_NAME_CHARS, Identity
 from meshnode.errors import InvalidInvite, InviteExpired, MeshError, WrongEpoch
 
 MakeRng = Callable[[str], crypto.Rng]
@@ -156,6 +159,65 @@ def test_invite_arguments_are_checked(alice: Identity) -> None:
             ch.make_invite(alice, now=NOW, bootstrap=[bad])
 
 
+def _longest_address(i: int) -> str:
+    """A distinct DNS name of 63-byte labels and a 5-digit port: MAX_ADDRESS_SIZE bytes."""
+    host = f"{i}." + ".".join(["a" * 63] * 3) + "." + "a" * 62
+    return f"{host}:65535"
+
+
+def test_the_largest_invite_round_trips(alice: Identity) -> None:
+    """Every field at its limit: the body is exactly the reader's cap (channel.md limits)."""
+    name = "\U0001f4e3" * MAX_NAME_CHARS  # 4 bytes each in UTF-8
+    ch = Channel.from_epochs(name, SECRET, {MAX_EPOCH: b"\x01" * 32})
+    bootstrap = [_longest_address(i) for i in range(MAX_BOOTSTRAP)]
+    assert {len(a.encode()) for a in bootstrap} == {MAX_ADDRESS_SIZE}
+    now = MAX_INVITE_TIME - 1
+    code = ch.make_invite(alice, now=now, expires_at=MAX_INVITE_TIME, bootstrap=bootstrap)
+    doc, _sig = _invite_parts(code)
+    assert len(codec.pack(doc)) == MAX_INVITE_BODY
+    assert len(code) == 4124  # the longest text code, as channel.md says
+    invite = Channel.parse_invite(code, now=now)
+    assert invite.channel.name == name
+    assert invite.channel.epoch == MAX_EPOCH
+    assert invite.bootstrap == tuple(bootstrap)
+    assert invite.expires_at == MAX_INVITE_TIME
+    grouped = INVITE_PREFIX + "\n".join(textcode.grouped(code[4:], 76).split("-"))
+    assert Channel.parse_invite(f"Join us:\n{grouped}\n\nSee you.", now=now).channel == ch
+
+
+def test_one_byte_over_any_invite_limit_is_refused_by_the_writer(alice: Identity) -> None:
+    ch = _channel()
+    too_long = "a" + _longest_address(0)
+    assert len(too_long.encode()) == MAX_ADDRESS_SIZE + 1
+    with pytest.raises(ValueError, match=f"an address is 3 to {MAX_ADDRESS_SIZE} bytes, not 263"):
+        ch.make_invite(alice, now=NOW, bootstrap=[too_long])
+    with pytest.raises(ValueError, match=f"at most {MAX_BOOTSTRAP} bootstrap addresses"):
+        ch.make_invite(alice, now=NOW, bootstrap=["a:1"] * (MAX_BOOTSTRAP + 1))
+    with pytest.raises(ValueError, match=f"1 to {MAX_NAME_CHARS} characters"):
+        _channel("\U0001f4e3" * (MAX_NAME_CHARS + 1))
+    with pytest.raises(ValueError, match="64 bits"):
+        ch.make_invite(alice, now=MAX_INVITE_TIME - 1, expires_at=MAX_INVITE_TIME + 1)
+    for now in (-1, MAX_INVITE_TIME + 1):
+        with pytest.raises(ValueError, match="64 bits"):
+            ch.make_invite(alice, now=now)
+
+
+def test_one_byte_over_is_refused_by_the_reader(alice: Identity) -> None:
+    doc, _sig = _invite_parts(_channel().make_invite(alice, now=NOW))
+    doc[5] = ["a" + _longest_address(0)]
+    with pytest.raises(InvalidInvite):
+        Channel.parse_invite(_signed_invite(codec.pack(doc), alice), now=NOW)
+
+
+@pytest.mark.parametrize("name", [" strike", "strike\n", "Cafe\u0301", "a\u200bb", "x" * 65])
+def test_a_name_not_in_normal_form_is_refused_even_if_signed(alice: Identity, name: str) -> None:
+    """The writer always signs the normal form, so any other spelling was not ours."""
+    doc, _sig = _invite_parts(_channel().make_invite(alice, now=NOW))
+    doc[1] = name
+    with pytest.raises(InvalidInvite, match="unexpected contents"):
+        Channel.parse_invite(_signed_invite(codec.pack(doc), alice), now=NOW)
+
+
 def test_invite_after_a_rekey_carries_epoch_zero_and_the_current_one(
     alice: Identity, make_rng: MakeRng
 ) -> None:
@@ -185,13 +247,24 @@ def test_invite_after_a_rekey_carries_epoch_zero_and_the_current_one(
         "'{code}'",
         "«{code}»",
         "{grouped}",
+        "{spaced}",
+        "{wrapped}",
+        "Join: {wrapped}\n\nSee you Friday.",
+        "Join: {spaced} see you friday",
+        '"{code}",',
+        "({grouped}).",
+        "[{code}](https://meshnode.example/join#{code})",
     ],
 )
 def test_invite_pasted_in_a_link_or_a_sentence(alice: Identity, template: str) -> None:
     code = _channel().make_invite(alice, now=NOW)
     body = code[len(INVITE_PREFIX) :]
     text = template.format(
-        code=code, upper=code.upper(), grouped=INVITE_PREFIX + textcode.grouped(body)
+        code=code,
+        upper=code.upper(),
+        grouped=INVITE_PREFIX + textcode.grouped(body),
+        spaced=INVITE_PREFIX + " " + textcode.grouped(body, 5, " "),
+        wrapped=INVITE_PREFIX + textcode.grouped(body, 72, "\r\n"),  # a mail client's lines
     )
     assert Channel.parse_invite(text, now=NOW).channel.id == _channel().id
 

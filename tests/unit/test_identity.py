@@ -125,6 +125,18 @@ def test_truncated_or_extended_key_text_is_refused(alice: Identity, cut: int) ->
         parse_key(text + "0" * cut)
 
 
+@pytest.mark.parametrize(
+    ("written", "ascii", "look_alike"), [("k", "K", "\u212a"), ("1", "I", "\u0130")]
+)
+def test_key_text_refuses_non_ascii_look_alikes(written: str, ascii: str, look_alike: str) -> None:
+    """Key texts are ASCII: str.lower() would read the Kelvin sign as k; we do not."""
+    key = next(k for n in range(256) if written in format_key(k := bytes([n]) * 32)[3:])
+    body = format_key(key)[3:]
+    assert parse_key("mk1" + body.replace(written, ascii)) == key
+    with pytest.raises(InvalidKey):
+        parse_key("mk1" + body.replace(written, look_alike))
+
+
 def test_other_text_codes_are_not_keys(alice: Identity) -> None:
     invite_like = textcode.encode("mni1", alice.public_key)
     short = textcode.encode("mk1", alice.public_key[:16])
@@ -150,6 +162,12 @@ def test_format_key_refuses_non_keys() -> None:
         ("Cafe\u0301", "Café"),  # NFD becomes NFC
         ("x" * MAX_NAME_CHARS, "x" * MAX_NAME_CHARS),
         ("Syndicat des locataires ✊", "Syndicat des locataires ✊"),
+        # The limit counts code points after NFC and trimming, not bytes or input length.
+        ("\U0001f600" * MAX_NAME_CHARS, "\U0001f600" * MAX_NAME_CHARS),  # 256 bytes of UTF-8
+        ("e\u0301" * MAX_NAME_CHARS, "\u00e9" * MAX_NAME_CHARS),  # 128 code points before NFC
+        ("\u3000\u00a0" + "x" * MAX_NAME_CHARS + "\u2029\x85", "x" * MAX_NAME_CHARS),
+        ("a\u00a0b\u3000c", "a\u00a0b\u3000c"),  # white space inside stays
+        ("Ω\u212b", "Ω\u00c5"),  # NFC maps the Angstrom sign to Å
     ],
 )
 def test_names_are_normalized(given: str, stored: str) -> None:
@@ -159,7 +177,23 @@ def test_names_are_normalized(given: str, stored: str) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "   ", "x" * (MAX_NAME_CHARS + 1), "Local\x0012", "tab\there", "bidi\u202eevil", 12],
+    [
+        "",
+        "   ",
+        "\u3000\n\u2028",
+        "x" * (MAX_NAME_CHARS + 1),
+        "\u00e9" * MAX_NAME_CHARS + "e\u0301",  # 65 after NFC
+        "Local\x0012",  # Cc
+        "tab\there",  # Cc inside (only the ends are trimmed)
+        "bidi\u202eevil",  # Cf: a right-to-left override
+        "zero\u200bwidth",  # Cf
+        "Local 12\x1c",  # Cc at the end: not White_Space, so refused, not trimmed
+        "private\ue000",  # Co
+        "unassigned\U000e0080",  # Cn
+        "two\u2028lines",  # Zl
+        "two\u2029paragraphs",  # Zp
+        12,
+    ],
 )
 def test_bad_names_are_refused(bad: object) -> None:
     with pytest.raises(ValueError, match="name"):

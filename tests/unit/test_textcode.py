@@ -122,3 +122,95 @@ def test_grouped() -> None:
     assert textcode.grouped("abcdefghij") == "abcd-efgh-ij"
     assert textcode.grouped("abcdef", 3, " ") == "abc def"
     assert textcode.grouped("") == ""
+
+
+# --- finding a code in what people paste (identity.md, "Reading a code") ------------------
+
+DATA = bytes(range(20))
+CODE = textcode.encode("tc1", DATA)
+BODY = CODE[3:]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"Our key: {CODE}.",
+        f"Our key: {CODE}. See you Friday!",
+        f"({CODE})",
+        f'"{CODE}"',
+        f"'{CODE}',",
+        f"«{CODE}»",
+        f"<{CODE}>",
+        f"https://meshnode.example/join#{CODE}",
+        f"https://meshnode.example/join?code={CODE}&via=chat",
+        f"{CODE} see you friday",  # the words after it are code characters but for 'u'
+        f"{CODE} - sent from my phone",
+        f"{CODE}--\n",
+        "tc1 " + textcode.grouped(BODY, 4, " ") + " and more words",
+        "tc1" + textcode.grouped(BODY, 7, "\r\n") + "\r\n\r\nthanks",
+        "TC1" + textcode.grouped(BODY.upper(), 5, "-") + ".",
+        "> tc1" + BODY[:20] + "\n" + BODY[20:] + "\n> next line",
+        CODE[:-1] + " " + CODE[-1],  # a break anywhere, even before the last character
+    ],
+)
+def test_code_is_found_in_sentences_links_and_broken_lines(text: str) -> None:
+    assert textcode.decode("tc1", text) == DATA
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        CODE + "0",  # an extra code character is not cut off: only separators end a code
+        CODE[:-1] + "." + CODE[-1],
+        "tc1 tc1" + BODY,  # the first prefix is the code's start, and it has none
+        CODE[:10] + "u" + CODE[10:],
+    ],
+)
+def test_a_code_is_never_mended(text: str) -> None:
+    with pytest.raises(TextCodeError):
+        textcode.decode("tc1", text)
+
+
+@pytest.mark.parametrize(
+    ("written", "ascii", "look_alike"),
+    [
+        ("k", "K", "\u212a"),  # KELVIN SIGN, which str.lower() makes "k"
+        ("1", "I", "\u0130"),  # LATIN CAPITAL LETTER I WITH DOT ABOVE, lower() "i" + U+0307
+        ("a", "A", "\uff21"),  # FULLWIDTH LATIN CAPITAL LETTER A
+        ("0", "O", "\u0660"),  # ARABIC-INDIC DIGIT ZERO, which int() reads as 0
+    ],
+)
+def test_only_ascii_letters_are_folded(written: str, ascii: str, look_alike: str) -> None:
+    data = next(
+        d for n in range(256) if written in textcode.encode("tc1", d := bytes([n] * 20))[3:]
+    )
+    body = textcode.encode("tc1", data)[3:]
+    assert textcode.decode("tc1", "tc1" + body.replace(written, ascii)) == data
+    with pytest.raises(TextCodeError):
+        textcode.decode("tc1", "tc1" + body.replace(written, look_alike))
+
+
+def test_prefix_is_ascii_folded_only() -> None:
+    code = textcode.encode("mk1", DATA)
+    assert textcode.decode("mk1", "MK1" + code[3:]) == DATA
+    with pytest.raises(TextCodeError, match="does not contain"):
+        textcode.decode("mk1", "m\u212a1" + code[3:])
+
+
+def test_size_limits() -> None:
+    data = bytes(range(40))
+    code = textcode.encode("tc1", data)
+    assert textcode.decode("tc1", code, max_size=40) == data
+    with pytest.raises(TextCodeError, match="longer"):
+        textcode.decode("tc1", code, max_size=39)
+    padded = " " * (textcode.MAX_TEXT_CHARS - len(code)) + code
+    assert textcode.decode("tc1", padded) == data
+    with pytest.raises(TextCodeError, match="size"):
+        textcode.decode("tc1", " " + padded)
+
+
+def test_a_text_full_of_separators_is_refused_quickly() -> None:
+    """Every separator makes a candidate; decoding each is C-speed, so this stays fast."""
+    text = "tc1" + "a " * ((textcode.MAX_TEXT_CHARS - 3) // 2)
+    with pytest.raises(TextCodeError):
+        textcode.decode("tc1", text)
