@@ -153,6 +153,36 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         expires_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 2: a channel name is a label, not a key (docs/spec/channel.md, "Names"): a join
+    # may bring a second channel of a name already held. SQLite cannot drop a UNIQUE
+    # constraint, so both channel tables are rebuilt, the child first so that no
+    # ON DELETE CASCADE fires.
+    """
+    CREATE TABLE new_channels (
+        id        BLOB PRIMARY KEY,
+        name      TEXT NOT NULL,
+        joined_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO new_channels SELECT id, name, joined_at FROM channels;
+    CREATE TABLE new_channel_epochs (
+        channel_id    BLOB NOT NULL,
+        epoch         INTEGER NOT NULL,
+        sealed_secret BLOB NOT NULL,
+        PRIMARY KEY (channel_id, epoch)
+    ) WITHOUT ROWID;
+    INSERT INTO new_channel_epochs SELECT channel_id, epoch, sealed_secret FROM channel_epochs;
+    DROP TABLE channel_epochs;
+    DROP TABLE channels;
+    ALTER TABLE new_channels RENAME TO channels;
+    CREATE TABLE channel_epochs (
+        channel_id    BLOB NOT NULL REFERENCES channels (id) ON DELETE CASCADE,
+        epoch         INTEGER NOT NULL,
+        sealed_secret BLOB NOT NULL,
+        PRIMARY KEY (channel_id, epoch)
+    ) WITHOUT ROWID;
+    INSERT INTO channel_epochs SELECT channel_id, epoch, sealed_secret FROM new_channel_epochs;
+    DROP TABLE new_channel_epochs;
+    """,
 )
 
 
@@ -315,26 +345,21 @@ class Store:
     def save_channel(self, channel: Channel, *, now: int) -> None:
         """Keep a channel and every epoch secret it holds (new epochs are added).
 
-        Raises:
-            StoreError: another channel already has this name.
-        """
-        try:
-            with self._transaction():
-                self._db.execute(
-                    "INSERT INTO channels (id, name, joined_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT (id) DO NOTHING",
-                    (channel.id, channel.name, now),
-                )
-                self._db.executemany(
-                    "INSERT INTO channel_epochs (channel_id, epoch, sealed_secret) "
-                    "VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                    [
-                        (channel.id, epoch, self._seal(secret, channel.id, epoch))
-                        for epoch, secret in sorted(channel.epochs.items())
-                    ],
-                )
-        except sqlite3.IntegrityError:
-            raise StoreError(f"a channel named {channel.name!r} already exists") from None
+        Two channels may share a name; the id tells them apart."""
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO channels (id, name, joined_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (id) DO NOTHING",
+                (channel.id, channel.name, now),
+            )
+            self._db.executemany(
+                "INSERT INTO channel_epochs (channel_id, epoch, sealed_secret) "
+                "VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                [
+                    (channel.id, epoch, self._seal(secret, channel.id, epoch))
+                    for epoch, secret in sorted(channel.epochs.items())
+                ],
+            )
 
     def channels(self) -> list[Channel]:
         """Every channel this node is in, with all its epochs, by name."""
