@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 from meshnode import control
-from meshnode.core.views import BulletinRecord, ChannelInfo, ContactInfo, NodeStatus, PeerInfo
+from meshnode.core.views import (
+    BulletinRecord,
+    ChannelInfo,
+    ChannelRef,
+    ContactInfo,
+    NodeStatus,
+    PeerInfo,
+)
 from meshnode.errors import BulletinTooLarge, DaemonUnreachable, OperationTimeout
 from meshnode.paths import resolve_data_dir
 
@@ -128,7 +135,8 @@ class Client:
             elif not message.get("ok"):
                 control.raise_failure(message)
 
-    # The operations. Channels are named by name or by id; groups by petname or key text.
+    # The operations. A channel is a ChannelRef (a ChannelInfo, an id, a name or the id
+    # in hex: the daemon resolves it as Node does); groups are petnames or key texts.
 
     def status(self) -> NodeStatus:
         """Peers, DHT size, channels, last sync, pending deliveries, held mail,
@@ -162,26 +170,32 @@ class Client:
         """Create a channel; this group is its first member."""
         return control.expect(self.call("channel_create", name=name), ChannelInfo)
 
-    def invite(self, channel: str, expires: int | None = None) -> str:
-        """An invite code for ``channel``, valid for ``expires`` seconds (None: no expiry)."""
-        return control.expect(self.call("channel_invite", channel=channel, expires=expires), str)
+    def invite(self, channel: ChannelRef, expires: int | None = None) -> str:
+        """An invite code for ``channel``, valid for ``expires`` seconds (None: no expiry).
+
+        Raises:
+            UnknownChannel: the daemon's node has no such channel.
+            AmbiguousChannel: the name (or id prefix) fits several: pass the id.
+        """
+        code = self.call("channel_invite", channel=_channel_arg(channel), expires=expires)
+        return control.expect(code, str)
 
     def join(self, code: str) -> ChannelInfo:
         """Join the channel an invite code admits to."""
         return control.expect(self.call("channel_join", code=code), ChannelInfo)
 
-    def leave(self, channel: str) -> None:
+    def leave(self, channel: ChannelRef) -> None:
         """Leave a channel and forget its keys."""
-        self.call("channel_leave", channel=channel)
+        self.call("channel_leave", channel=_channel_arg(channel))
 
-    def rekey(self, channel: str, remove: Sequence[str] = ()) -> ChannelInfo:
+    def rekey(self, channel: ChannelRef, remove: Sequence[str] = ()) -> ChannelInfo:
         """Start a new epoch of ``channel``, leaving out the groups in ``remove``."""
-        info = self.call("channel_rekey", channel=channel, remove=list(remove))
+        info = self.call("channel_rekey", channel=_channel_arg(channel), remove=list(remove))
         return control.expect(info, ChannelInfo)
 
     def post(
         self,
-        channel: str,
+        channel: ChannelRef,
         text: str,
         *,
         reply_to: bytes | None = None,
@@ -189,7 +203,9 @@ class Client:
     ) -> BulletinRecord:
         """Post to a channel; returns once the bulletin is durable on disk."""
         _check_text(text)
-        record = self.call("post", channel=channel, text=text, reply_to=reply_to, expires=expires)
+        record = self.call(
+            "post", channel=_channel_arg(channel), text=text, reply_to=reply_to, expires=expires
+        )
         return control.expect(record, BulletinRecord)
 
     def post_public(self, text: str, *, expires: int | None = None) -> BulletinRecord:
@@ -208,18 +224,26 @@ class Client:
         return control.expect(self.call("endorse", id=bulletin_id), BulletinRecord)
 
     def read(
-        self, channel: str | None = None, *, since: int | None = None, limit: int | None = None
+        self,
+        channel: ChannelRef | None = None,
+        *,
+        since: int | None = None,
+        limit: int | None = None,
     ) -> list[BulletinRecord]:
         """Stored bulletins (all readable ones, or one channel's), oldest first; with
         ``limit``, the newest ``limit`` of them."""
-        stream = self.stream("read", channel=channel, since=since, limit=limit, follow=False)
+        stream = self.stream(
+            "read", channel=_channel_arg(channel), since=since, limit=limit, follow=False
+        )
         return [control.expect(record, BulletinRecord) for record in stream]
 
     def follow(
-        self, channel: str | None = None, *, since: int | None = None
+        self, channel: ChannelRef | None = None, *, since: int | None = None
     ) -> Generator[BulletinRecord, None, None]:
         """Stored bulletins, then new ones as they arrive, until the caller stops."""
-        yield from self.stream("read", channel=channel, since=since, limit=None, follow=True)
+        yield from self.stream(
+            "read", channel=_channel_arg(channel), since=since, limit=None, follow=True
+        )
 
     def contacts(self) -> list[ContactInfo]:
         """The groups this node knows by petname."""
@@ -236,6 +260,12 @@ class Client:
     def block_contact(self, petname: str) -> ContactInfo:
         """Refuse this group's bulletins and sessions from now on."""
         return control.expect(self.call("contact_block", petname=petname), ContactInfo)
+
+
+def _channel_arg(channel: ChannelRef | None) -> str | bytes | None:
+    """A channel as the control socket carries it: a record travels as its id (bytes),
+    which the daemon resolves exactly; texts and ids go as they are."""
+    return channel.id if isinstance(channel, ChannelInfo) else channel
 
 
 def _check_text(text: str) -> None:
@@ -299,7 +329,7 @@ class AsyncClient:
     block_contact = _async_twin(Client.block_contact)
 
     async def follow(
-        self, channel: str | None = None, *, since: int | None = None
+        self, channel: ChannelRef | None = None, *, since: int | None = None
     ) -> AsyncIterator[BulletinRecord]:
         """Stored bulletins, then new ones as they arrive (see :meth:`Client.follow`)."""
         async for record in _pumped(lambda: self.sync.follow(channel, since=since)):

@@ -9,6 +9,7 @@ sees the same types embedded (``open_node``) and over the socket
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,6 +46,12 @@ class ChannelInfo:
     epoch: int
     members_seen: int
     bulletins: int
+
+
+ChannelRef: TypeAlias = ChannelInfo | bytes | str
+"""How a caller names a channel: the record the API handed out, the channel id
+(32 bytes), or a text that is an exact name, else the id in hex (whole or a
+unique prefix of at least 8 digits). Names may repeat, the id never does."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -526,27 +526,42 @@ class Node:
         """The channels this group is in, by name."""
         return [self._channel_info(c) for c in self.archive.channels()]
 
-    def find_channel(self, name: str) -> views.ChannelInfo | None:
-        """A channel by name (or id in hex), or None."""
-        channel = self.archive.find_channel(name)
-        return None if channel is None else self._channel_info(channel)
+    def find_channel(self, channel: views.ChannelRef) -> views.ChannelInfo | None:
+        """The channel ``channel`` names (see :meth:`Archive.find_channel`), or None.
+
+        Raises:
+            AmbiguousChannel: the name or id prefix fits several channels.
+        """
+        held = self.archive.find_channel(channel)
+        return None if held is None else self._channel_info(held)
 
     async def create_channel(self, name: str) -> views.ChannelInfo:
         """Create a channel with this group as its first member.
 
         Raises:
-            StoreError: this node already has a channel of that name.
+            StoreError: this node already has a channel of that name (a join may
+                still bring one: names are labels, the id tells them apart).
         """
-        if self.archive.find_channel(name) is not None:
-            raise StoreError(f"a channel named {name!r} already exists here")
-        channel = self.archive.add_channel(ApiChannel.create(name))
+        created = ApiChannel.create(name)
+        if self.archive.named(created.name):
+            raise StoreError(f"a channel named {created.name!r} already exists here")
+        channel = self.archive.add_channel(created)
         self._subscribe(channel)
         self._nursery.start_soon(self._find_members, channel)
         return self._channel_info(channel)
 
-    async def invite(self, channel: str, expires: int | None = None) -> str:
+    async def invite(self, channel: views.ChannelRef, expires: int | None = None) -> str:
         """An invite code for ``channel`` carrying this node's address; ``expires`` in
-        seconds from now (None: no expiry)."""
+        seconds from now (None: no expiry).
+
+        ``channel``, here and in every method that takes one, is a
+        :class:`~meshnode.core.views.ChannelInfo`, a channel id (32 bytes), or an
+        exact name, else the id in hex (whole or a unique prefix of 8+ digits).
+
+        Raises:
+            UnknownChannel: no channel of this node fits ``channel``.
+            AmbiguousChannel: several do (a shared name, a short prefix).
+        """
         held = self.archive.require_channel(channel)
         now = int(time.time())
         return held.make_invite(
@@ -572,7 +587,7 @@ class Node:
         self._nursery.start_soon(self._find_members, channel)
         return self._channel_info(channel)
 
-    async def leave(self, channel: str) -> None:
+    async def leave(self, channel: views.ChannelRef) -> None:
         """Leave a channel: forget its keys; its bulletins here become unreadable."""
         held = self.archive.require_channel(channel)
         self.archive.remove_channel(held)
@@ -580,7 +595,9 @@ class Node:
         self._changed()
         self._flush()
 
-    async def rekey(self, channel: str, remove: Sequence[str | bytes] = ()) -> views.ChannelInfo:
+    async def rekey(
+        self, channel: views.ChannelRef, remove: Sequence[str | bytes] = ()
+    ) -> views.ChannelInfo:
         """Start a new epoch of ``channel`` and hand its key to every member but ``remove``.
 
         The members are the groups this node has seen post in the channel (and
@@ -627,7 +644,7 @@ class Node:
 
     async def post(
         self,
-        channel: str,
+        channel: views.ChannelRef,
         text: str,
         reply_to: bytes | None = None,
         expires: int | None = None,
@@ -700,12 +717,16 @@ class Node:
     # Reading -----------------------------------------------------------------------
 
     async def bulletins(
-        self, channel: str | None = None, since: int | None = None, follow: bool = True
+        self,
+        channel: views.ChannelRef | None = None,
+        since: int | None = None,
+        follow: bool = True,
     ) -> AsyncIterator[views.BulletinRecord]:
         """Stored history (oldest first), then with ``follow`` live arrivals, forever.
 
         Raises:
             UnknownChannel: ``channel`` is not one of this node's.
+            AmbiguousChannel: ``channel`` fits several of them.
         """
         held = self.archive.require_channel(channel) if channel is not None else None
         cursor = self.archive.store.last_cursor()
