@@ -14,7 +14,9 @@ if TYPE_CHECKING:
     from meshnode.client import AsyncClient, Client, connect, connect_async
     from meshnode.core.bulletin import Content, Kind
     from meshnode.core.identity import fingerprint, format_key, parse_key
+    from meshnode.core.views import ChannelInfo, ChannelRef
     from meshnode.errors import (
+        AmbiguousChannel,
         AuthenticationError,
         InvalidBulletin,
         InvalidInvite,
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
         KeyfileError,
         MeshError,
         NotARecipient,
+        UnknownChannel,
         WrongChannel,
         WrongPassphrase,
     )
@@ -44,6 +47,8 @@ _EXPORTS: dict[str, str] = {
     "format_key": "meshnode.core.identity",
     "parse_key": "meshnode.core.identity",
     "fingerprint": "meshnode.core.identity",
+    "ChannelInfo": "meshnode.core.views",
+    "ChannelRef": "meshnode.core.views",
     "MeshError": "meshnode.errors",
     "InvalidBulletin": "meshnode.errors",
     "InvalidKey": "meshnode.errors",
@@ -54,6 +59,8 @@ _EXPORTS: dict[str, str] = {
     "AuthenticationError": "meshnode.errors",
     "NotARecipient": "meshnode.errors",
     "WrongChannel": "meshnode.errors",
+    "UnknownChannel": "meshnode.errors",
+    "AmbiguousChannel": "meshnode.errors",
 }
 
 __all__ = sorted(_EXPORTS)

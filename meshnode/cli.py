@@ -65,6 +65,8 @@ class UsageError(MeshError):
 
 
 PASSPHRASE_ENV = "MESHNODE_PASSPHRASE"
+_CHANNEL_HELP = "a channel's name, or its id in hex (8 digits or more; see 'channel list')"
+"""Names may repeat (a join can bring a second channel of a name): the id never does."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -157,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(channel, "create", "create a channel (this group is its first member)", _cmd_create)
     p.add_argument("name")
     p = command(channel, "invite", "print a one-time invite code for a channel", _cmd_invite)
-    p.add_argument("name")
+    p.add_argument("name", help=_CHANNEL_HELP)
     p.add_argument("--expires", metavar="DURATION", help="e.g. 7d, 12h (default: 7d)")
     p.add_argument(
         "--with-history", action="store_true", help="also hand over the earlier epochs' keys"
@@ -169,25 +171,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("code")
     command(channel, "list", "list this group's channels", _cmd_channels)
     p = command(channel, "members", "list a channel's members, by seniority", _cmd_members)
-    p.add_argument("name")
+    p.add_argument("name", help=_CHANNEL_HELP)
     p = command(
         channel, "remove", "remove groups from a channel and rekey it without them", _cmd_remove
     )
-    p.add_argument("name")
+    p.add_argument("name", help=_CHANNEL_HELP)
     p.add_argument("groups", metavar="GROUP", nargs="+", help="petname, fingerprint or key")
     p = command(channel, "invites", "list a channel's invites and who used them", _cmd_invites)
-    p.add_argument("name")
+    p.add_argument("name", help=_CHANNEL_HELP)
     p = command(channel, "revoke", "revoke an unused invite", _cmd_revoke)
-    p.add_argument("name")
+    p.add_argument("name", help=_CHANNEL_HELP)
     p.add_argument("invite_id", metavar="INVITE_ID", help="from 'channel invites' (8+ hex digits)")
     p = command(
         channel, "log", "the audit trail: who added, invited, removed whom, when", _cmd_log
     )
-    p.add_argument("name")
+    p.add_argument("name", help=_CHANNEL_HELP)
     p = command(channel, "leave", "leave a channel and forget its keys", _cmd_leave)
-    p.add_argument("name")
+    p.add_argument("name", help=_CHANNEL_HELP)
     p = command(channel, "rekey", "start a new key epoch, optionally removing a group", _cmd_rekey)
-    p.add_argument("name")
+    p.add_argument("name", help=_CHANNEL_HELP)
     p.add_argument(
         "--remove",
         metavar="GROUP",
@@ -197,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = command(sub, "post", "post a bulletin to a channel (or --public)", _cmd_post)
-    p.add_argument("channel", nargs="?", help="channel name (omit with --public)")
+    p.add_argument("channel", nargs="?", help=f"{_CHANNEL_HELP} (omit with --public)")
     p.add_argument("text", nargs="?", help="the text, or - to read it from standard input")
     p.add_argument("--public", action="store_true", help="post to the whole mesh")
     p.add_argument("--reply-to", metavar="ID", help="the id of the bulletin this answers")
@@ -208,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", nargs="?", help="the text, or - to read it from standard input")
 
     p = command(sub, "read", "read bulletins, and with --follow wait for new ones", _cmd_read)
-    p.add_argument("channel", nargs="?", help="only this channel")
+    p.add_argument("channel", nargs="?", help=f"only this channel: {_CHANNEL_HELP}")
     p.add_argument("--since", metavar="WHEN", help="a duration ago (2h, 3d) or a date (2026-11-25)")
     p.add_argument(
         "--limit", metavar="N", type=int, help="only the newest N bulletins (oldest first)"

@@ -21,6 +21,7 @@ from meshnode import control
 from meshnode.core.views import (
     BulletinRecord,
     ChannelInfo,
+    ChannelRef,
     ContactInfo,
     InviteInfo,
     MemberInfo,
@@ -137,7 +138,8 @@ class Client:
             elif not message.get("ok"):
                 control.raise_failure(message)
 
-    # The operations. Channels are named by name or by id; groups by petname or key text.
+    # The operations. A channel is a ChannelRef (a ChannelInfo, an id, a name or the id
+    # in hex: the daemon resolves it as Node does); groups are petnames or key texts.
 
     def status(self) -> NodeStatus:
         """Peers, DHT size, channels, last sync, pending deliveries, held mail,
@@ -173,59 +175,64 @@ class Client:
 
     def invite(
         self,
-        channel: str,
+        channel: ChannelRef,
         expires: int | None = 7 * 86400,
         with_history: bool = False,
         for_group: str | bytes | None = None,
     ) -> str:
         """A one-time invite code for ``channel``, valid for ``expires`` seconds (None:
-        the default, 7 days), redeemed online at this node (see ``Node.invite``)."""
+        the default, 7 days), redeemed online at this node (see ``Node.invite``).
+
+        Raises:
+            UnknownChannel: the daemon's node has no such channel.
+            AmbiguousChannel: the name (or id prefix) fits several: pass the id.
+        """
         code = self.call(
             "channel_invite",
-            channel=channel,
+            channel=_channel_arg(channel),
             expires=expires,
             with_history=with_history,
             for_group=for_group,
         )
         return control.expect(code, str)
 
-    def members(self, channel: str) -> list[MemberInfo]:
+    def members(self, channel: ChannelRef) -> list[MemberInfo]:
         """The members of ``channel`` by seniority, from its membership log."""
-        return control.expect(self.call("channel_members", channel=channel), list)
+        return control.expect(self.call("channel_members", channel=_channel_arg(channel)), list)
 
-    def remove(self, channel: str, groups: Sequence[str | bytes]) -> ChannelInfo:
+    def remove(self, channel: ChannelRef, groups: Sequence[str | bytes]) -> ChannelInfo:
         """Remove groups from ``channel`` and start the epoch they cannot read."""
-        info = self.call("channel_remove", channel=channel, groups=list(groups))
+        info = self.call("channel_remove", channel=_channel_arg(channel), groups=list(groups))
         return control.expect(info, ChannelInfo)
 
-    def invites(self, channel: str) -> list[InviteInfo]:
+    def invites(self, channel: ChannelRef) -> list[InviteInfo]:
         """The invites of ``channel``, oldest first."""
-        return control.expect(self.call("channel_invites", channel=channel), list)
+        return control.expect(self.call("channel_invites", channel=_channel_arg(channel)), list)
 
-    def revoke_invite(self, channel: str, invite_id: bytes | str) -> None:
+    def revoke_invite(self, channel: ChannelRef, invite_id: bytes | str) -> None:
         """Revoke an unused invite of ``channel``."""
-        self.call("channel_revoke", channel=channel, invite_id=invite_id)
+        self.call("channel_revoke", channel=_channel_arg(channel), invite_id=invite_id)
 
-    def log(self, channel: str) -> list[OperationInfo]:
+    def log(self, channel: ChannelRef) -> list[OperationInfo]:
         """The membership operations of ``channel``, oldest first."""
-        return control.expect(self.call("channel_log", channel=channel), list)
+        return control.expect(self.call("channel_log", channel=_channel_arg(channel)), list)
 
     def join(self, code: str) -> ChannelInfo:
         """Join the channel an invite code admits to."""
         return control.expect(self.call("channel_join", code=code), ChannelInfo)
 
-    def leave(self, channel: str) -> None:
+    def leave(self, channel: ChannelRef) -> None:
         """Leave a channel and forget its keys."""
-        self.call("channel_leave", channel=channel)
+        self.call("channel_leave", channel=_channel_arg(channel))
 
-    def rekey(self, channel: str, remove: Sequence[str | bytes] = ()) -> ChannelInfo:
+    def rekey(self, channel: ChannelRef, remove: Sequence[str | bytes] = ()) -> ChannelInfo:
         """Start a new epoch of ``channel``, leaving out the groups in ``remove``."""
-        info = self.call("channel_rekey", channel=channel, remove=list(remove))
+        info = self.call("channel_rekey", channel=_channel_arg(channel), remove=list(remove))
         return control.expect(info, ChannelInfo)
 
     def post(
         self,
-        channel: str,
+        channel: ChannelRef,
         text: str,
         *,
         reply_to: bytes | None = None,
@@ -233,7 +240,9 @@ class Client:
     ) -> BulletinRecord:
         """Post to a channel; returns once the bulletin is durable on disk."""
         _check_text(text)
-        record = self.call("post", channel=channel, text=text, reply_to=reply_to, expires=expires)
+        record = self.call(
+            "post", channel=_channel_arg(channel), text=text, reply_to=reply_to, expires=expires
+        )
         return control.expect(record, BulletinRecord)
 
     def post_public(self, text: str, *, expires: int | None = None) -> BulletinRecord:
@@ -252,18 +261,26 @@ class Client:
         return control.expect(self.call("endorse", id=bulletin_id), BulletinRecord)
 
     def read(
-        self, channel: str | None = None, *, since: int | None = None, limit: int | None = None
+        self,
+        channel: ChannelRef | None = None,
+        *,
+        since: int | None = None,
+        limit: int | None = None,
     ) -> list[BulletinRecord]:
         """Stored bulletins (all readable ones, or one channel's), oldest first; with
         ``limit``, the newest ``limit`` of them."""
-        stream = self.stream("read", channel=channel, since=since, limit=limit, follow=False)
+        stream = self.stream(
+            "read", channel=_channel_arg(channel), since=since, limit=limit, follow=False
+        )
         return [control.expect(record, BulletinRecord) for record in stream]
 
     def follow(
-        self, channel: str | None = None, *, since: int | None = None
+        self, channel: ChannelRef | None = None, *, since: int | None = None
     ) -> Generator[BulletinRecord, None, None]:
         """Stored bulletins, then new ones as they arrive, until the caller stops."""
-        yield from self.stream("read", channel=channel, since=since, limit=None, follow=True)
+        yield from self.stream(
+            "read", channel=_channel_arg(channel), since=since, limit=None, follow=True
+        )
 
     def contacts(self) -> list[ContactInfo]:
         """The groups this node knows by petname."""
@@ -280,6 +297,12 @@ class Client:
     def block_contact(self, petname: str) -> ContactInfo:
         """Refuse this group's bulletins and sessions from now on."""
         return control.expect(self.call("contact_block", petname=petname), ContactInfo)
+
+
+def _channel_arg(channel: ChannelRef | None) -> str | bytes | None:
+    """A channel as the control socket carries it: a record travels as its id (bytes),
+    which the daemon resolves exactly; texts and ids go as they are."""
+    return channel.id if isinstance(channel, ChannelInfo) else channel
 
 
 def _check_text(text: str) -> None:
@@ -348,7 +371,7 @@ class AsyncClient:
     block_contact = _async_twin(Client.block_contact)
 
     async def follow(
-        self, channel: str | None = None, *, since: int | None = None
+        self, channel: ChannelRef | None = None, *, since: int | None = None
     ) -> AsyncIterator[BulletinRecord]:
         """Stored bulletins, then new ones as they arrive (see :meth:`Client.follow`)."""
         async for record in _pumped(lambda: self.sync.follow(channel, since=since)):

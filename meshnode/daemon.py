@@ -41,7 +41,7 @@ from meshnode import control
 from meshnode.config import Config
 from meshnode.config import load as load_config
 from meshnode.core import views
-from meshnode.errors import AlreadyRunning, ConfigError, MeshError, UnknownChannel
+from meshnode.errors import AlreadyRunning, ConfigError, MeshError
 from meshnode.paths import resolve_data_dir
 
 log = logging.getLogger("meshnode")
@@ -163,6 +163,13 @@ def _strings_or_keys(values: list[Any]) -> list[str | bytes]:
     return values
 
 
+def _channel(args: dict[str, Any]) -> str | bytes:
+    """A channel argument: a text (name or id in hex) or an id (bytes), resolved by
+    the node as any API caller's (``Archive.find_channel``)."""
+    value: str | bytes = _arg(args, "channel", (str, bytes))
+    return value
+
+
 def _identity(node: Any) -> dict[str, str]:
     return {
         "name": node.identity.name,
@@ -180,27 +187,27 @@ OPERATIONS: Final[dict[str, Handler]] = {
     "channels": lambda n, a: _value(n.channels()),
     "channel_create": lambda n, a: n.create_channel(_arg(a, "name", str)),
     "channel_invite": lambda n, a: n.invite(
-        _arg(a, "channel", str),
+        _channel(a),
         expires=_opt(a, "expires", int),
         with_history=bool(_opt(a, "with_history", bool)),
         for_group=_opt(a, "for_group", (str, bytes)),
     ),
-    "channel_members": lambda n, a: _value(n.members(_arg(a, "channel", str))),
+    "channel_members": lambda n, a: _value(n.members(_channel(a))),
     "channel_remove": lambda n, a: n.remove(
-        _arg(a, "channel", str), _strings_or_keys(_arg(a, "groups", list))
+        _channel(a), _strings_or_keys(_arg(a, "groups", list))
     ),
-    "channel_invites": lambda n, a: _value(n.invites(_arg(a, "channel", str))),
+    "channel_invites": lambda n, a: _value(n.invites(_channel(a))),
     "channel_revoke": lambda n, a: n.revoke_invite(
-        _arg(a, "channel", str), _arg(a, "invite_id", (str, bytes))
+        _channel(a), _arg(a, "invite_id", (str, bytes))
     ),
-    "channel_log": lambda n, a: _value(n.log(_arg(a, "channel", str))),
+    "channel_log": lambda n, a: _value(n.log(_channel(a))),
     "channel_join": lambda n, a: n.join(_arg(a, "code", str)),
-    "channel_leave": lambda n, a: n.leave(_arg(a, "channel", str)),
+    "channel_leave": lambda n, a: n.leave(_channel(a)),
     "channel_rekey": lambda n, a: n.rekey(
-        _arg(a, "channel", str), remove=_strings_or_keys(_arg(a, "remove", list))
+        _channel(a), remove=_strings_or_keys(_arg(a, "remove", list))
     ),
     "post": lambda n, a: n.post(
-        _arg(a, "channel", str),
+        _channel(a),
         _arg(a, "text", str),
         reply_to=_opt(a, "reply_to", bytes),
         expires=_opt(a, "expires", int),
@@ -222,9 +229,7 @@ async def _value(value: Any) -> Any:
 
 
 async def _read(node: Any, args: dict[str, Any]) -> AsyncIterator[views.BulletinRecord]:
-    channel = _opt(args, "channel", str)
-    if channel is not None and node.find_channel(channel) is None:
-        raise UnknownChannel(f"no channel {channel!r} on this node (see 'meshnode channel list')")
+    channel = _opt(args, "channel", (str, bytes))
     limit = _opt(args, "limit", int)
     follow = bool(args.get("follow"))
     since = _opt(args, "since", int)

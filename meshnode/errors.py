@@ -117,6 +117,10 @@ class UnknownChannel(MeshError):
     """No channel of that name or id on this node: list them with ``meshnode channel list``."""
 
 
+class AmbiguousChannel(MeshError):
+    """A channel name (or id prefix) that fits several channels: name one by its id."""
+
+
 class UnknownContact(MeshError):
     """No contact of that petname or key: add one with ``meshnode contact add``."""
 

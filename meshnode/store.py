@@ -153,18 +153,38 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         expires_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 2: a channel name is a label, not a key (docs/spec/channel.md, "Names"): a join
+    # may bring a second channel of a name already held. Epochs are numbered by depth,
+    # so one number may hold several secrets (siblings), and each channel has a
+    # membership log (docs/spec/membership.md). SQLite cannot drop a UNIQUE
+    # constraint, so the channel tables are rebuilt, the child first so that no
+    # ON DELETE CASCADE fires.
     """
+    CREATE TABLE new_channels (
+        id            BLOB PRIMARY KEY,
+        name          TEXT NOT NULL,
+        joined_at     INTEGER NOT NULL,
+        current_epoch BLOB,
+        root          BLOB
+    ) WITHOUT ROWID;
+    INSERT INTO new_channels (id, name, joined_at) SELECT id, name, joined_at FROM channels;
+    CREATE TABLE held_secrets (
+        channel_id    BLOB NOT NULL,
+        epoch         INTEGER NOT NULL,
+        sealed_secret BLOB NOT NULL
+    );
+    INSERT INTO held_secrets SELECT channel_id, epoch, sealed_secret FROM channel_epochs;
+    DROP TABLE channel_epochs;
+    DROP TABLE channels;
+    ALTER TABLE new_channels RENAME TO channels;
     CREATE TABLE channel_secrets (
         channel_id    BLOB NOT NULL REFERENCES channels (id) ON DELETE CASCADE,
         epoch         INTEGER NOT NULL,
         sealed_secret BLOB NOT NULL,
         PRIMARY KEY (channel_id, sealed_secret)
     ) WITHOUT ROWID;
-    INSERT INTO channel_secrets (channel_id, epoch, sealed_secret)
-        SELECT channel_id, epoch, sealed_secret FROM channel_epochs;
-    DROP TABLE channel_epochs;
-    ALTER TABLE channels ADD COLUMN current_epoch BLOB;
-    ALTER TABLE channels ADD COLUMN root BLOB;
+    INSERT INTO channel_secrets SELECT channel_id, epoch, sealed_secret FROM held_secrets;
+    DROP TABLE held_secrets;
 
     CREATE TABLE membership_ops (
         channel_id BLOB NOT NULL REFERENCES channels (id) ON DELETE CASCADE,
@@ -336,32 +356,27 @@ class Store:
         """Keep a channel, every epoch secret it holds (new ones are added) and its
         current epoch; ``root`` names its membership log's create operation.
 
-        Raises:
-            StoreError: another channel already has this name.
-        """
+        Two channels may share a name; the id tells them apart."""
         held = self._channel_secrets(channel.id)
-        try:
-            with self._transaction():
-                self._db.execute(
-                    "INSERT INTO channels (id, name, joined_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT (id) DO NOTHING",
-                    (channel.id, channel.name, now),
-                )
-                self._db.execute(
-                    "UPDATE channels SET current_epoch = ?, root = coalesce(root, ?) WHERE id = ?",
-                    (channel.current, root, channel.id),
-                )
-                self._db.executemany(
-                    "INSERT INTO channel_secrets (channel_id, epoch, sealed_secret) "
-                    "VALUES (?, ?, ?)",
-                    [
-                        (channel.id, k.number, self._seal(k.secret, channel.id, k.number))
-                        for k in channel.keys
-                        if k.secret not in held
-                    ],
-                )
-        except sqlite3.IntegrityError:
-            raise StoreError(f"a channel named {channel.name!r} already exists") from None
+        with self._transaction():
+            self._db.execute(
+                "INSERT INTO channels (id, name, joined_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (id) DO NOTHING",
+                (channel.id, channel.name, now),
+            )
+            self._db.execute(
+                "UPDATE channels SET current_epoch = ?, root = coalesce(root, ?) WHERE id = ?",
+                (channel.current, root, channel.id),
+            )
+            self._db.executemany(
+                "INSERT INTO channel_secrets (channel_id, epoch, sealed_secret) "
+                "VALUES (?, ?, ?)",
+                [
+                    (channel.id, k.number, self._seal(k.secret, channel.id, k.number))
+                    for k in channel.keys
+                    if k.secret not in held
+                ],
+            )
 
     def channels(self) -> list[Channel]:
         """Every channel this node is in, with all its epochs, by name."""

@@ -9,6 +9,7 @@ sees the same types embedded (``open_node``) and over the socket
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,6 +97,12 @@ class OperationInfo:
     invite: bytes | None
     epoch: int | None
     void: bool
+
+
+ChannelRef: TypeAlias = ChannelInfo | bytes | str
+"""How a caller names a channel: the record the API handed out, the channel id
+(32 bytes), or a text that is an exact name, else the id in hex (whole or a
+unique prefix of at least 8 digits). Names may repeat, the id never does."""
 
 
 @dataclass(frozen=True, kw_only=True)

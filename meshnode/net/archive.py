@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from meshnode.core import crypto, views
 from meshnode.core.bulletin import DIRECT_STREAM, PUBLIC_STREAM, TEXT_PLAIN, Bulletin, Kind
 from meshnode.core.channel import KEY_UPDATE_TYPE, Channel
-from meshnode.core.identity import Identity, fingerprint, parse_key
+from meshnode.core.identity import Identity, fingerprint, normalize_name, parse_key
 from meshnode.core.invite import Grant, InviteCode
 from meshnode.core.membership import OP_CONTENT_TYPE, KeyUpdate, Op
 from meshnode.core.sync import RangeIndex, topic_of
 from meshnode.core.wire import Topic
 from meshnode.errors import (
+    AmbiguousChannel,
     BulletinTooLarge,
     InvalidKey,
     MeshError,
@@ -124,30 +125,59 @@ class Archive:
     def channel(self, channel_id: bytes) -> Channel | None:
         return self._channels.get(channel_id)
 
-    def find_channel(self, name_or_id: str) -> Channel | None:
-        """A channel by its name, or by its id in hex (or a unique prefix of it)."""
-        wanted = name_or_id.strip()
-        for c in self._channels.values():
-            if c.name == wanted:
-                return c
-        lowered = wanted.lower()
-        if len(lowered) >= 8:
-            matches = [c for c in self._channels.values() if c.id.hex().startswith(lowered)]
-            if len(matches) == 1:
-                return matches[0]
-        return None
+    def named(self, name: str) -> list[Channel]:
+        """The channels called ``name``: names are labels, so there may be several."""
+        wanted = name.strip()
+        return sorted((c for c in self._channels.values() if c.name == wanted), key=lambda c: c.id)
 
-    def require_channel(self, name_or_id: str) -> Channel:
+    def find_channel(self, ref: views.ChannelRef) -> Channel | None:
+        """The channel ``ref`` names, or None: every API call that takes a channel
+        resolves it here, so a name, an id and a record mean the same everywhere.
+
+        ``ref`` is a :class:`~meshnode.core.views.ChannelInfo`, a channel id (32
+        bytes), or a text: an exact name first, else the id in hex, whole or a
+        unique prefix of at least 8 digits.
+
+        Raises:
+            AmbiguousChannel: two channels have that name (a join may bring a
+                second one), or the hex prefix fits several ids.
+        """
+        if isinstance(ref, views.ChannelInfo):
+            return self._channels.get(ref.id)
+        if isinstance(ref, bytes):
+            return self._channels.get(ref)
+        named = self.named(ref)
+        if len(named) > 1:
+            raise AmbiguousChannel(
+                f"{len(named)} channels are named {ref.strip()!r} ({_ids(named)}): "
+                "name the one you mean by its id (see 'meshnode channel list')"
+            )
+        if named:
+            return named[0]
+        prefix = ref.strip().lower()
+        if len(prefix) < 8:
+            return None
+        matches = [c for c in self._channels.values() if c.id.hex().startswith(prefix)]
+        if len(matches) > 1:
+            raise AmbiguousChannel(
+                f"the id prefix {prefix!r} fits {len(matches)} channels ({_ids(matches)}): "
+                "give more digits of the id"
+            )
+        return matches[0] if matches else None
+
+    def require_channel(self, ref: views.ChannelRef) -> Channel:
         """:meth:`find_channel`, raising UnknownChannel with what to do next."""
-        channel = self.find_channel(name_or_id)
+        channel = self.find_channel(ref)
         if channel is None:
             raise UnknownChannel(
-                f"no channel {name_or_id!r} on this node (see 'meshnode channel list')"
+                f"no channel {_shown(ref)} on this node (see 'meshnode channel list')"
             )
         return channel
 
     def add_channel(self, channel: Channel) -> Channel:
-        """Keep a channel (merging epochs with the copy already held)."""
+        """Keep a channel (merging epochs with the copy already held). A channel
+        may share its name with one already here: a join brings the inviter's
+        label; the id tells them apart."""
         held = self._channels.get(channel.id)
         if held is not None:
             known = {k.id for k in held.keys}
@@ -155,8 +185,6 @@ class Archive:
                 if key.id not in known:
                     held = held.with_key(key)
             channel = held
-        elif self.find_channel(channel.name) is not None:
-            raise StoreError(f"a different channel named {channel.name!r} is already here")
         self.store.save_channel(channel, now=self._clock())
         self._channels[channel.id] = channel
         return channel
@@ -173,7 +201,7 @@ class Archive:
         Raises:
             StoreError: this node already has a channel of that name.
         """
-        if self.find_channel(name) is not None:
+        if self.named(normalize_name(name)):
             raise StoreError(f"a channel named {name!r} already exists here")
         channel, ops = self.memberships.found(name)
         self._channels[channel.id] = channel
@@ -442,3 +470,16 @@ class Archive:
             raise UnknownContact(
                 f"no contact {name_or_key!r}: add one with 'meshnode contact add NAME KEY'"
             ) from None
+
+
+def _ids(channels: Sequence[Channel]) -> str:
+    return ", ".join(c.id.hex() for c in channels)
+
+
+def _shown(ref: views.ChannelRef) -> str:
+    """A channel reference as an error message shows it (ids in hex, as listed)."""
+    if isinstance(ref, views.ChannelInfo):
+        return f"{ref.name!r} ({ref.id.hex()})"
+    if isinstance(ref, bytes):
+        return ref.hex()
+    return repr(ref)

@@ -573,17 +573,22 @@ class Node:
         """The channels this group is in, by name."""
         return [self._channel_info(c) for c in self.archive.channels()]
 
-    def find_channel(self, name: str) -> views.ChannelInfo | None:
-        """A channel by name (or id in hex), or None."""
-        channel = self.archive.find_channel(name)
-        return None if channel is None else self._channel_info(channel)
+    def find_channel(self, channel: views.ChannelRef) -> views.ChannelInfo | None:
+        """The channel ``channel`` names (see :meth:`Archive.find_channel`), or None.
+
+        Raises:
+            AmbiguousChannel: the name or id prefix fits several channels.
+        """
+        held = self.archive.find_channel(channel)
+        return None if held is None else self._channel_info(held)
 
     async def create_channel(self, name: str) -> views.ChannelInfo:
         """Create a channel with this group as its first member (its membership log
         starts here).
 
         Raises:
-            StoreError: this node already has a channel of that name.
+            StoreError: this node already has a channel of that name (a join may
+                still bring one: names are labels, the id tells them apart).
         """
         channel, carriers = self.archive.found_channel(name)
         self._subscribe(channel)
@@ -594,7 +599,7 @@ class Node:
 
     async def invite(
         self,
-        channel: str,
+        channel: views.ChannelRef,
         expires: int | None = DEFAULT_INVITE_EXPIRY,
         with_history: bool = False,
         for_group: str | bytes | None = None,
@@ -605,6 +610,14 @@ class Node:
         channel's log records with the expiry (``expires`` seconds from now; None
         means the default, 7 days) and, with ``for_group``, the one group that may
         redeem it. ``with_history`` also hands the new member the earlier epochs.
+
+        ``channel``, here and in every method that takes one, is a
+        :class:`~meshnode.core.views.ChannelInfo`, a channel id (32 bytes), or an
+        exact name, else the id in hex (whole or a unique prefix of 8+ digits).
+
+        Raises:
+            UnknownChannel: no channel of this node fits ``channel``.
+            AmbiguousChannel: several do (a shared name, a short prefix).
         """
         held = self.archive.require_channel(channel)
         lifetime = DEFAULT_INVITE_EXPIRY if expires is None else expires
@@ -692,7 +705,7 @@ class Node:
             more = i < len(parts) - 1
             self.gossip.send(peer, wire.Redeemed(verdict=verdict, part=part, more=more))
 
-    async def leave(self, channel: str) -> None:
+    async def leave(self, channel: views.ChannelRef) -> None:
         """Leave a channel: say so in its log, then forget its keys (its bulletins here
         become unreadable)."""
         held = self.archive.require_channel(channel)
@@ -707,7 +720,7 @@ class Node:
         self._flush()
 
     async def remove(
-        self, channel: str, groups: Sequence[str | bytes]
+        self, channel: views.ChannelRef, groups: Sequence[str | bytes]
     ) -> views.ChannelInfo:
         """Remove groups (petnames, fingerprints or keys) from a channel and start the
         epoch they cannot read, in one step; the remaining members get its key.
@@ -736,7 +749,9 @@ class Node:
         self._queue_direct(self.archive.key_update(notice, removed), removed)
         return await self._new_epoch(held)
 
-    async def rekey(self, channel: str, remove: Sequence[str | bytes] = ()) -> views.ChannelInfo:
+    async def rekey(
+        self, channel: views.ChannelRef, remove: Sequence[str | bytes] = ()
+    ) -> views.ChannelInfo:
         """Start a new epoch of ``channel`` (removing ``remove`` first, as ``remove``
         does) and hand its key to every member that remains, from the log."""
         if remove:
@@ -760,7 +775,7 @@ class Node:
             batch = members[start : start + 16]
             self._queue_direct(self.archive.key_update(update, batch), batch)
 
-    def members(self, channel: str) -> list[views.MemberInfo]:
+    def members(self, channel: views.ChannelRef) -> list[views.MemberInfo]:
         """The members of ``channel`` by seniority, from its membership log."""
         log = self._log(self.archive.require_channel(channel))
         ranked = sorted(log.members().values(), key=lambda m: (m.rank, m.key))
@@ -774,7 +789,7 @@ class Node:
             for m in ranked
         ]
 
-    def invites(self, channel: str) -> list[views.InviteInfo]:
+    def invites(self, channel: views.ChannelRef) -> list[views.InviteInfo]:
         """The invites of ``channel``, oldest first."""
         log = self._log(self.archive.require_channel(channel))
         return [
@@ -789,7 +804,7 @@ class Node:
             for i in log.invites()
         ]
 
-    async def revoke_invite(self, channel: str, invite_id: bytes | str) -> None:
+    async def revoke_invite(self, channel: views.ChannelRef, invite_id: bytes | str) -> None:
         """Revoke an unused invite (its id in bytes or hex, or a unique hex prefix)."""
         held = self.archive.require_channel(channel)
         log = self._log(held)
@@ -797,7 +812,7 @@ class Node:
         op = self.archive.memberships.write(held, OpType.REVOKE, token=token)
         self._publish(self.archive.carry(held, op))
 
-    def log(self, channel: str) -> list[views.OperationInfo]:
+    def log(self, channel: views.ChannelRef) -> list[views.OperationInfo]:
         """The membership operations of ``channel``, oldest first: who created,
         invited, added, removed and rekeyed, and when."""
         log = self._log(self.archive.require_channel(channel))
@@ -869,7 +884,7 @@ class Node:
 
     async def post(
         self,
-        channel: str,
+        channel: views.ChannelRef,
         text: str,
         reply_to: bytes | None = None,
         expires: int | None = None,
@@ -953,12 +968,16 @@ class Node:
     # Reading -----------------------------------------------------------------------
 
     async def bulletins(
-        self, channel: str | None = None, since: int | None = None, follow: bool = True
+        self,
+        channel: views.ChannelRef | None = None,
+        since: int | None = None,
+        follow: bool = True,
     ) -> AsyncIterator[views.BulletinRecord]:
         """Stored history (oldest first), then with ``follow`` live arrivals, forever.
 
         Raises:
             UnknownChannel: ``channel`` is not one of this node's.
+            AmbiguousChannel: ``channel`` fits several of them.
         """
         held = self.archive.require_channel(channel) if channel is not None else None
         cursor = self.archive.store.last_cursor()

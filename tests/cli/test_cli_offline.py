@@ -16,8 +16,10 @@ from meshnode.cli import (
     render_docs,
     run,
 )
+from meshnode.client import Client
 from meshnode.core.views import BulletinRecord
 from meshnode.errors import (
+    AmbiguousChannel,
     DaemonUnreachable,
     HandshakeError,
     MeshError,
@@ -76,6 +78,7 @@ def test_bare_noun_asks_for_an_action(capsys: pytest.CaptureFixture[str]) -> Non
     [
         (MeshError("x"), ExitStatus.ERROR),
         (UnknownChannel("x"), ExitStatus.ERROR),
+        (AmbiguousChannel("x"), ExitStatus.ERROR),
         (DaemonUnreachable("x"), ExitStatus.DAEMON_UNREACHABLE),
         (OperationTimeout("x"), ExitStatus.TIMEOUT),
         (HandshakeError("x"), ExitStatus.PEER_FAILURE),
@@ -85,6 +88,34 @@ def test_bare_noun_asks_for_an_action(capsys: pytest.CaptureFixture[str]) -> Non
 def test_exit_codes_are_pinned(error: MeshError, status: ExitStatus) -> None:
     assert exit_status_for(error) == status
     assert [int(s) for s in ExitStatus] == [0, 1, 2, 3, 4, 5, 130]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["channel", "invite", "strike"],
+        ["channel", "leave", "strike"],
+        ["channel", "rekey", "strike"],
+        ["post", "strike", "text"],
+        ["read", "strike"],
+    ],
+)
+def test_an_ambiguous_channel_is_one_line_exit_1(
+    argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    message = (
+        "2 channels are named 'strike' (aa.., bb..): name the one you mean by its id "
+        "(see 'meshnode channel list')"
+    )
+
+    def call(self: Client, op: str, **args: object) -> object:
+        assert args["channel"] == "strike"  # the CLI passes the NAME text as it is
+        raise AmbiguousChannel(message)
+
+    monkeypatch.setattr(Client, "call", call)
+    monkeypatch.setattr(Client, "stream", call)
+    assert run(argv) == ExitStatus.ERROR
+    assert capsys.readouterr().err == f"meshnode: error: {message}\n"
 
 
 def test_init_then_id(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -36,12 +36,14 @@ from pathlib import Path
 from typing import IO
 
 import pytest
+import trio
 
 from meshnode.api import Channel, Identity
 from meshnode.cli import build_parser
-from meshnode.client import MAX_TEXT, connect
+from meshnode.client import MAX_TEXT, connect, connect_async
 from meshnode.core.bulletin import MAX_SIZE
-from meshnode.core.invite import make_code
+from meshnode.core.invite import make_code, parse_code
+from meshnode.errors import AmbiguousChannel, UnknownChannel
 from tests.system.daemons import clean_env, follow_until, notify_socket, wait_notified
 
 _SCRIPT = Path(sys.executable).with_name("meshnode")
@@ -333,6 +335,36 @@ def test_errors_are_one_line_with_their_exit_code(procs: Procs, tmp_path: Path) 
     one_error_line(procs.cli(a, "post", "strike", "x", "--expires", "soon"), 2, "duration")
     one_error_line(procs.cli(a, "peer", "add", "127.0.4.250:1"), 5, "cannot connect")
     assert procs.stop(a) == 0
+
+
+def test_the_client_names_a_channel_by_what_it_received(procs: Procs) -> None:
+    a = procs.init("Local 12")
+    procs.start(a)
+    client = connect(a.home, timeout=STEP)
+    ours = client.create_channel("strike")
+    code = client.invite(ours)  # the record travels as its id
+    assert parse_code(code, now=int(time.time())).channel_id == ours.id
+    posted = [client.post(ref, "by record, id, prefix") for ref in (ours, ours.id)]
+    posted.append(trio.run(connect_async(a.home, timeout=STEP).post, ours.id.hex()[:8], "async"))
+    for ref in (ours, ours.id, ours.id.hex(), "strike"):
+        assert [r.id for r in client.read(ref)] == [p.id for p in posted], ref
+    # A join brings a second 'strike', another group's.
+    b = procs.init("Tenants")
+    procs.start(b)
+    other = connect(b.home, timeout=STEP)
+    theirs = client.join(other.invite(other.create_channel("strike")))
+    with pytest.raises(AmbiguousChannel, match="2 channels are named 'strike'"):
+        client.invite("strike")
+    for argv in (("channel", "invite", "strike"), ("post", "strike", "x"), ("read", "strike")):
+        one_error_line(procs.cli(a, *argv), 1, "named 'strike'", ours.id.hex(), theirs.id.hex())
+    assert client.rekey(theirs).epoch == 2  # (a channel starts at its founder's epoch 1)
+    client.leave(theirs)
+    assert [c.id for c in client.channels()] == [ours.id]
+    assert client.invite("strike").startswith("mni1")
+    with pytest.raises(UnknownChannel, match=theirs.id.hex()):
+        client.post(theirs, "gone")
+    assert procs.stop(a) == 0
+    assert procs.stop(b) == 0
 
 
 def test_wrong_passphrase(procs: Procs) -> None:

@@ -13,11 +13,12 @@ from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity, format_key
 from meshnode.core.invite import make_code, parse_code, redeem_proof
 from meshnode.core.membership import KeyUpdate, OpType
+from meshnode.core.views import ChannelInfo
 from meshnode.core.wire import Topic, Verdict
-from meshnode.errors import BulletinTooLarge, UnknownChannel, UnknownContact
+from meshnode.errors import AmbiguousChannel, BulletinTooLarge, UnknownChannel, UnknownContact
 from meshnode.net.archive import Archive
 from meshnode.store import Insert, Store
-from tests.conftest import seeded_rng
+from tests.conftest import Rng, seeded_rng
 
 NOW = 1_800_000_000
 HASH = b"\x42" * 32
@@ -134,6 +135,50 @@ def test_lookups_and_errors(pair: tuple[Archive, Archive], channel: Channel, bob
         a.resolve_group("strangers")
     with pytest.raises(BulletinTooLarge, match="too long"):
         a.seal(channel, b"x" * 70_000)
+
+
+def test_one_resolution_for_records_ids_names_and_prefixes(
+    pair: tuple[Archive, Archive], channel: Channel
+) -> None:
+    a, _ = pair
+    a.add_channel(channel)
+    info = ChannelInfo(id=channel.id, name="renamed", epoch=0, members=0, bulletins=0)
+    hexid = channel.id.hex()
+    for ref in (info, channel.id, " strike-support ", hexid, hexid.upper(), hexid[:8]):
+        assert a.find_channel(ref) == channel, ref
+    for ref in (hexid[:7], bytes(32), channel.id[:8], "strike"):
+        assert a.find_channel(ref) is None, ref
+    with pytest.raises(UnknownChannel, match=f"no channel {bytes(32).hex()} on"):
+        a.require_channel(bytes(32))
+
+
+def test_a_shared_name_is_ambiguous_and_the_id_settles_it(
+    pair: tuple[Archive, Archive], channel: Channel, rng: Rng
+) -> None:
+    a, _ = pair
+    a.add_channel(channel)
+    namesake = a.add_channel(Channel.from_secret(channel.name, rng(32)))
+    assert a.named(channel.name) == sorted([channel, namesake], key=lambda c: c.id)
+    with pytest.raises(AmbiguousChannel, match="2 channels are named 'strike-support'") as e:
+        a.require_channel(channel.name)
+    assert channel.id.hex() in str(e.value)
+    assert namesake.id.hex() in str(e.value)
+    assert "by its id" in str(e.value)
+    assert a.require_channel(namesake.id.hex()[:12]) == namesake
+    assert a.require_channel(channel.id) == channel
+
+
+def test_a_short_prefix_of_two_ids_is_ambiguous(pair: tuple[Archive, Archive]) -> None:
+    a, _ = pair
+    # Founding secrets found by search whose ids share their first 8 hex digits.
+    first, second = (
+        a.add_channel(Channel.from_secret(name, n.to_bytes(32, "big")))
+        for name, n in (("one", 64528), ("two", 64748))
+    )
+    assert (first.id.hex()[:9], second.id.hex()[:9]) == ("476854077", "476854079")
+    with pytest.raises(AmbiguousChannel, match=r"fits 2 channels.*more digits"):
+        a.find_channel("47685407")
+    assert a.find_channel("476854077") == first
 
 
 def test_state_survives_reopening(tmp_path: Path, alice: Identity, channel: Channel) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from meshnode import store as store_module
 from meshnode.core.bulletin import Bulletin
 from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity
@@ -202,8 +203,10 @@ def test_channels_round_trip_sealed(tmp_path: Path, rng: Rng) -> None:
     with Store.open(path, seal_key=KEY) as s:
         s.save_channel(strike, now=NOW)
         s.save_channel(strike, now=NOW)  # idempotent
-        with pytest.raises(StoreError, match="already exists"):
-            s.save_channel(Channel.from_secret("strike-support", rng(32)), now=NOW)
+        namesake = Channel.from_secret("strike-support", rng(32))
+        s.save_channel(namesake, now=NOW)  # names are labels: the id tells them apart
+        assert {c.id for c in s.channels()} == {strike.id, namesake.id}
+        assert s.delete_channel(namesake.id)
     raw = path.read_bytes()
     assert strike.founding_secret not in raw
     assert strike.epochs[1] not in raw
@@ -220,6 +223,38 @@ def test_channels_round_trip_sealed(tmp_path: Path, rng: Rng) -> None:
         pytest.raises(StoreError, match="another identity"),
     ):
         s.channels()
+
+
+def test_a_version_1_store_keeps_its_channels_and_lets_names_repeat(
+    tmp_path: Path, rng: Rng, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "meshnode.db"
+    strike = Channel.from_secret("strike-support", rng(32)).next_epoch(rng)
+    with monkeypatch.context() as m:
+        m.setattr(store_module, "MIGRATIONS", MIGRATIONS[:1])
+        with Store.open(path, seal_key=KEY) as s:
+            assert s.schema_version == 1
+            # As 0.1.0 wrote a channel: one sealed secret per epoch number.
+            s._db.execute(
+                "INSERT INTO channels (id, name, joined_at) VALUES (?, ?, ?)",
+                (strike.id, strike.name, NOW),
+            )
+            s._db.executemany(
+                "INSERT INTO channel_epochs (channel_id, epoch, sealed_secret) VALUES (?, ?, ?)",
+                [(strike.id, e, s._seal(k, strike.id, e)) for e, k in strike.epochs.items()],
+            )
+    namesake = Channel.from_secret("strike-support", rng(32))
+    with Store.open(path, seal_key=KEY) as s:
+        assert s.schema_version == len(MIGRATIONS)
+        (got,) = s.channels()
+        assert (got.id, got.name, dict(got.epochs)) == (strike.id, strike.name, strike.epochs)
+        s.save_channel(namesake, now=NOW)
+        assert s.delete_channel(strike.id)
+        assert s.channels() == [namesake]
+    db = sqlite3.connect(path)
+    held = db.execute("SELECT DISTINCT channel_id FROM channel_secrets").fetchall()
+    db.close()
+    assert held == [(namesake.id,)]  # the epochs still go with their channel
 
 
 def test_contacts(store: Store, bob: Identity, carol: Identity) -> None:
