@@ -18,7 +18,14 @@ from pathlib import Path
 from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 from meshnode import control
-from meshnode.core.views import BulletinRecord, ChannelInfo, ContactInfo, NodeStatus, PeerInfo
+from meshnode.core.views import (
+    BulletinRecord,
+    ChannelInfo,
+    ContactInfo,
+    NodeStatus,
+    PeerInfo,
+    UnreadableInfo,
+)
 from meshnode.errors import BulletinTooLarge, DaemonUnreachable, OperationTimeout
 from meshnode.paths import resolve_data_dir
 
@@ -221,6 +228,11 @@ class Client:
         """Stored bulletins, then new ones as they arrive, until the caller stops."""
         yield from self.stream("read", channel=channel, since=since, limit=None, follow=True)
 
+    def unreadable(self) -> list[UnreadableInfo]:
+        """Stored bulletins addressed to this group that do not open, oldest first, each
+        with why (``read`` skips them)."""
+        return [control.expect(u, UnreadableInfo) for u in self.stream("unreadable")]
+
     def contacts(self) -> list[ContactInfo]:
         """The groups this node knows by petname."""
         return control.expect(self.call("contacts"), list)
@@ -293,6 +305,7 @@ class AsyncClient:
     send = _async_twin(Client.send)
     endorse = _async_twin(Client.endorse)
     read = _async_twin(Client.read)
+    unreadable = _async_twin(Client.unreadable)
     contacts = _async_twin(Client.contacts)
     add_contact = _async_twin(Client.add_contact)
     verify_contact = _async_twin(Client.verify_contact)
