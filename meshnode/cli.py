@@ -595,10 +595,10 @@ def _cmd_read(args: argparse.Namespace) -> int:
     since = parse_when(args.since, time.time()) if args.since else None
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit takes a positive number")
+    if args.unreadable and (args.channel or since is not None or args.limit is not None):
+        raise UsageError("--unreadable lists every unreadable bulletin: it takes no filter")
     client = _client(args)
     if args.unreadable:
-        if args.channel or since is not None or args.limit is not None:
-            raise UsageError("--unreadable lists every unreadable bulletin: it takes no filter")
         _print_list(args, client.unreadable(), _unreadable_line, "No unreadable bulletins.")
         return ExitStatus.OK
     show = _emit_json if args.json else _print_bulletin

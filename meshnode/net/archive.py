@@ -457,8 +457,9 @@ class Archive:
         """The content of ``b`` for this group; None when it is not ours to read (a key
         update, another channel's, a direct one without a slot for us), else why it
         does not open. A ciphertext that does not authenticate or content that is
-        malformed is the author's fault (it signed them); an epoch whose key we lack
-        is nobody's yet (the key update may be on its way)."""
+        malformed is the author's fault (it signed them; for a channel, unless a
+        rekeyer handed us another secret for that epoch than the author's); an epoch
+        whose key we lack is nobody's yet (the key update may be on its way)."""
         if b.kind == Kind.KEY_UPDATE:
             return None
         key: Channel | Identity | None = None

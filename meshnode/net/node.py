@@ -941,7 +941,8 @@ class Node:
     async def _purge(self) -> None:
         while True:
             await trio.sleep(self._config.purge_interval)
-            self.archive.purge_expired()
+            if self.archive.purge_expired():
+                self._changed()  # (held mail and unreadable bulletins may have expired)
 
     # Helpers -----------------------------------------------------------------------
 
