@@ -127,6 +127,8 @@ async def test_unreadable_bulletins_never_break_reading(
     assert [u["author"] for u in listed] == [member.public_key.hex(), forger.public_key.hex()]
     assert [u["created_at"] for u in listed] == [now + 1, now + 2]
     assert [u["author_at_fault"] for u in listed] == [False, True]
+    # The forger is flagged in the daemon's log, once.
+    assert target.log_path.read_text().count(f"bad content: {forger.fingerprint}") == 1
     text = cli(*home, "read", "--unreadable").stdout
     assert "unknown epoch 3" in text
     assert "direct content does not decrypt: altered" in text
