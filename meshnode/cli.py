@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         NodeStatus,
         OperationInfo,
         PeerInfo,
+        UnreadableInfo,
     )
 
 
@@ -215,7 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--limit", metavar="N", type=int, help="only the newest N bulletins (oldest first)"
     )
-    p.add_argument("--follow", action="store_true", help="keep printing new bulletins")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument("--follow", action="store_true", help="keep printing new bulletins")
+    shown.add_argument(
+        "--unreadable",
+        action="store_true",
+        help="list instead the bulletins for this group that do not open, and why",
+    )
 
     p = command(sub, "endorse", "state that this group stands behind a bulletin", _cmd_endorse)
     p.add_argument("id")
@@ -287,6 +294,13 @@ def _print_bulletin(record: BulletinRecord) -> None:
         text = f"stands behind {record.endorses.hex()[:16]}" + (f": {text}" if text else "")
     print(f"[{_when(record.created_at)}] {where} {record.author_name}: {text}{reply}")
     print(f"    id {record.id.hex()[:16]}", flush=True)
+
+
+def _unreadable_line(u: UnreadableInfo) -> str:
+    where = f"#{u.channel}" if u.channel else u.kind
+    fault = " (the author's doing)" if u.author_at_fault else ""
+    head = f"[{_when(u.created_at)}] {where} {u.author_name}: {u.reason}{fault}"
+    return f"{head}\n    id {u.id.hex()[:16]}"
 
 
 # Argument parsing helpers ----------------------------------------------------------------
@@ -480,6 +494,7 @@ def _print_status(status: NodeStatus) -> None:
     print(f"last sync          {sync}")
     print(f"pending deliveries {status.pending_deliveries}")
     print(f"held for others    {status.held_mail}")
+    print(f"unreadable         {status.unreadable}")
     for notice in status.removed:
         print(f"removed            {notice}")
     if status.reachable is False:
@@ -700,7 +715,12 @@ def _cmd_read(args: argparse.Namespace) -> int:
     since = parse_when(args.since, time.time()) if args.since else None
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit takes a positive number")
+    if args.unreadable and (args.channel or since is not None or args.limit is not None):
+        raise UsageError("--unreadable lists every unreadable bulletin: it takes no filter")
     client = _client(args)
+    if args.unreadable:
+        _print_list(args, client.unreadable(), _unreadable_line, "No unreadable bulletins.")
+        return ExitStatus.OK
     show = _emit_json if args.json else _print_bulletin
     if args.follow:
         for record in client.follow(args.channel, since=since):

@@ -28,6 +28,7 @@ from meshnode.core.views import (
     NodeStatus,
     OperationInfo,
     PeerInfo,
+    UnreadableInfo,
 )
 from meshnode.errors import BulletinTooLarge, DaemonUnreachable, OperationTimeout
 from meshnode.paths import resolve_data_dir
@@ -282,6 +283,11 @@ class Client:
             "read", channel=_channel_arg(channel), since=since, limit=None, follow=True
         )
 
+    def unreadable(self) -> list[UnreadableInfo]:
+        """Stored bulletins addressed to this group that do not open, oldest first, each
+        with why (``read`` skips them)."""
+        return [control.expect(u, UnreadableInfo) for u in self.stream("unreadable")]
+
     def contacts(self) -> list[ContactInfo]:
         """The groups this node knows by petname."""
         return control.expect(self.call("contacts"), list)
@@ -365,6 +371,7 @@ class AsyncClient:
     send = _async_twin(Client.send)
     endorse = _async_twin(Client.endorse)
     read = _async_twin(Client.read)
+    unreadable = _async_twin(Client.unreadable)
     contacts = _async_twin(Client.contacts)
     add_contact = _async_twin(Client.add_contact)
     verify_contact = _async_twin(Client.verify_contact)

@@ -5,7 +5,8 @@ Theory of operation (normative text: docs/spec/control.md):
   ``{"v": 1, "op": NAME, "args": {...}}``; the daemon answers with one frame
   ``{"ok": true, "result": VALUE}`` or ``{"ok": false, "error": {"type": T,
   "message": M}}``. A streaming op (``read``, ``status`` with ``follow``) answers with any
-  number of ``{"item": VALUE}`` frames and ends with a result or an error.
+  number of ``{"item": VALUE}`` frames and ends with a result or an error
+  (``unreadable`` streams too: an attacker may leave many).
 - A frame is a 4-byte big-endian length and that many bytes of msgpack. Frames
   are at most ``MAX_FRAME`` bytes and decoded with the bounds of
   :mod:`meshnode.core.codec`.
@@ -42,6 +43,7 @@ RECORD_TYPES: Final[dict[str, type[Any]]] = {
     "member": views.MemberInfo,
     "invite": views.InviteInfo,
     "operation": views.OperationInfo,
+    "unreadable": views.UnreadableInfo,
 }
 _TYPE_NAMES: Final = {cls: name for name, cls in RECORD_TYPES.items()}
 

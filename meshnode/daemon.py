@@ -245,12 +245,20 @@ async def _read(node: Any, args: dict[str, Any]) -> AsyncIterator[views.Bulletin
         yield record
 
 
+async def _each(values: list[Any]) -> AsyncIterator[Any]:
+    for value in values:
+        yield value
+
+
 def _streamed(node: Any, op: str, args: dict[str, Any]) -> AsyncIterator[Any] | None:
-    """The items of a streaming request, or None for a one-answer one. ``read`` always
-    streams (a channel's whole history would not fit one control message);
+    """The items of a streaming request, or None for a one-answer one. ``read`` and
+    ``unreadable`` always stream (a channel's whole history, or what an attacker left,
+    would not fit one control message);
     ``status`` streams with ``follow``: the status, then again at each change."""
     if op == "read":
         return _read(node, args)
+    if op == "unreadable":
+        return _each(node.unreadable())
     if op == "status" and args.get("follow"):
         changes: AsyncIterator[views.NodeStatus] = node.changes()
         return changes

@@ -683,6 +683,11 @@ class Store:
         )
         return [_stored(r) for r in rows]
 
+    def stream_bulletins(self, stream: bytes) -> list[StoredBulletin]:
+        """Every held bulletin of one stream, in arrival order."""
+        rows = self._db.execute(f"{_STORED} WHERE stream = ? ORDER BY cursor", (stream,))
+        return [_stored(r) for r in rows]
+
     def arrivals(self, *, after: int = 0, limit: int = 1000) -> list[StoredBulletin]:
         """Bulletins in the order this node received them, after a cursor (for follow)."""
         rows = self._db.execute(

@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 import pytest
 
+from meshnode.core import codec
+from meshnode.core.bulletin import SIGN_LABEL, Bulletin
 from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity
 
@@ -36,6 +38,29 @@ def seeded_rng(seed: bytes | str = b"meshnode-tests") -> Rng:
 def make_identity(name: str) -> Identity:
     """An identity whose seed is derived from its name, the same in every run."""
     return Identity.from_seed(hashlib.blake2b(name.encode(), digest_size=32).digest(), name)
+
+
+def corrupt_box(author: Identity, bulletin: Bulletin) -> Bulletin:
+    """``bulletin`` (a channel or direct one by ``author``) with one bit of its
+    ciphertext flipped, then signed again: valid as an envelope, so every carrier
+    takes it, but its box no longer opens for anyone."""
+    payload = bulletin.payload
+    if isinstance(payload, bytes):
+        payload = _flipped(payload)
+    else:
+        assert isinstance(payload, list)
+        payload = [*payload[:2], _flipped(payload[2])]
+    return resigned(author, bulletin, payload)
+
+
+def resigned(author: Identity, bulletin: Bulletin, payload: object) -> Bulletin:
+    """``bulletin`` (by ``author``) with another payload, signed again."""
+    body = bulletin.raw[: bulletin.ad_size] + codec.pack(payload)
+    return Bulletin.from_bytes(body + author.sign(SIGN_LABEL + body))
+
+
+def _flipped(box: bytes) -> bytes:
+    return box[:-1] + bytes([box[-1] ^ 1])
 
 
 @pytest.fixture

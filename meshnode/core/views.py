@@ -38,6 +38,29 @@ class BulletinRecord:
 
 
 @dataclass(frozen=True, kw_only=True)
+class UnreadableInfo:
+    """A stored bulletin addressed to this group (in a channel it holds, or direct with
+    a key slot for it) that does not open, and why: reading goes on without it.
+
+    ``reason`` is short text such as ``unknown epoch 3`` (a rekey whose key update
+    has not reached us) or ``direct content does not decrypt: altered``.
+    ``author_at_fault`` is set when the author signed a box that does not open or
+    content that is malformed: the signature covers the ciphertext, so no carrier
+    could have altered it (an unknown epoch is nobody's fault yet).
+    """
+
+    id: bytes
+    author: bytes
+    author_name: str
+    kind: str
+    channel: str | None
+    channel_id: bytes | None
+    created_at: int
+    reason: str
+    author_at_fault: bool
+
+
+@dataclass(frozen=True, kw_only=True)
 class ChannelInfo:
     """A channel this node is a member of (or was: see ``removed_by``).
 
@@ -146,3 +169,6 @@ class NodeStatus:
     removed: tuple[str, ...] = ()
     """"removed from NAME by GROUP", for each channel this group was removed from."""
     reachable: bool | None
+    unreadable: int
+    """Stored bulletins addressed to this group that do not open (see
+    :class:`UnreadableInfo`; ``meshnode read --unreadable`` lists them)."""

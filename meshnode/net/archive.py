@@ -11,17 +11,28 @@ network. It:
   read;
 - applies key updates addressed to this group to the channels it holds;
 - turns stored bulletins into the :class:`~meshnode.core.views.BulletinRecord`
-  an organizer reads, when this group can open them.
+  an organizer reads, when this group can open them;
+- remembers the stored bulletins addressed to this group that do not open
+  (:class:`~meshnode.core.views.UnreadableInfo`): reading skips them, never
+  stops at them.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from meshnode.core import crypto, views
-from meshnode.core.bulletin import DIRECT_STREAM, PUBLIC_STREAM, TEXT_PLAIN, Bulletin, Kind
+from meshnode.core.bulletin import (
+    DIRECT_STREAM,
+    PUBLIC_STREAM,
+    TEXT_PLAIN,
+    Bulletin,
+    Content,
+    Kind,
+)
 from meshnode.core.channel import KEY_UPDATE_TYPE, Channel
 from meshnode.core.identity import Identity, fingerprint, normalize_name, parse_key
 from meshnode.core.invite import Grant, InviteCode
@@ -31,6 +42,7 @@ from meshnode.core.wire import Topic
 from meshnode.errors import (
     AmbiguousChannel,
     BulletinTooLarge,
+    InvalidBulletin,
     InvalidKey,
     MeshError,
     NotARecipient,
@@ -38,10 +50,12 @@ from meshnode.errors import (
     UnknownBulletin,
     UnknownChannel,
     UnknownContact,
-    WrongChannel,
+    WrongEpoch,
 )
 from meshnode.net.memberships import Memberships
 from meshnode.store import Insert, Store, StoredBulletin
+
+log = logging.getLogger("meshnode.archive")
 
 _KIND_NAMES = {
     Kind.PUBLIC: "public",
@@ -55,6 +69,18 @@ _KIND_NAMES = {
 
 _RECENT = 256
 """Verified bulletins kept in memory for ``Archive.record`` (the newest stored)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Unopened:
+    """Why a bulletin addressed to us does not open, with what lists it."""
+
+    author: bytes
+    kind: Kind
+    channel_id: bytes | None
+    created_at: int
+    reason: str
+    author_at_fault: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +123,20 @@ class Archive:
         self._recent: dict[bytes, Bulletin] = {}
         """The newest bulletins stored, already verified, by id: ``record`` reads them
         without decoding and verifying their bytes again (at most ``_RECENT``)."""
+        self._unopened: dict[bytes, _Unopened] | None = None
+        """Stored bulletins addressed to us that do not open, by id (None until first
+        asked for). One pass over the store makes it, the first time a status or a
+        listing needs it; after that it is kept up to date as bulletins are stored
+        or read, channels joined, rekeyed or left, and bulletins expire, so a status
+        costs a ``len``, not a decryption of the store. It lives in memory, not in the
+        store: whether a bulletin opens depends on the keys held, which key updates
+        change, so a saved verdict would need the same re-checks, and the one pass per
+        start is bounded by the channels and direct bulletins held."""
+        self._flagged: set[bytes] = set()
+        """Authors who signed a box that does not open (or malformed content), logged
+        once each: the signature covers the ciphertext, so that is the author's doing,
+        never a carrier's (carriers are charged only for what they can check, the
+        envelope: see ``Bulletin.from_bytes``)."""
 
     # Holdings (read by gossip and sync) ----------------------------------------
 
@@ -187,12 +227,16 @@ class Archive:
             channel = held
         self.store.save_channel(channel, now=self._clock())
         self._channels[channel.id] = channel
+        self._reopen(channel.id, joined=held is None)
         return channel
 
     def remove_channel(self, channel: Channel) -> None:
         self.store.delete_channel(channel.id)
         self._channels.pop(channel.id, None)
         self.memberships.forget(channel.id)
+        if self._unopened is not None:  # its bulletins are no longer ours to read
+            for bid in [i for i, u in self._unopened.items() if u.channel_id == channel.id]:
+                del self._unopened[bid]
 
     def found_channel(self, name: str) -> tuple[Channel, list[Bulletin]]:
         """A new channel with this group as its only member, and the carriers of its
@@ -204,7 +248,7 @@ class Archive:
         if self.named(normalize_name(name)):
             raise StoreError(f"a channel named {name!r} already exists here")
         channel, ops = self.memberships.found(name)
-        self._channels[channel.id] = channel
+        self.keep(channel)
         return channel, [self.carry(channel, op) for op in ops]
 
     def carry(self, channel: Channel, op: Op) -> Bulletin:
@@ -213,8 +257,11 @@ class Archive:
         return self.seal(channel, op.raw, content_type=OP_CONTENT_TYPE, kind=Kind.MEMBERSHIP)
 
     def keep(self, channel: Channel) -> Channel:
-        """Hold this version of a channel (a new epoch of ours, kept by the store)."""
+        """Hold this version of a channel (kept by the store already): a new epoch,
+        a channel just joined. What did not open before is tried again."""
+        joined = channel.id not in self._channels
         self._channels[channel.id] = channel
+        self._reopen(channel.id, joined=joined)
         return channel
 
     def joined(self, code: InviteCode, grant: Grant) -> Channel:
@@ -226,8 +273,7 @@ class Archive:
         held = self._channels.get(channel_id)
         if held is None:
             return None
-        channel = self._channels[channel_id] = self.memberships.follow(held)
-        return channel
+        return self.keep(self.memberships.follow(held))
 
     # Writing our own ---------------------------------------------------------------
 
@@ -324,6 +370,8 @@ class Archive:
         if not result.stored:
             return Ingested(result)
         self._remember(bulletin)
+        if self._unopened is not None:
+            self._note(bulletin)
         topic = topic_of(bulletin)
         if topic is not None:
             self.index(topic).add(bulletin.created_at, bulletin.id)
@@ -366,9 +414,7 @@ class Archive:
         if held is None or any(k.secret == update.secret for k in held.keys):
             return None  # (a channel we do not hold, or a key we have)
         channel = self.memberships.apply_key_update(held, update)
-        if channel is not None:
-            self._channels[channel.id] = channel
-        return channel
+        return None if channel is None else self.keep(channel)
 
     def purge_expired(self) -> int:
         """Drop expired bulletins from the store and from the indexes."""
@@ -376,29 +422,21 @@ class Archive:
         if removed:
             self._indexes.clear()  # rebuilt from the store on next use
             self._recent.clear()
+            if self._unopened is not None:
+                self._unopened = {i: u for i, u in self._unopened.items() if self.store.has(i)}
         return removed
 
     # Reading -----------------------------------------------------------------------
 
     def record(self, stored: StoredBulletin) -> views.BulletinRecord | None:
-        """The bulletin as an organizer reads it, or None if this group cannot open it
-        (another channel's, an epoch it does not hold, a direct one for others, a
-        key update)."""
+        """The bulletin as an organizer reads it, or None if this group cannot open it:
+        not ours (another channel's, a direct one for others, a key update), or ours
+        but unreadable (then remembered for :meth:`unreadable`)."""
         b = self._recent.get(stored.id) or Bulletin.from_bytes(stored.raw)
+        content = self._note(b)
+        if content is None:
+            return None
         channel = self._channels.get(b.channel_id) if b.channel_id is not None else None
-        if b.kind in (Kind.KEY_UPDATE, Kind.MEMBERSHIP):
-            return None
-        try:
-            if b.channel_id is not None:
-                if channel is None:
-                    return None
-                content = b.open(channel)
-            elif b.kind == Kind.DIRECT:
-                content = b.open(self.identity)
-            else:
-                content = b.open()
-        except (WrongChannel, NotARecipient):
-            return None
         try:
             text = content.text
         except UnicodeDecodeError:
@@ -441,6 +479,101 @@ class Archive:
             # instead decoded and verified every bulletin a second time.
             records.sort(key=lambda r: r.created_at)
         return records
+
+    def unreadable_count(self) -> int:
+        """How many stored bulletins addressed to us do not open (cheap: see
+        ``_unopened``)."""
+        return len(self._unreadable())
+
+    def unreadable(self) -> list[views.UnreadableInfo]:
+        """The stored bulletins addressed to us that do not open, oldest first, with
+        why: a channel's we hold, or direct ones with a key slot for us."""
+        infos = []
+        for bid, u in self._unreadable().items():
+            channel = self._channels.get(u.channel_id) if u.channel_id is not None else None
+            infos.append(
+                views.UnreadableInfo(
+                    id=bid,
+                    author=u.author,
+                    author_name=self.author_name(u.author),
+                    kind=_KIND_NAMES[u.kind],
+                    channel=channel.name if channel is not None else None,
+                    channel_id=u.channel_id,
+                    created_at=u.created_at,
+                    reason=u.reason,
+                    author_at_fault=u.author_at_fault,
+                )
+            )
+        return sorted(infos, key=lambda i: (i.created_at, i.id))
+
+    def _unreadable(self) -> dict[bytes, _Unopened]:
+        """``_unopened``, made by one pass over what may be ours the first time."""
+        if self._unopened is None:
+            self._unopened = {}
+            rows = self.store.stream_bulletins(DIRECT_STREAM)
+            for channel_id in self._channels:
+                rows += self.store.channel_bulletins(channel_id)
+            for stored in rows:
+                self._note(Bulletin.from_bytes(stored.raw))
+        return self._unopened
+
+    def _reopen(self, channel_id: bytes, *, joined: bool) -> None:
+        """Bring ``_unopened`` up to date for a channel just joined (its held bulletins
+        are tried) or given new epochs (those that did not open are tried again)."""
+        if self._unopened is None:
+            return
+        if joined:
+            rows = self.store.channel_bulletins(channel_id)
+        else:
+            ids = [i for i, u in self._unopened.items() if u.channel_id == channel_id]
+            rows = self.store.get_many(ids)
+        for stored in rows:
+            self._unopened.pop(stored.id, None)
+            self._note(Bulletin.from_bytes(stored.raw))
+
+    def _note(self, b: Bulletin) -> Content | None:
+        """The content of ``b`` for this group, or None: not ours to read, or ours but
+        unreadable, which is then remembered (if ``_unopened`` is made yet)."""
+        opened = self._open(b)
+        if not isinstance(opened, _Unopened):
+            return opened
+        if self._unopened is not None:
+            self._unopened[b.id] = opened
+        if opened.author_at_fault and b.author not in self._flagged:
+            self._flagged.add(b.author)
+            log.warning(
+                "bad content: %s signed a bulletin that does not open (%s)",
+                fingerprint(b.author),
+                opened.reason,
+            )
+        return None
+
+    def _open(self, b: Bulletin) -> Content | _Unopened | None:
+        """The content of ``b`` for this group; None when it is not ours to read (a
+        key update or membership operation, another channel's, a direct one without
+        a slot for us), else why it does not open. A ciphertext that does not
+        authenticate or content that is malformed is the author's fault (it signed
+        them; for a channel, unless a rekeyer handed us another secret for that
+        epoch than the author's); an epoch whose key we lack is nobody's yet (the
+        key update may be on its way)."""
+        if b.kind in (Kind.KEY_UPDATE, Kind.MEMBERSHIP):
+            return None  # (membership operations are read through the log)
+        key: Channel | Identity | None = None
+        if b.channel_id is not None:
+            key = self._channels.get(b.channel_id)
+            if key is None:
+                return None
+        elif b.kind == Kind.DIRECT:
+            key = self.identity
+        try:
+            return b.open(key)
+        except NotARecipient:
+            return None
+        except WrongEpoch:
+            reason, fault = f"unknown epoch {b.epoch}", False
+        except InvalidBulletin as exc:
+            reason, fault = str(exc), True
+        return _Unopened(b.author, b.kind, b.channel_id, b.created_at, reason, fault)
 
     def bulletin(self, bulletin_id: bytes) -> Bulletin:
         """A held bulletin, raising UnknownBulletin."""

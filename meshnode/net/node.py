@@ -472,9 +472,12 @@ class Node:
             self._store_now.set()
 
     def _on_stored(self, batch: list[Bulletin], results: list[Insert], now: float) -> None:
+        unreadable = self.archive.unreadable_count()
         for got in self.archive.taken(batch, results):
             if got.channel_changed is not None:
                 self._log_changed(got.channel_changed)
+        if self.archive.unreadable_count() != unreadable:
+            self._changed()
         for bulletin, result in zip(batch, results, strict=True):
             if result is Insert.OVER_QUOTA:
                 self.gossip.reject(bulletin.id, now)
@@ -539,7 +542,9 @@ class Node:
 
     def _direct_bulletins(self, peer: PeerId, raws: Sequence[bytes], now: float) -> list[Bulletin]:
         """The valid direct bulletins (and key updates) among ``raws``; anything else
-        costs ``peer``: direct delivery carries nothing but these."""
+        costs ``peer``: direct delivery carries nothing but these. ``peer`` answers only
+        for what it can check, the signed envelope: a box that does not open for us is
+        its author's doing (the archive flags the author), never the carrier's."""
         found = []
         for raw in raws:
             try:
@@ -997,6 +1002,13 @@ class Node:
                 if since is None or live.created_at >= since:
                     yield live
 
+    def unreadable(self) -> list[views.UnreadableInfo]:
+        """The stored bulletins addressed to this group that do not open, oldest first,
+        each with why (``meshnode read --unreadable``): reading skips them, so this is
+        where an organizer sees that a rekey's key has not arrived or that an author
+        sent content that is damaged."""
+        return self.archive.unreadable()
+
     # Contacts ----------------------------------------------------------------------
 
     def contacts(self) -> list[views.ContactInfo]:
@@ -1049,6 +1061,7 @@ class Node:
                 if c.removed_by is not None
             ),
             reachable=self._reachable,
+            unreadable=self.archive.unreadable_count(),
         )
 
     async def changes(self) -> AsyncIterator[views.NodeStatus]:
@@ -1205,7 +1218,8 @@ class Node:
     async def _purge(self) -> None:
         while True:
             await trio.sleep(self._config.purge_interval)
-            self.archive.purge_expired()
+            if self.archive.purge_expired():
+                self._changed()  # (held mail and unreadable bulletins may have expired)
 
     # Helpers -----------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,13 +12,14 @@ import pytest
 from meshnode.cli import (
     ExitStatus,
     _print_bulletin,
+    _unreadable_line,
     build_parser,
     exit_status_for,
     render_docs,
     run,
 )
 from meshnode.client import Client
-from meshnode.core.views import BulletinRecord
+from meshnode.core.views import BulletinRecord, UnreadableInfo
 from meshnode.errors import (
     AmbiguousChannel,
     DaemonUnreachable,
@@ -66,6 +68,30 @@ def test_usage_error_is_one_line_exit_2(capsys: pytest.CaptureFixture[str]) -> N
     err = capsys.readouterr().err
     assert err.startswith("meshnode: error: ")
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "extra", [["--follow"], ["--since", "2h"], ["--limit", "3"], ["strike-support"]]
+)
+def test_read_unreadable_takes_no_filter(
+    extra: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["read", "--unreadable", *extra]) == ExitStatus.USAGE
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_an_unreadable_bulletin_reads_as_its_reason() -> None:
+    info = UnreadableInfo(
+        id=bytes([0xCD]) * 32, author=bytes(32), author_name="local12", kind="channel",
+        channel="strike-support", channel_id=bytes(32), created_at=0,
+        reason="unknown epoch 3", author_at_fault=False,
+    )  # fmt: skip
+    head, tail = _unreadable_line(info).splitlines()
+    assert head.endswith("#strike-support local12: unknown epoch 3")
+    assert tail == "    id cdcdcdcdcdcdcdcd"
+    altered = dataclasses.replace(info, kind="direct", channel=None, author_at_fault=True)
+    assert "direct local12: " in _unreadable_line(altered)
+    assert _unreadable_line(altered).splitlines()[0].endswith("(the author's doing)")
 
 
 def test_bare_noun_asks_for_an_action(capsys: pytest.CaptureFixture[str]) -> None:

@@ -33,9 +33,12 @@ from typing import TypeVar
 
 from meshnode.client import Client, connect
 from meshnode.config import Timing, load, render
+from meshnode.core.bulletin import Bulletin
+from meshnode.core.channel import Channel
 from meshnode.core.identity import parse_key
 from meshnode.core.views import BulletinRecord, NodeStatus
 from meshnode.errors import MeshError
+from meshnode.home import DataDir
 from meshnode.paths import CONFIG, STORE
 
 T = TypeVar("T")
@@ -286,6 +289,14 @@ class Daemon:
                 process.kill()
                 process.wait(timeout=5)
         self.process = None
+
+    def fill(self, channel: Channel, bulletins: Sequence[Bulletin]) -> None:
+        """Write straight into the stopped daemon's store, as the node itself would keep
+        them: ``channel`` joined, ``bulletins`` held."""
+        home = DataDir(self.data_dir)
+        with home.open_store(home.load_identity()) as store:
+            store.save_channel(channel, now=int(time.time()))
+            assert all(r.stored for r in store.add_many(bulletins, now=int(time.time())))
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -32,7 +32,6 @@ from meshnode.core.gossip import Offence
 from meshnode.core.identity import Identity
 from meshnode.core.views import BulletinRecord
 from meshnode.errors import PeerDisconnected, UnknownChannel
-from meshnode.home import DataDir
 from meshnode.net import transport
 from tests.conftest import make_identity
 from tests.system.conftest import MESH_SIZE
@@ -149,14 +148,6 @@ HELD = 10_000
 SYNC_BUDGET = 16 * 1024
 
 
-def _fill(d: Daemon, channel: Channel, bulletins: Sequence[Bulletin]) -> None:
-    """Write straight into a stopped daemon's store, as the node itself would keep them."""
-    home = DataDir(d.data_dir)
-    with home.open_store(home.load_identity()) as store:
-        store.save_channel(channel, now=int(time.time()))
-        assert all(r.stored for r in store.add_many(bulletins, now=int(time.time())))
-
-
 def test_sync_cost_follows_what_is_missing(make_mesh: Callable[[int], Mesh]) -> None:
     net = make_mesh(100)
     # One reconciliation, on connect: the periodic one would only add to the count.
@@ -179,8 +170,8 @@ def test_sync_cost_follows_what_is_missing(make_mesh: Callable[[int], Mesh]) -> 
             )
         )
     missing = random.Random(3).choice(bulletins)
-    _fill(full, channel, bulletins)
-    _fill(lacking, channel, [b for b in bulletins if b is not missing])
+    full.fill(channel, bulletins)
+    lacking.fill(channel, [b for b in bulletins if b is not missing])
     net.start([full, lacking])
     assert [c.bulletins for c in lacking.client.channels()] == [HELD - 1]
     assert not lacking.client.peers()

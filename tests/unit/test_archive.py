@@ -1,14 +1,16 @@
-"""The node's archive over a real store file: sealing with the next seq, reading, key updates."""
+"""The node's archive over a real store file: sealing with the next seq, reading, key
+updates, and bulletins that do not open."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from meshnode.core import crypto
-from meshnode.core.bulletin import PUBLIC_STREAM, Bulletin
+from meshnode.core import codec, crypto
+from meshnode.core.bulletin import PUBLIC_STREAM, TEXT_PLAIN, Bulletin
 from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity, format_key
 from meshnode.core.invite import make_code, parse_code, redeem_proof
@@ -18,15 +20,15 @@ from meshnode.core.wire import Topic, Verdict
 from meshnode.errors import AmbiguousChannel, BulletinTooLarge, UnknownChannel, UnknownContact
 from meshnode.net.archive import Archive
 from meshnode.store import Insert, Store
-from tests.conftest import Rng, seeded_rng
+from tests.conftest import Rng, corrupt_box, resigned, seeded_rng
 
 NOW = 1_800_000_000
 HASH = b"\x42" * 32
 
 
-def archive_for(identity: Identity, path: Path) -> Archive:
+def archive_for(identity: Identity, path: Path, now: int = NOW) -> Archive:
     store = Store.open(path, seal_key=identity.store_seal_key(), owner=identity.public_key)
-    return Archive(identity, store, clock=lambda: NOW, rng=seeded_rng(identity.name))
+    return Archive(identity, store, clock=lambda: now, rng=seeded_rng(identity.name))
 
 
 @pytest.fixture
@@ -191,3 +193,83 @@ def test_state_survives_reopening(tmp_path: Path, alice: Identity, channel: Chan
     assert again.seal(channel, b"two").prev == first.id
     assert first.id in again.index(Topic(channel.id))
     again.store.close()
+
+
+def _malformed(author: Identity, channel: Channel, b: Bulletin) -> Bulletin:
+    """``b`` (in ``channel``) re-encrypted around text that is not UTF-8."""
+    nonce = bytes(crypto.XNONCE_SIZE)
+    plain = codec.pack([TEXT_PLAIN, b"\xff\xfe"])
+    ad = b.raw[: b.ad_size]
+    return resigned(
+        author, b, nonce + crypto.xchacha_encrypt(channel.epoch_key(), nonce, plain, ad)
+    )
+
+
+def test_unreadable_bulletins_are_skipped_and_listed(
+    pair: tuple[Archive, Archive],
+    channel: Channel,
+    carol: Identity,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="meshnode.archive")
+    a, b = pair
+    a.add_channel(channel)
+    other = a.add_channel(Channel.from_secret("elsewhere", bytes(32)))
+    readable = a.seal(channel, b"Strike vote Friday")
+    altered = corrupt_box(a.identity, a.seal(channel, b"altered"))
+    malformed = _malformed(a.identity, channel, a.seal(channel, b"malformed"))
+    later = a.add_channel(channel.next_epoch(seeded_rng("rekey")))
+    future = a.seal(later, b"epoch 1 news")
+    not_ours = [
+        a.seal(other, b"another channel's"),
+        a.seal([carol.public_key], b"for carol only"),
+        a.key_update(KeyUpdate(later.id, (b"an operation",), bytes(32)), [carol.public_key]),
+    ]
+    for bulletin in (readable, altered, malformed, future, *not_ours):
+        b.ingest(Bulletin.from_bytes(bulletin.raw))
+    b.add_channel(channel)
+    # Found by the first count's pass over the store...
+    assert b.unreadable_count() == 3
+    # ...then as they arrive.
+    broken_direct = corrupt_box(a.identity, a.seal([b.identity.public_key], b"boxed"))
+    direct = a.seal([b.identity.public_key], b"for bob")
+    b.ingest(broken_direct)
+    b.ingest(Bulletin.from_bytes(direct.raw))
+    assert [r.text for r in b.history(None)] == ["Strike vote Friday", "for bob"]
+    assert [r.text for r in b.history(channel)] == ["Strike vote Friday"]
+    listed = b.unreadable()
+    assert b.unreadable_count() == len(listed) == 4
+    assert {u.id: (u.kind, u.channel, u.reason, u.author_at_fault) for u in listed} == {
+        altered.id: ("channel", channel.name, "channel content does not decrypt: altered", True),
+        malformed.id: ("channel", channel.name, "text content is not valid UTF-8", True),
+        future.id: ("channel", channel.name, "unknown epoch 1", False),
+        broken_direct.id: ("direct", None, "direct content does not decrypt: altered", True),
+    }
+    assert all(u.author == a.identity.public_key for u in listed)
+    assert [u.created_at for u in listed] == sorted(u.created_at for u in listed)
+    # The author is flagged: it signed boxes that do not open (logged once, not per box).
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["bad content"]
+
+
+def test_unreadable_follows_the_keys_held(tmp_path: Path, pair: tuple[Archive, Archive]) -> None:
+    a, b = pair
+    channel, _ = a.found_channel("strike")
+    joined = join(a, b, channel)
+    later, _, update = a.memberships.new_epoch(channel)
+    earlier = archive_for(a.identity, tmp_path / "earlier.db", now=NOW - 120)
+    future = earlier.seal(earlier.add_channel(later), b"epoch 2 news", expires_in=60)
+    earlier.store.close()
+    b.ingest(Bulletin.from_bytes(future.raw))
+    assert [u.reason for u in b.unreadable()] == ["unknown epoch 2"]
+    b.ingest(Bulletin.from_bytes(a.key_update(update, [b.identity.public_key]).raw))
+    assert b.unreadable_count() == 0
+    assert [r.text for r in b.history(later)] == ["epoch 2 news"]
+    b.remove_channel(later)
+    b.add_channel(joined)  # held again without the new epoch: its bulletin is unreadable again
+    assert [u.id for u in b.unreadable()] == [future.id]
+    b.remove_channel(joined)
+    assert b.unreadable_count() == 0
+    b.add_channel(joined)
+    assert b.unreadable_count() == 1
+    assert b.purge_expired() == 1  # it expired a minute ago
+    assert b.unreadable_count() == 0
