@@ -187,6 +187,17 @@ def build_parser() -> argparse.ArgumentParser:
         channel, "log", "the audit trail: who added, invited, removed whom, when", _cmd_log
     )
     p.add_argument("name", help=_CHANNEL_HELP)
+    p = command(
+        channel, "upgrade", "give a channel made by meshnode 0.1.0 its membership log", _cmd_upgrade
+    )
+    p.add_argument("name", help=_CHANNEL_HELP)
+    p.add_argument(
+        "--keep",
+        metavar="GROUP",
+        nargs="+",
+        default=[],
+        help="the groups that stay members (petname, fingerprint or key)",
+    )
     p = command(channel, "leave", "leave a channel and forget its keys", _cmd_leave)
     p.add_argument("name", help=_CHANNEL_HELP)
     p = command(channel, "rekey", "start a new key epoch, optionally removing a group", _cmd_rekey)
@@ -646,6 +657,18 @@ def _operation_line(op: OperationInfo) -> str:
     }[op.kind]
     void = "  (void: set aside by the merge rules)" if op.void else ""
     return f"{_when(op.created_at)}  {op.author_name} {what}{void}"
+
+
+def _cmd_upgrade(args: argparse.Namespace) -> int:
+    info = _client(args).upgrade(args.name, keep=args.keep)
+    if args.json:
+        _emit_json(info)
+    else:
+        print(
+            f"{info.name!r} has a membership log now: {info.members} members, epoch "
+            f"{info.epoch}. The kept groups get its key."
+        )
+    return ExitStatus.OK
 
 
 def _cmd_log(args: argparse.Namespace) -> int:

@@ -214,6 +214,11 @@ class Client:
         """Revoke an unused invite of ``channel``."""
         self.call("channel_revoke", channel=_channel_arg(channel), invite_id=invite_id)
 
+    def upgrade(self, channel: ChannelRef, keep: Sequence[str | bytes] = ()) -> ChannelInfo:
+        """Give a channel made by meshnode 0.1.0 its membership log, keeping ``keep``."""
+        info = self.call("channel_upgrade", channel=_channel_arg(channel), keep=list(keep))
+        return control.expect(info, ChannelInfo)
+
     def log(self, channel: ChannelRef) -> list[OperationInfo]:
         """The membership operations of ``channel``, oldest first."""
         return control.expect(self.call("channel_log", channel=_channel_arg(channel)), list)
@@ -366,6 +371,7 @@ class AsyncClient:
     invites = _async_twin(Client.invites)
     revoke_invite = _async_twin(Client.revoke_invite)
     log = _async_twin(Client.log)
+    upgrade = _async_twin(Client.upgrade)
     post = _async_twin(Client.post)
     post_public = _async_twin(Client.post_public)
     send = _async_twin(Client.send)

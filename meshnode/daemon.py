@@ -201,6 +201,9 @@ OPERATIONS: Final[dict[str, Handler]] = {
         _channel(a), _arg(a, "invite_id", (str, bytes))
     ),
     "channel_log": lambda n, a: _value(n.log(_channel(a))),
+    "channel_upgrade": lambda n, a: n.upgrade(
+        _channel(a), keep=_strings_or_keys(_arg(a, "keep", list))
+    ),
     "channel_join": lambda n, a: n.join(_arg(a, "code", str)),
     "channel_leave": lambda n, a: n.leave(_channel(a)),
     "channel_rekey": lambda n, a: n.rekey(

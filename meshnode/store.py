@@ -15,7 +15,8 @@ Rules:
    evidence, the pair is recorded in ``forks`` and the author is flagged.
 4. Each author has a storage quota (bytes of bulletins held); a bulletin that
    would exceed it is refused, so one noisy or hostile group cannot fill a
-   node's disk. The node's own bulletins are exempt.
+   node's disk. The node's own bulletins are exempt, and so are membership
+   operations (each channel's log is bounded by its own limits instead).
 5. Channel secrets are sealed (XSalsa20-Poly1305 secretbox) under a key that
    only the identity's seed yields, so with a passphrase-sealed keyfile a
    seized disk hands over no channel.
@@ -39,7 +40,7 @@ from types import TracebackType
 from typing import Final
 
 from meshnode.core import crypto
-from meshnode.core.bulletin import Bulletin
+from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.channel import Channel, EpochKey
 from meshnode.errors import AuthenticationError, StoreError
 
@@ -580,7 +581,9 @@ class Store:
             if b.id in held:
                 results.append(Insert.DUPLICATE)
                 continue
-            author, stream, seq, size = b.author, b.stream, b.seq, len(b.raw)
+            author, stream, seq = b.author, b.stream, b.seq
+            # Membership operations are never charged (docs/spec/membership.md).
+            size = 0 if b.kind == Kind.MEMBERSHIP else len(b.raw)
             used = usage.get(author)
             if used is None:
                 row = self._db.execute(

@@ -46,6 +46,8 @@ longest name, three 32-byte values, 8 longest addresses, two 64-bit times, nil."
 MAX_GRANT: Final = 8 * 1024 * 1024
 MAX_GRANT_KEYS: Final = 4096
 MAX_GRANT_OPS: Final = 4096
+GRANT_TYPE: Final = "application/vnd.meshnode.grant"
+"""The content type of a grant sent as direct mail (an upgraded channel's log)."""
 ONLINE: Final = 0
 DEFAULT_EXPIRY: Final = 7 * 86400
 

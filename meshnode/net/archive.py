@@ -35,7 +35,7 @@ from meshnode.core.bulletin import (
 )
 from meshnode.core.channel import KEY_UPDATE_TYPE, Channel
 from meshnode.core.identity import Identity, fingerprint, normalize_name, parse_key
-from meshnode.core.invite import Grant, InviteCode
+from meshnode.core.invite import GRANT_TYPE, Grant, InviteCode
 from meshnode.core.membership import OP_CONTENT_TYPE, KeyUpdate, Op
 from meshnode.core.sync import RangeIndex, topic_of
 from meshnode.core.wire import Topic
@@ -266,7 +266,25 @@ class Archive:
 
     def joined(self, code: InviteCode, grant: Grant) -> Channel:
         """Hold the channel an inviter granted (see ``Memberships.accept_grant``)."""
-        return self.keep(self.memberships.accept_grant(code, grant))
+        return self.keep(self.memberships.accept_grant(code.channel_id, grant))
+
+    def upgrade(
+        self, channel: Channel, keep: Sequence[bytes]
+    ) -> tuple[Channel, list[Bulletin], Grant]:
+        """Give a channel from 0.1.0 its membership log (``Memberships.upgrade``):
+        the channel on its new epoch, the carriers of the operations (to publish)
+        and the grant the kept groups get."""
+        channel, ops = self.memberships.upgrade(channel, keep)
+        self.keep(channel)
+        grant = self.memberships.grant(channel, with_history=False)
+        return channel, [self.carry(channel, op) for op in ops], grant
+
+    def hand_over(self, grant: Grant, recipients: Sequence[bytes]) -> Bulletin:
+        """Seal a grant for ``recipients`` (at most 16), as direct mail."""
+        return self.seal(
+            list(recipients), grant.encode(), content_type=GRANT_TYPE, kind=Kind.KEY_UPDATE,
+            expires_in=7 * 86400,
+        )
 
     def refresh(self, channel_id: bytes) -> Channel | None:
         """The channel on its log's current epoch (kept), after the log changed."""
@@ -405,6 +423,8 @@ class Archive:
     def _apply_key_update(self, bulletin: Bulletin) -> Channel | None:
         try:
             content = bulletin.open(self.identity)
+            if content.content_type == GRANT_TYPE:
+                return self._take_upgrade(Grant.decode(content.data))
             if content.content_type != KEY_UPDATE_TYPE:
                 return None
             update = KeyUpdate.decode(content.data)
@@ -415,6 +435,14 @@ class Archive:
             return None  # (a channel we do not hold, or a key we have)
         channel = self.memberships.apply_key_update(held, update)
         return None if channel is None else self.keep(channel)
+
+    def _take_upgrade(self, grant: Grant) -> Channel | None:
+        """A member upgraded a channel from 0.1.0 that we hold without a log: its log
+        is ours if it keeps us (the first such log we see is the one we keep)."""
+        held = self._channels.get(grant.channel.id)
+        if held is None or self.memberships.log(held.id) is not None:
+            return None
+        return self.keep(self.memberships.accept_grant(held.id, grant))
 
     def purge_expired(self) -> int:
         """Drop expired bulletins from the store and from the indexes."""

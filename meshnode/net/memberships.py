@@ -23,7 +23,7 @@ from meshnode.core import crypto
 from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.channel import Channel, EpochKey
 from meshnode.core.identity import Identity
-from meshnode.core.invite import Grant, InviteCode, check_redeem_proof
+from meshnode.core.invite import Grant, check_redeem_proof
 from meshnode.core.membership import (
     MAX_PENDING,
     KeyUpdate,
@@ -42,6 +42,8 @@ from meshnode.store import Store
 
 MAX_HELD_PER_CHANNEL = MAX_PENDING
 """Channel bulletins held per channel while their author is unknown to the log."""
+CATCH_UP_EPOCHS = 4
+"""Epoch numbers handed again to a member seen on a stale epoch."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +157,40 @@ class Memberships:
             created_at=max(self._clock(), newest), parents=heads, **values,
         )
 
+    def upgrade(self, channel: Channel, keep: Sequence[bytes]) -> tuple[Channel, list[Op]]:
+        """Give a channel made by 0.1.0 its membership log: a create operation (for
+        the epoch 0 every holder of the old channel knows), an add for each group
+        kept, and a fresh epoch only they will get. Returns the channel on it and the
+        operations written.
+
+        Raises:
+            MeshError: the channel has a log already, or this node lacks its epoch 0.
+        """
+        if channel.id in self._logs:
+            raise MeshError(f"{channel.name!r} has a membership log already")
+        founding = channel.founding_secret
+        if founding is None:
+            raise MeshError(f"this node does not hold the founding secret of {channel.name!r}")
+        now = self._clock()
+        root = sign_op(
+            self.identity, channel.id, OpType.CREATE, seq=1, created_at=now, parents=(),
+            name=channel.name, epoch_id=epoch_id(founding),
+        )
+        log = self._logs[channel.id] = Log(root)
+        ops = [root]
+        for key in dict.fromkeys(keep):
+            if key != self.identity.public_key:
+                ops.append(self._sign(log, OpType.ADD, key=key, token=None))
+                log.add(ops[-1])
+        fresh = EpochKey(1 + max(k.number for k in channel.keys), self._rng(crypto.KEY_SIZE))
+        ops.append(self._sign(log, OpType.EPOCH, parent_epochs=(epoch_id(founding),),
+                              epoch_id=fresh.id, checkpoint=checkpoint_of(log.state())))
+        log.add(ops[-1])
+        channel = channel.with_key(fresh, current=True)
+        self.store.save_channel(channel, now=now, root=root.id)
+        self.store.save_ops(channel.id, [(o.id, o.raw) for o in ops])
+        return channel, ops
+
     def _require(self, channel: Channel) -> Log:
         log = self._logs.get(channel.id)
         if log is None:
@@ -179,6 +215,24 @@ class Memberships:
         parents = [p for p in (log.get(i) for i in op.parents) if p is not None]
         update = KeyUpdate(channel.id, (*(p.raw for p in parents), op.raw), key.secret)
         return channel, op, update
+
+    def handovers(self, channel: Channel, newest: int = CATCH_UP_EPOCHS) -> list[KeyUpdate]:
+        """Key updates for the ``newest`` epoch numbers we hold, oldest first: what a
+        member seen on a stale epoch gets, so one offline for weeks catches up."""
+        log = self._logs.get(channel.id)
+        if log is None:
+            return []
+        epochs = log.epochs()
+        numbers = sorted({k.number for k in channel.keys})[-newest:]
+        updates = []
+        for key in channel.keys:
+            epoch = epochs.get(key.id)
+            op = None if epoch is None else log.get(epoch.op)
+            if key.number not in numbers or op is None or op.type != OpType.EPOCH:
+                continue
+            parents = [p.raw for p in map(log.get, op.parents) if p is not None]
+            updates.append(KeyUpdate(channel.id, (*parents, op.raw), key.secret))
+        return updates
 
     # -- taking in ----------------------------------------------------------------------
 
@@ -329,14 +383,15 @@ class Memberships:
         handed = Channel(name=channel.name, id=channel.id, keys=keys, current=channel.current)
         return Grant(channel=handed, root=log.root.id, ops=tuple(o.raw for o in log.ops()))
 
-    def accept_grant(self, code: InviteCode, grant: Grant) -> Channel:
-        """Hold the channel a grant hands over, after checking it against the code.
+    def accept_grant(self, channel_id: bytes, grant: Grant) -> Channel:
+        """Hold the channel a grant hands over (an inviter's answer, or an upgrade of
+        a channel from 0.1.0), after checking it is ``channel_id``'s.
 
         Raises:
-            InvalidInvite: the grant is not the code's channel, or its log does not
-                make this group a member.
+            InvalidInvite: the grant is another channel's, or its log does not make
+                this group a member.
         """
-        if grant.channel.id != code.channel_id:
+        if grant.channel.id != channel_id:
             raise InvalidInvite("the inviter answered for another channel")
         ops = {}
         for raw in grant.ops:
@@ -346,7 +401,7 @@ class Memberships:
                 raise InvalidInvite("the inviter's answer holds a damaged operation") from None
             ops[op.id] = op
         root = ops.pop(grant.root, None)
-        if root is None or root.type != OpType.CREATE or root.channel_id != code.channel_id:
+        if root is None or root.type != OpType.CREATE or root.channel_id != channel_id:
             raise InvalidInvite("the inviter's answer holds no log of this channel")
         log = Log(root)
         for op in ops.values():

@@ -59,6 +59,7 @@ from meshnode.core.gossip import (
     GossipConfig,
     Offence,
     SyncCompleted,
+    TopicsShared,
     channel_keys,
 )
 from meshnode.core.identity import Identity, fingerprint, parse_key
@@ -117,6 +118,8 @@ class NodeConfig:
             the first session read or post after the interval, or half an interval
             later at the latest. The first after a quiet spell runs at once.
         author_quota: bytes of bulletins stored per author.
+        merge_delay: seconds a member other than the most senior waits before it
+            starts the epoch that merges sibling epochs itself.
     """
 
     session: transport.SessionConfig = field(default_factory=transport.SessionConfig)
@@ -129,6 +132,7 @@ class NodeConfig:
     purge_interval: float = 3600.0
     store_interval: float = 0.05
     author_quota: int = 64 * 1024 * 1024
+    merge_delay: float = 60.0
 
     @classmethod
     def from_limits(cls, limits: Limits, timing: Timing | None = None) -> NodeConfig:
@@ -208,6 +212,10 @@ class Node:
         self._last_sync: float | None = None
         self._reachable: bool | None = None
         self._deliver_now = trio.Event()
+        self._merging: set[bytes] = set()
+        """Channels whose sibling epochs a task of ours is about to merge."""
+        self._caught_up: set[tuple[bytes, bytes]] = set()
+        """(member, our epoch id) pairs already handed our newest keys."""
         self._redeeming: dict[bytes, trio.MemorySendChannel[wire.Redeemed]] = {}
         """Inviter key -> where its answers to our REDEEM go, while we wait for them."""
         self._deposits: dict[tuple[bytes, wire.BulletinId], bytes] = {}
@@ -400,6 +408,8 @@ class Node:
                     self._changed()
                 case DeliveryReceived():
                     self._on_delivery(event.peer, event.message)
+                case TopicsShared():
+                    self._catch_up(bytes(event.peer), event.topics)
                 case _:
                     pass
 
@@ -463,9 +473,38 @@ class Node:
             self._handle(self.gossip.reject(bulletin.id, now))
         return heard
 
+    def _catch_up(self, peer: bytes, shared: frozenset[Topic]) -> None:
+        """A member of one of our channels who shares no epoch with us may be on a
+        stale one (offline across rekeys, say): if it still shares none after
+        ``merge_delay`` (a rekey's own key updates take less), hand it our newest
+        keys again, once per epoch of ours. (If it is we who are stale, it ignores
+        keys it holds.)"""
+        for channel in self.archive.channels():
+            log = self.archive.memberships.log(channel.id)
+            if log is None or Topic(channel.id) in shared or not log.is_member(peer):
+                continue
+            if (peer, channel.current) not in self._caught_up:
+                self._caught_up.add((peer, channel.current))
+                self._nursery.start_soon(self._hand_again, peer, channel.id)
+
+    async def _hand_again(self, peer: bytes, channel_id: bytes) -> None:
+        await trio.sleep(self._config.merge_delay)
+        channel = self.archive.channel(channel_id)
+        if channel is None or Topic(channel_id) in self.gossip.shared_topics(PeerId(peer)):
+            return
+        for update in self.archive.memberships.handovers(channel):
+            self._queue_direct(self.archive.key_update(update, [peer]), [peer])
+
     def _log_changed(self, channel: Channel) -> None:
-        """A channel's log or epoch changed: present its keys, take in what waited."""
+        """A channel's log or epoch changed: present its keys, take in what waited,
+        and see that sibling epochs get merged."""
         self._subscribe(channel)
+        log = self.archive.memberships.log(channel.id)
+        if log is not None and log.needs_merge() and channel.id not in self._merging:
+            self._merging.add(channel.id)
+            me = self.identity.public_key
+            delay = 0.0 if log.merge_starter() == me else self._config.merge_delay
+            self._nursery.start_soon(self._merge, channel.id, delay)
         released = self.archive.memberships.released(channel.id)
         if released:
             self._to_store.extend(released)
@@ -763,6 +802,22 @@ class Node:
             return await self.remove(channel, remove)
         return await self._new_epoch(self.archive.require_channel(channel))
 
+    async def _merge(self, channel_id: bytes, delay: float) -> None:
+        """Start the epoch that follows every leaf (docs/spec/membership.md, "Epochs"):
+        the most senior member at once, any other after ``merge_delay`` if nobody did."""
+        try:
+            await trio.sleep(delay)
+            held = self.archive.channel(channel_id)
+            log = self.archive.memberships.log(channel_id)
+            if held is None or log is None or not log.needs_merge():
+                return
+            if not log.is_member(self.identity.public_key):
+                return
+            with contextlib.suppress(MeshError):
+                await self._new_epoch(held)
+        finally:
+            self._merging.discard(channel_id)
+
     async def _new_epoch(self, held: Channel) -> views.ChannelInfo:
         log = self._log(held)
         channel, op, update = self.archive.memberships.new_epoch(held)
@@ -779,6 +834,37 @@ class Node:
         for start in range(0, len(members), 16):
             batch = members[start : start + 16]
             self._queue_direct(self.archive.key_update(update, batch), batch)
+
+    async def upgrade(
+        self, channel: views.ChannelRef, keep: Sequence[str | bytes] = ()
+    ) -> views.ChannelInfo:
+        """Give a channel made by meshnode 0.1.0 its membership log: this group and the
+        groups in ``keep`` (petnames, fingerprints of its authors, or keys) are its
+        members, on a fresh epoch only they get. Until then it is read-only.
+
+        Raises:
+            MeshError: the channel has a log already.
+        """
+        held = self.archive.require_channel(channel)
+        authors = self.archive.store.frontiers(held.id)
+        kept = []
+        for group in keep:
+            if isinstance(group, bytes):
+                kept.append(group)
+                continue
+            wanted = group.strip().lower()
+            by_print = [k for k in authors if fingerprint(k) == wanted]
+            kept.append(by_print[0] if by_print else self.archive.resolve_group(group))
+        upgraded, carriers, grant = self.archive.upgrade(held, kept)
+        self._subscribe(upgraded)
+        for carrier in carriers:
+            self._publish(carrier)
+        others = [k for k in dict.fromkeys(kept) if k != self.identity.public_key]
+        for start in range(0, len(others), 16):
+            batch = others[start : start + 16]
+            self._queue_direct(self.archive.hand_over(grant, batch), batch)
+        self._nursery.start_soon(self._find_members, upgraded)
+        return self._channel_info(upgraded)
 
     def members(self, channel: views.ChannelRef) -> list[views.MemberInfo]:
         """The members of ``channel`` by seniority, from its membership log."""
@@ -903,10 +989,16 @@ class Node:
         return self._published(bulletin)
 
     def _check_member(self, channel: Channel) -> None:
-        """Refuse to post where this group is no longer a member."""
+        """Refuse to post where this group is no longer a member, or in a channel from
+        0.1.0 (no log says who may read it)."""
         info = self._channel_info(channel)
         if info.removed_by is not None:
             raise MeshError(f"this group was removed from {channel.name!r} by {info.removed_by}")
+        if info.read_only:
+            raise MeshError(
+                f"{channel.name!r} was made by meshnode 0.1.0 and is read-only: a member "
+                f"makes it writable with 'meshnode channel upgrade {channel.name}'"
+            )
 
     async def post_public(self, text: str, expires: int | None = None) -> views.BulletinRecord:
         """Post ``text`` to the whole mesh; returns once it is durable."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -121,3 +122,63 @@ def test_invite_join_members_remove(groups: list[Daemon]) -> None:
     trail = ok(a, "channel", "log", "strike")
     assert "Local 12 created the channel" in trail
     assert f"removed {fingerprint(c.key)}" in trail or "removed Bakers" in trail
+
+
+def _epochs(d: Daemon) -> list[int]:
+    return [ch.epoch for ch in d.client.channels()]
+
+
+def test_concurrent_rekeys_converge_without_the_removed(groups: list[Daemon]) -> None:
+    a, b, c, d = groups
+    a.client.create_channel("strike")
+    for m in (b, c, d):
+        m.client.join(a.client.invite("strike"))
+    for m in (a, b, c, d):
+        wait_for(
+            m.data_dir,
+            lambda _, m=m: [ch.members for ch in m.client.channels()] == [4],
+            timeout=CONVERGE,
+            what=f"{m.name} to see four members",
+            explain=m.log_tail,
+        )
+    # A removes C while B rekeys, at the same moment: two sibling epochs.
+    with ThreadPoolExecutor(2) as pool:
+        removed = pool.submit(a.client.remove, "strike", [c.key])
+        rekeyed = pool.submit(b.client.rekey, "strike")
+        assert removed.result().epoch == rekeyed.result().epoch == 2
+    # A, the most senior, merges them into epoch 3, which leaves C out.
+    for m in (a, b, d):
+        wait_for(
+            m.data_dir,
+            lambda _, m=m: _epochs(m) == [3] and [ch.members for ch in m.client.channels()] == [3],
+            timeout=CONVERGE,
+            what=f"{m.name} to reach the merged epoch",
+            explain=m.log_tail,
+        )
+    posted = {m.client.post("strike", f"{m.name} after the merge").id for m in (a, b, d)}
+    for m in (a, b, d):
+        follow_until(m.data_dir, posted, "strike", timeout=CONVERGE, what=f"{m.name}: posts")
+        assert not [u for u in m.client.unreadable() if u.channel == "strike"]
+    assert not posted & {r.id for r in c.client.read("strike")}
+
+
+def test_a_member_offline_across_two_rekeys_catches_up(groups: list[Daemon]) -> None:
+    a, b, _, d = groups
+    a.client.create_channel("strike")
+    for m in (b, d):
+        m.client.join(a.client.invite("strike"))
+    wait_for(
+        d.data_dir,
+        lambda _: [ch.members for ch in d.client.channels()] == [3],
+        timeout=CONVERGE,
+        what="Nurses to see three members",
+        explain=d.log_tail,
+    )
+    d.stop()
+    a.client.rekey("strike")
+    assert a.client.rekey("strike").epoch == 3
+    news = a.client.post("strike", "while Nurses was away").id
+    d.start()
+    follow_until(d.data_dir, {news}, "strike", timeout=CONVERGE, what="Nurses: the news",
+                 explain=d.log_tail)
+    assert _epochs(d) == [3]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from meshnode import store as store_module
-from meshnode.core.bulletin import Bulletin
+from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity
 from meshnode.errors import StoreError
@@ -182,6 +182,14 @@ def test_quota_refuses_a_noisy_author_but_not_the_owner(
         assert Insert.OVER_QUOTA in results
         assert s.usage(bob.public_key) <= 1000
         assert all(s.add(post(alice, channel, n, rng), now=NOW).stored for n in range(1, 10))
+        # Membership operations are never charged, even to a full quota.
+        carrier = Bulletin.seal(
+            bob, channel, b"an operation", seq=20, prev=b"\x00" * 32, now=NOW, rng=rng,
+            content_type="application/vnd.meshnode.membership-op", kind=Kind.MEMBERSHIP,
+        )
+        used = s.usage(bob.public_key)
+        assert s.add(carrier, now=NOW).stored
+        assert s.usage(bob.public_key) == used
 
 
 def test_purge_expired(store: Store, alice: Identity, channel: Channel) -> None:
