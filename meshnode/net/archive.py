@@ -433,6 +433,9 @@ class Archive:
         held = self._channels.get(update.channel_id)
         if held is None or any(k.secret == update.secret for k in held.keys):
             return None  # (a channel we do not hold, or a key we have)
+        log = self.memberships.log(held.id)
+        if log is None or not log.is_member(bulletin.author):
+            return None  # only a member hands keys or removal notices
         channel = self.memberships.apply_key_update(held, update)
         return None if channel is None else self.keep(channel)
 

@@ -248,13 +248,21 @@ class Memberships:
                 op = decode_op(raw)
             except InvalidOperation:
                 continue
-            gone = log.departure(op.author)
-            if gone is not None and op.id not in log and not log.is_named(op.id):
-                continue  # a departed group's new operations only fill the log
+            if op.id not in log and not log.is_named(op.id) and not self._may_count(log, op):
+                continue  # it could only ever be void: it would just fill the log
             entered.extend(_add_quietly(log, op))
         if entered:
             self.store.save_ops(channel.id, [(o.id, o.raw) for o in entered])
         return entered
+
+    @staticmethod
+    def _may_count(log: Log, op: Op) -> bool:
+        """Whether ``op`` could still count: a departed group's operations never do
+        unless a held one names them (they may be in the removal's past), and a
+        stranger's never do once its parents are held (it is no member in its past)."""
+        if log.departure(op.author) is not None:
+            return False
+        return log.is_member(op.author) or any(p not in log for p in op.parents)
 
     def apply_key_update(self, channel: Channel, update: KeyUpdate) -> Channel | None:
         """The channel on the epoch a key update starts, if the log takes it: from a

@@ -4,14 +4,26 @@ and what a removed group still sees. Network rules: see daemons.py."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import trio
 
+from meshnode.core import codec, wire
+from meshnode.core.bulletin import Kind
+from meshnode.core.channel import KEY_UPDATE_TYPE
 from meshnode.core.identity import fingerprint
+from meshnode.core.membership import CheckpointEntry, Frontier, KeyUpdate, OpType, epoch_id, sign_op
+from meshnode.errors import PeerDisconnected
+from meshnode.home import DataDir
+from meshnode.net import transport
+from meshnode.net.archive import Archive
 from tests.system.daemons import CLI, Daemon, Mesh, clean_env, follow_until, wait_for
 
 CONVERGE = 30.0
@@ -182,3 +194,82 @@ def test_a_member_offline_across_two_rekeys_catches_up(groups: list[Daemon]) -> 
     follow_until(d.data_dir, {news}, "strike", timeout=CONVERGE, what="Nurses: the news",
                  explain=d.log_tail)
     assert _epochs(d) == [3]
+
+
+def test_a_removed_member_cannot_take_the_channel_back(groups: list[Daemon]) -> None:
+    """The removed group keeps its whole data directory and tries, as its own node: a
+    key update of its own for the next epoch and an old-format one for the last
+    epoch number; a fabricated "concurrent" removal of its remover citing old
+    parents; a post at the old epoch; joining again."""
+    a, b, c, _ = groups
+    a.client.create_channel("strike")
+    for m in (b, c):
+        m.client.join(a.client.invite("strike"))
+    wait_for(
+        a.data_dir,
+        lambda _: [ch.members for ch in a.client.channels()] == [3],
+        timeout=CONVERGE,
+        what="Local 12 to see three members",
+        explain=a.log_tail,
+    )
+    home = DataDir.resolve(c.data_dir)
+    c.stop()  # (its data directory is what it keeps)
+    after = a.client.remove("strike", [c.key])
+    identity = home.load_identity()
+    store = home.open_store(identity)
+    try:
+        archive = Archive(identity, store, clock=lambda: int(time.time()))
+        (old,) = archive.channels()
+        log = archive.memberships.log(old.id)
+        assert log is not None
+        before = log.heads()  # (c's node did not hear of its removal: it was down)
+        secret = os.urandom(32)
+        fake_remove = sign_op(
+            identity, old.id, OpType.REMOVE, seq=log.next_seq(c.key), created_at=int(time.time()),
+            parents=before, targets=(Frontier(a.key, 0, None),),
+        )
+        fake_epoch = sign_op(
+            identity, old.id, OpType.EPOCH, seq=fake_remove.seq + 1, created_at=int(time.time()),
+            parents=[fake_remove.id], parent_epochs=(old.current,), epoch_id=epoch_id(secret),
+            checkpoint=(CheckpointEntry(c.key, ()),),
+        )
+        update = KeyUpdate(old.id, (fake_remove.raw, fake_epoch.raw), secret)
+        own = archive.key_update(update, [a.key, b.key])
+        last = archive.seal(
+            [a.key, b.key], codec.pack([old.id, 2**32 - 1, secret]),
+            content_type=KEY_UPDATE_TYPE, kind=Kind.KEY_UPDATE,
+        )
+        post = archive.seal(old, b"still here, at the old epoch")
+    finally:
+        store.close()
+
+    async def attack() -> None:
+        with trio.fail_after(CONVERGE):
+            async with transport.open_session(a.address, identity=identity) as session:
+                await session.send(wire.encode(wire.Hello(public=True, proofs=())))
+                deposit = wire.Deposit(recipient=a.key, raws=(own.raw, last.raw))
+                await session.send(wire.encode(deposit))
+                while not isinstance(wire.decode(await session.receive()), wire.DepositAck):
+                    pass
+                with contextlib.suppress(PeerDisconnected):
+                    await session.send(wire.encode(wire.Bulletins(raws=(post.raw,))))
+
+    trio.run(attack)
+    (now,) = a.client.channels()
+    assert (now.epoch, now.members) == (after.epoch, 2)
+    members = {m.key for m in a.client.members("strike")}
+    assert members == {a.key, b.key}
+    ops = a.client.log("strike")
+    assert not [op for op in ops if op.author == c.key and not op.void and op.kind == "remove"]
+    assert post.id not in {r.id for r in a.client.read("strike")}
+    # Joining again, with a fresh code from a member who still has it.
+    c.start()
+    code = b.client.invite("strike")
+    assert "refused" in refused(c, 1, "channel", "join", code)
+    wait_for(
+        c.data_dir,
+        lambda status: status.removed,
+        timeout=CONVERGE,
+        what="Bakers to learn it was removed (its notice waited with holders)",
+        explain=c.log_tail,
+    )
