@@ -534,6 +534,25 @@ class Log:
     def get(self, op_id: bytes) -> Op | None:
         return self._ops.get(op_id)
 
+    def could_count(self, op: Op) -> bool:
+        """Whether ``op`` could ever count, judged by its own past alone (so the answer
+        does not depend on what else has arrived): an operation whose parents are all
+        held but in whose past its author was never added is void for good."""
+        if op.author == self.root.author or any(p not in self._ops for p in op.parents):
+            return True
+        past = 0
+        for p in op.parents:
+            j = self._index[p]
+            past |= self._past[j] | (1 << j)
+        return any(
+            o.type == OpType.ADD and o.key == op.author
+            for o in (self._ops[self._order[i]] for i in _bits(past))
+        )
+
+    def authored(self, author: bytes) -> int:
+        """How many operations of ``author`` are held."""
+        return sum(1 for o in self._ops.values() if o.author == author)
+
     def is_named(self, op_id: bytes) -> bool:
         """Whether an operation held or waiting names ``op_id`` as a parent: then it
         belongs in the log whoever wrote it (it may be in a removal's past)."""

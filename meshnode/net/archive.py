@@ -36,7 +36,7 @@ from meshnode.core.bulletin import (
 from meshnode.core.channel import KEY_UPDATE_TYPE, Channel
 from meshnode.core.identity import Identity, fingerprint, normalize_name, parse_key
 from meshnode.core.invite import GRANT_TYPE, Grant, InviteCode
-from meshnode.core.membership import OP_CONTENT_TYPE, KeyUpdate, Op
+from meshnode.core.membership import OP_CONTENT_TYPE, KeyUpdate, Op, decode_op
 from meshnode.core.sync import RangeIndex, topic_of
 from meshnode.core.wire import Topic
 from meshnode.errors import (
@@ -424,7 +424,7 @@ class Archive:
         try:
             content = bulletin.open(self.identity)
             if content.content_type == GRANT_TYPE:
-                return self._take_upgrade(Grant.decode(content.data))
+                return self._take_upgrade(Grant.decode(content.data), bulletin.author)
             if content.content_type != KEY_UPDATE_TYPE:
                 return None
             update = KeyUpdate.decode(content.data)
@@ -434,16 +434,23 @@ class Archive:
         if held is None or any(k.secret == update.secret for k in held.keys):
             return None  # (a channel we do not hold, or a key we have)
         log = self.memberships.log(held.id)
-        if log is None or not log.is_member(bulletin.author):
-            return None  # only a member hands keys or removal notices
+        if log is None or not (update.secret is None or log.is_member(bulletin.author)):
+            return None  # only a member hands keys; operations alone the log judges
         channel = self.memberships.apply_key_update(held, update)
         return None if channel is None else self.keep(channel)
 
-    def _take_upgrade(self, grant: Grant) -> Channel | None:
+    def _take_upgrade(self, grant: Grant, sender: bytes) -> Channel | None:
         """A member upgraded a channel from 0.1.0 that we hold without a log: its log
-        is ours if it keeps us (the first such log we see is the one we keep)."""
+        is ours if it keeps us and comes from a group that posted in the channel or
+        that we named (the first such log we see is the one we keep; whoever merely
+        holds an old code has posted nothing there)."""
         held = self._channels.get(grant.channel.id)
         if held is None or self.memberships.log(held.id) is not None:
+            return None
+        if sender not in self.store.frontiers(held.id) and self.store.contact(sender) is None:
+            return None
+        root = next((r for r in grant.ops if crypto.blake2b_256(r) == grant.root), None)
+        if root is None or decode_op(root).author != sender:
             return None
         return self.keep(self.memberships.accept_grant(held.id, grant))
 

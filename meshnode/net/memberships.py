@@ -42,6 +42,8 @@ from meshnode.store import Store
 
 MAX_HELD_PER_CHANNEL = MAX_PENDING
 """Channel bulletins held per channel while their author is unknown to the log."""
+MAX_OPS_PER_AUTHOR = 512
+"""Operations of one author a channel's log takes at most (from others)."""
 CATCH_UP_EPOCHS = 4
 """Epoch numbers handed again to a member seen on a stale epoch."""
 
@@ -248,21 +250,14 @@ class Memberships:
                 op = decode_op(raw)
             except InvalidOperation:
                 continue
-            if op.id not in log and not log.is_named(op.id) and not self._may_count(log, op):
+            if op.id in log or not (log.is_named(op.id) or log.could_count(op)):
                 continue  # it could only ever be void: it would just fill the log
+            if log.authored(op.author) >= MAX_OPS_PER_AUTHOR:
+                continue  # one group cannot fill its channel's log
             entered.extend(_add_quietly(log, op))
         if entered:
             self.store.save_ops(channel.id, [(o.id, o.raw) for o in entered])
         return entered
-
-    @staticmethod
-    def _may_count(log: Log, op: Op) -> bool:
-        """Whether ``op`` could still count: a departed group's operations never do
-        unless a held one names them (they may be in the removal's past), and a
-        stranger's never do once its parents are held (it is no member in its past)."""
-        if log.departure(op.author) is not None:
-            return False
-        return log.is_member(op.author) or any(p not in log for p in op.parents)
 
     def apply_key_update(self, channel: Channel, update: KeyUpdate) -> Channel | None:
         """The channel on the epoch a key update starts, if the log takes it: from a
@@ -387,7 +382,11 @@ class Memberships:
         """What a new member receives: the current epoch (every epoch with history)
         and the whole log."""
         log = self._require(channel)
-        keys = channel.keys if with_history else (channel.current_key,)
+        founding = channel.founding_secret
+        # The founding secret (epoch 0's; the channel id is derived from it) stays with
+        # those who hold it: a new channel's founder leaves epoch 0 at once.
+        history = tuple(k for k in channel.keys if k.secret != founding)
+        keys = history if with_history else (channel.current_key,)
         handed = Channel(name=channel.name, id=channel.id, keys=keys, current=channel.current)
         return Grant(channel=handed, root=log.root.id, ops=tuple(o.raw for o in log.ops()))
 

@@ -152,6 +152,9 @@ class Procs:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            # Ctrl-C as a terminal sends it, even when the tests themselves run in the
+            # background of a shell, which starts them with SIGINT ignored.
+            preexec_fn=_interruptible,
         )
         self.started.append(process)
         return process
@@ -173,6 +176,10 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
         yield running
     finally:
         running.close()
+
+
+def _interruptible() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def one_error_line(done: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:

@@ -14,7 +14,7 @@ from meshnode.core.bulletin import PUBLIC_STREAM, TEXT_PLAIN, Bulletin
 from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity, format_key
 from meshnode.core.invite import make_code, parse_code, redeem_proof
-from meshnode.core.membership import KeyUpdate, OpType
+from meshnode.core.membership import Frontier, KeyUpdate, OpType
 from meshnode.core.views import ChannelInfo
 from meshnode.core.wire import Topic, Verdict
 from meshnode.errors import AmbiguousChannel, BulletinTooLarge, UnknownChannel, UnknownContact
@@ -273,3 +273,32 @@ def test_unreadable_follows_the_keys_held(tmp_path: Path, pair: tuple[Archive, A
     assert b.unreadable_count() == 1
     assert b.purge_expired() == 1  # it expired a minute ago
     assert b.unreadable_count() == 0
+
+
+def test_a_mutual_removal_ends_the_same_whatever_arrives_first(
+    tmp_path: Path, pair: tuple[Archive, Archive]
+) -> None:
+    a, b = pair
+    c = archive_for(Identity.from_seed(b"\x0c" * 32, "Bakers"), tmp_path / "c.db")
+    channel, _ = a.found_channel("strike")
+    held_b = join(a, b, channel)
+    held_c = join(a, c, channel)
+    log_a = a.memberships.log(channel.id)
+    assert log_a is not None
+    b.memberships.take(held_b, [o.raw for o in log_a.ops()])  # (b learns that c joined)
+    gone_c = (Frontier(c.identity.public_key, 0, None),)
+    gone_b = (Frontier(b.identity.public_key, 0, None),)
+    b_removes_c = b.memberships.write(held_b, OpType.REMOVE, targets=gone_c)
+    c_removes_b = c.memberships.write(held_c, OpType.REMOVE, targets=gone_b)
+    # a hears the junior's removal first, c has written it: both still end with b, the
+    # senior (added first), and without c.
+    a.memberships.take(channel, [c_removes_b.raw])
+    a.memberships.take(channel, [b_removes_c.raw])
+    c.memberships.take(held_c, [b_removes_c.raw])
+    for archive in (a, b, c):
+        log = archive.memberships.log(channel.id)
+        assert log is not None
+        if archive is b:
+            archive.memberships.take(held_b, [c_removes_b.raw])
+        assert set(log.members()) == {a.identity.public_key, b.identity.public_key}
+        assert c_removes_b.id in log.state().void

@@ -75,11 +75,10 @@ def _values(op_type: OpType, fields: list[object]) -> dict[str, object]:
             return {"name": fields[0], "epoch_id": fields[1]}
         case OpType.EPOCH:
             parents, new, checkpoint = fields
-            return {
-                "parent_epochs": tuple(parents),  # type: ignore[arg-type]  # a list of ids
-                "epoch_id": new,
-                "checkpoint": tuple(CheckpointEntry(k, tuple(r)) for k, r in checkpoint),  # type: ignore[attr-defined]  # pairs
-            }
+            assert isinstance(parents, list)
+            assert isinstance(checkpoint, list)
+            entries = tuple(CheckpointEntry(key, tuple(rank)) for key, rank in checkpoint)
+            return {"parent_epochs": tuple(parents), "epoch_id": new, "checkpoint": entries}
         case OpType.INVITE:
             token, expires_at, for_group, with_history = fields
             return {

@@ -59,6 +59,9 @@ def test_a_0_1_0_channel_upgrades_and_hands_its_log_to_the_kept(tmp_path: Path) 
     with pytest.raises(MeshError, match="has a membership log already"):
         a.upgrade(upgraded, [])
 
+    handed = Bulletin.from_bytes(a.hand_over(grant, [b.identity.public_key]).raw)
+    assert b.ingest(handed).channel_changed is None  # from a group b has no name for
+    b.store.add_contact("Local 12", a.identity.public_key, now=1_800_000_000)
     got = b.ingest(Bulletin.from_bytes(a.hand_over(grant, [b.identity.public_key]).raw))
     assert got.channel_changed is not None
     assert got.channel_changed.current == upgraded.current
