@@ -92,6 +92,8 @@ log = logging.getLogger("meshnode.node")
 DEFAULT_LISTEN: Final = "0.0.0.0:7447"
 DIRECT_EXPIRY: Final = 7 * 86400
 DEFAULT_INVITE_EXPIRY: Final = 7 * 86400
+MAX_LEAF_PROOFS: Final = 8
+"""Leaf epochs of one channel a HELLO proves at most (current first)."""
 REDEEM_PARTS: Final = 256
 """Parts of a grant a joining node takes at most (each up to 64 KiB)."""
 """Direct bulletins wait for offline recipients this long unless told otherwise."""
@@ -1316,9 +1318,13 @@ class Node:
     # Helpers -----------------------------------------------------------------------
 
     def _subscribe(self, channel: Channel) -> None:
-        self._handle(
-            self.gossip.subscribe(Topic(channel.id), channel_keys(channel), now=trio.current_time())
-        )
+        """Take part in the channel's topic, proving every leaf epoch we hold (so
+        sibling epochs do not split the topic), else the newest."""
+        log = self.archive.memberships.log(channel.id)
+        leaves = [] if log is None else [e.id for e in log.leaves()[:MAX_LEAF_PROOFS]]
+        held = [wire.member_key(k.secret) for k in channel.keys if k.id in leaves]
+        keys = tuple(held) if held else channel_keys(channel)
+        self._handle(self.gossip.subscribe(Topic(channel.id), keys, now=trio.current_time()))
         self._changed()
         self._flush()
 
