@@ -163,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help=_CHANNEL_HELP)
     p.add_argument("--expires", metavar="DURATION", help="e.g. 7d, 12h (default: 7d)")
     p.add_argument(
+        "--offline",
+        action="store_true",
+        help="a code that works without this node online (it carries the channel's key)",
+    )
+    p.add_argument(
         "--with-history", action="store_true", help="also hand over the earlier epochs' keys"
     )
     p.add_argument(
@@ -565,8 +570,18 @@ def _cmd_create(args: argparse.Namespace) -> int:
 def _cmd_invite(args: argparse.Namespace) -> int:
     expires = parse_duration(args.expires) if args.expires else 7 * 86400
     code = _client(args).invite(
-        args.name, expires=expires, with_history=args.with_history, for_group=args.for_group
+        args.name,
+        expires=expires,
+        offline=args.offline,
+        with_history=args.with_history,
+        for_group=args.for_group,
     )
+    if args.offline:
+        print(
+            f"Anyone who sees this code can read {args.name} until the next rekey, "
+            "whatever its expiry.",
+            file=sys.stderr,
+        )
     if args.json:
         _emit_json({"channel": args.name, "code": code, "expires_in": expires})
     else:
@@ -580,10 +595,13 @@ def _cmd_join(args: argparse.Namespace) -> int:
     members = client.members(info.id.hex())
     names = {m.key: m.name for m in members}
     from meshnode.core.identity import parse_key
+    from meshnode.core.invite import parse_code
 
     me = parse_key(client.identity()["key"])
     adder = next((m.added_by for m in members if m.key == me), None)
-    inviter = names.get(adder, _fingerprint(adder)) if adder is not None else "nobody"
+    if adder is None:  # an offline code: a member adds us when we meet one
+        adder = parse_code(args.code, now=int(time.time())).inviter
+    inviter = names.get(adder, _fingerprint(adder))
     if args.json:
         _emit_json({**_jsonable(info), "invited_by": inviter})
     else:

@@ -178,6 +178,7 @@ class Client:
         self,
         channel: ChannelRef,
         expires: int | None = 7 * 86400,
+        offline: bool = False,
         with_history: bool = False,
         for_group: str | bytes | None = None,
     ) -> str:
@@ -192,6 +193,7 @@ class Client:
             "channel_invite",
             channel=_channel_arg(channel),
             expires=expires,
+            offline=offline,
             with_history=with_history,
             for_group=for_group,
         )

@@ -189,6 +189,7 @@ OPERATIONS: Final[dict[str, Handler]] = {
     "channel_invite": lambda n, a: n.invite(
         _channel(a),
         expires=_opt(a, "expires", int),
+        offline=bool(_opt(a, "offline", bool)),
         with_history=bool(_opt(a, "with_history", bool)),
         for_group=_opt(a, "for_group", (str, bytes)),
     ),

@@ -342,6 +342,11 @@ class Store:
         row = self._db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return None if row is None else bytes(row[0])
 
+    def delete_meta(self, name: str) -> None:
+        """Forget a metadata value durably (nothing happens if there is none)."""
+        with self._transaction():
+            self._db.execute("DELETE FROM meta WHERE name = ?", (name,))
+
     def set_meta(self, name: str, value: bytes) -> None:
         """Set a metadata value durably."""
         with self._transaction():

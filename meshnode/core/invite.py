@@ -8,6 +8,11 @@ Theory of operation:
   carries the inviter's key, its node's addresses and the token's seed, and no
   channel secret, so a code that leaks after its use or its expiry gives
   nothing.
+- An *offline* code also carries a grant (the current epoch and the log as
+  issued), for groups that cannot be online together: the invitee reads at
+  once, and any member it meets later redeems the token (writes the add); until
+  then the others hold its posts. Whoever sees such a code can read the channel
+  until the next rekey, whatever its expiry.
 - The invitee's node dials the inviter, checks that the session's peer is the
   code's inviter, and proves the token by signing a label, the session's
   handshake hash and its own key with it (:func:`redeem_proof`). The inviter
@@ -46,9 +51,13 @@ longest name, three 32-byte values, 8 longest addresses, two 64-bit times, nil."
 MAX_GRANT: Final = 8 * 1024 * 1024
 MAX_GRANT_KEYS: Final = 4096
 MAX_GRANT_OPS: Final = 4096
+MAX_OFFLINE_BODY: Final = 32 * 1024
+"""The largest body of an offline code (it carries a grant): its text stays within
+what a reader searches (textcode.MAX_TEXT_CHARS)."""
 GRANT_TYPE: Final = "application/vnd.meshnode.grant"
 """The content type of a grant sent as direct mail (an upgraded channel's log)."""
 ONLINE: Final = 0
+OFFLINE: Final = 1
 DEFAULT_EXPIRY: Final = 7 * 86400
 
 
@@ -132,6 +141,8 @@ class InviteCode:
     token_seed: bytes
     created_at: int
     expires_at: int
+    grant: Grant | None = None
+    """An offline code's grant: the channel's current epoch and log, as issued."""
 
     @property
     def token(self) -> bytes:
@@ -147,11 +158,14 @@ def make_code(
     addresses: Sequence[str],
     now: int,
     expires_at: int,
+    grant: Grant | None = None,
 ) -> str:
-    """A signed code of version 2 (redeemed online at the inviter's node).
+    """A signed code of version 2: redeemed online at the inviter's node, or with
+    ``grant`` an offline code that carries the current epoch and the log itself.
 
     Raises:
-        ValueError: a value the reader would refuse.
+        ValueError: a value the reader would refuse (an offline code whose grant
+            is too large, for one).
     """
     if not 0 <= now < expires_at <= MAX_INVITE_TIME:
         raise ValueError("an invite's expiry must be after its creation, within 64 bits")
@@ -161,7 +175,7 @@ def make_code(
     body = codec.pack(
         [
             VERSION,
-            ONLINE,
+            ONLINE if grant is None else OFFLINE,
             channel.name,
             channel.id,
             inviter.public_key,
@@ -169,16 +183,23 @@ def make_code(
             token_seed,
             now,
             expires_at,
-            None,
+            None if grant is None else grant.encode(),
         ]
     )
+    if len(body) > MAX_OFFLINE_BODY:
+        raise ValueError(
+            f"the channel's log is too large for an offline code ({len(body)} bytes): "
+            "use an online one"
+        )
     return textcode.encode(INVITE_PREFIX, body + inviter.sign(INVITE_SIGN_LABEL + body))
 
 
 def parse_code(code: str, *, now: int) -> InviteCode:
     """Read and verify a code, raising InvalidInvite (or InviteExpired)."""
     try:
-        data = textcode.decode(INVITE_PREFIX, code, max_size=MAX_BODY + crypto.SIGNATURE_SIZE)
+        data = textcode.decode(
+            INVITE_PREFIX, code, max_size=MAX_OFFLINE_BODY + crypto.SIGNATURE_SIZE
+        )
     except textcode.TextCodeError as exc:
         raise InvalidInvite(f"not a valid invite code: {exc}") from None
     if len(data) <= crypto.SIGNATURE_SIZE:
@@ -186,7 +207,11 @@ def parse_code(code: str, *, now: int) -> InviteCode:
     body, sig = data[: -crypto.SIGNATURE_SIZE], data[-crypto.SIGNATURE_SIZE :]
     try:
         doc = codec.unpack_canonical(
-            body, max_size=MAX_BODY, max_str=MAX_ADDRESS_SIZE, max_bin=64, max_array=16
+            body,
+            max_size=MAX_OFFLINE_BODY,
+            max_str=MAX_ADDRESS_SIZE,
+            max_bin=MAX_OFFLINE_BODY,
+            max_array=16,
         )
     except codec.DecodeError:
         raise InvalidInvite("not a valid invite code: damaged contents") from None
@@ -202,7 +227,7 @@ def parse_code(code: str, *, now: int) -> InviteCode:
     if type(version) is not int or version != VERSION:
         raise InvalidInvite(f"invite version {version!r} is not supported by this meshnode")
     if not (
-        mode == ONLINE
+        mode in (ONLINE, OFFLINE)
         and type(mode) is int
         and isinstance(name, str)
         and _is_key(channel_id)
@@ -213,7 +238,8 @@ def parse_code(code: str, *, now: int) -> InviteCode:
         and type(created) is int
         and type(expires) is int
         and 0 <= created < expires <= MAX_INVITE_TIME
-        and grant is None
+        and (grant is None if mode == ONLINE else isinstance(grant, bytes))
+        and (mode == OFFLINE or len(body) <= MAX_BODY)
     ):
         raise bad
     try:
@@ -230,6 +256,9 @@ def parse_code(code: str, *, now: int) -> InviteCode:
         raise InvalidInvite("invite signature does not verify: it was altered") from None
     if now >= expires:
         raise InviteExpired("this invite has expired: ask the inviting group for a new one")
+    carried = None if grant is None else Grant.decode(grant)
+    if carried is not None and carried.channel.id != channel_id:
+        raise bad
     return InviteCode(
         channel_name=name,
         channel_id=channel_id,
@@ -238,6 +267,7 @@ def parse_code(code: str, *, now: int) -> InviteCode:
         token_seed=seed,
         created_at=created,
         expires_at=expires,
+        grant=carried,
     )
 
 

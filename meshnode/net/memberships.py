@@ -23,7 +23,7 @@ from meshnode.core import crypto
 from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.channel import Channel, EpochKey
 from meshnode.core.identity import Identity
-from meshnode.core.invite import Grant, check_redeem_proof
+from meshnode.core.invite import Grant, InviteCode, check_redeem_proof
 from meshnode.core.membership import (
     MAX_PENDING,
     KeyUpdate,
@@ -37,7 +37,14 @@ from meshnode.core.membership import (
     sign_op,
 )
 from meshnode.core.wire import Verdict
-from meshnode.errors import InvalidInvite, InvalidOperation, MeshError
+from meshnode.errors import (
+    InvalidInvite,
+    InvalidOperation,
+    InviteExpired,
+    InviteRevoked,
+    InviteUsed,
+    MeshError,
+)
 from meshnode.store import Store
 
 MAX_HELD_PER_CHANNEL = MAX_PENDING
@@ -398,32 +405,85 @@ class Memberships:
             InvalidInvite: the grant is another channel's, or its log does not make
                 this group a member.
         """
-        if grant.channel.id != channel_id:
-            raise InvalidInvite("the inviter answered for another channel")
-        ops = {}
-        for raw in grant.ops:
-            try:
-                op = decode_op(raw)
-            except InvalidOperation:
-                raise InvalidInvite("the inviter's answer holds a damaged operation") from None
-            ops[op.id] = op
-        root = ops.pop(grant.root, None)
-        if root is None or root.type != OpType.CREATE or root.channel_id != channel_id:
-            raise InvalidInvite("the inviter's answer holds no log of this channel")
-        log = Log(root)
-        for op in ops.values():
-            _add_quietly(log, op)
+        log = _log_of(channel_id, grant)
         if not log.is_member(self.identity.public_key):
             raise InvalidInvite("the inviter's log does not admit this group")
+        channel = self._hold(grant, log)
+        self.forget_token(channel.id)
+        return channel
+
+    def accept_offline(self, code: InviteCode) -> Channel:
+        """Hold the channel an offline code carries. Its log must hold the code's
+        invite, unrevoked, unused and unexpired, for this group if it names one. This
+        group is no member until a member redeems the token (:meth:`pending_token`);
+        until then the others hold its posts.
+
+        Raises:
+            InvalidInvite: the code's grant or invite does not hold up; InviteUsed,
+                InviteRevoked, InviteExpired as the log says.
+        """
+        assert code.grant is not None
+        log = _log_of(code.channel_id, code.grant)
+        invite = log.state().invites.get(code.token)
+        me = self.identity.public_key
+        if invite is None:
+            raise InvalidInvite("the code's log does not hold its invite")
+        if invite.revoked:
+            raise InviteRevoked("this invite was revoked: ask for a new code")
+        if invite.used_by not in (None, me):
+            raise InviteUsed("this invite was used already: ask for a new code")
+        if self._clock() >= invite.expires_at:
+            raise InviteExpired("this invite has expired: ask for a new code")
+        if invite.for_group not in (None, me):
+            raise InvalidInvite("this invite is for another group")
+        channel = self._hold(code.grant, log)
+        if not log.is_member(me):
+            self.store.set_meta(_token_name(channel.id), code.token_seed)
+        return channel
+
+    def pending_token(self, channel_id: bytes) -> bytes | None:
+        """The seed of an offline code this group joined with and no member has
+        redeemed yet (it is redeemed at the first member met)."""
+        return self.store.get_meta(_token_name(channel_id))
+
+    def forget_token(self, channel_id: bytes) -> None:
+        """The offline code's token is redeemed (or refused): nothing is pending."""
+        self.store.delete_meta(_token_name(channel_id))
+
+    def _hold(self, grant: Grant, log: Log) -> Channel:
         channel = grant.channel
         held = self.store.channel(channel.id)
         if held is not None:
             for key in held.keys:
                 channel = channel.with_key(key, current=False)
-        self.store.save_channel(channel, now=self._clock(), root=root.id)
+        self.store.save_channel(channel, now=self._clock(), root=log.root.id)
         self.store.save_ops(channel.id, [(o.id, o.raw) for o in log.ops()])
         self._logs[channel.id] = log
         return self.follow(channel)
+
+
+def _token_name(channel_id: bytes) -> str:
+    return f"offline-token/{channel_id.hex()}"
+
+
+def _log_of(channel_id: bytes, grant: Grant) -> Log:
+    """The log a grant carries, checked to be ``channel_id``'s."""
+    if grant.channel.id != channel_id:
+        raise InvalidInvite("the inviter answered for another channel")
+    ops = {}
+    for raw in grant.ops:
+        try:
+            op = decode_op(raw)
+        except InvalidOperation:
+            raise InvalidInvite("the inviter's answer holds a damaged operation") from None
+        ops[op.id] = op
+    root = ops.pop(grant.root, None)
+    if root is None or root.type != OpType.CREATE or root.channel_id != channel_id:
+        raise InvalidInvite("the inviter's answer holds no log of this channel")
+    log = Log(root)
+    for op in ops.values():
+        _add_quietly(log, op)
+    return log
 
 
 def _add_quietly(log: Log, op: Op) -> list[Op]:

@@ -483,7 +483,11 @@ class Node:
         keys it holds.)"""
         for channel in self.archive.channels():
             log = self.archive.memberships.log(channel.id)
-            if log is None or Topic(channel.id) in shared or not log.is_member(peer):
+            if log is None or not log.is_member(peer):
+                continue
+            if Topic(channel.id) in shared:
+                if self.archive.memberships.pending_token(channel.id) is not None:
+                    self._nursery.start_soon(self._redeem_offline, peer, channel.id)
                 continue
             if (peer, channel.current) not in self._caught_up:
                 self._caught_up.add((peer, channel.current))
@@ -647,6 +651,7 @@ class Node:
         self,
         channel: views.ChannelRef,
         expires: int | None = DEFAULT_INVITE_EXPIRY,
+        offline: bool = False,
         with_history: bool = False,
         for_group: str | bytes | None = None,
     ) -> str:
@@ -656,6 +661,10 @@ class Node:
         channel's log records with the expiry (``expires`` seconds from now; None
         means the default, 7 days) and, with ``for_group``, the one group that may
         redeem it. ``with_history`` also hands the new member the earlier epochs.
+        ``offline`` makes a self-contained code for groups that cannot be online
+        together: it carries the current epoch and the log, so anyone who sees it
+        can read the channel until the next rekey, whatever its expiry; the first
+        member the invitee meets redeems the token.
 
         ``channel``, here and in every method that takes one, is a
         :class:`~meshnode.core.views.ChannelInfo`, a channel id (32 bytes), or an
@@ -678,13 +687,18 @@ class Node:
             with_history=with_history,
         )
         self._publish(self.archive.carry(held, op))
-        return make_code(
-            self.identity, channel=held, token_seed=seed, addresses=[self.announce], now=now,
-            expires_at=now + lifetime,
-        )
+        grant = self.archive.memberships.grant(held, with_history=with_history)
+        try:
+            return make_code(
+                self.identity, channel=held, token_seed=seed, addresses=[self.announce],
+                now=now, expires_at=now + lifetime, grant=grant if offline else None,
+            )
+        except ValueError as exc:
+            raise MeshError(str(exc)) from None
 
     async def join(self, code: str) -> views.ChannelInfo:
-        """Redeem an invite at the inviting group's node and hold the channel it grants.
+        """Redeem an invite at the inviting group's node and hold the channel it grants
+        (an offline code: hold the channel it carries; the first member met redeems it).
 
         Raises:
             InvalidInvite: the code is damaged, from 0.1.0, or refused (InviteExpired,
@@ -692,8 +706,15 @@ class Node:
             InviterUnreachable: no answer from the inviter's node.
         """
         parsed = parse_code(code, now=int(time.time()))
-        grant = await self._redeem(parsed)
-        channel = self.archive.joined(parsed, grant)
+        if parsed.grant is not None:
+            channel = self.archive.keep(self.archive.memberships.accept_offline(parsed))
+            for address in parsed.addresses:  # (the inviter's node, if it is up)
+                if address != self.announce:
+                    with contextlib.suppress(MeshError):
+                        await self._dial(address)
+        else:
+            grant = await self._redeem(parsed)
+            channel = self.archive.joined(parsed, grant)
         self._subscribe(channel)
         self._nursery.start_soon(self._find_members, channel)
         return self._channel_info(channel)
@@ -711,22 +732,56 @@ class Node:
             if key != code.inviter or peer is None:
                 problem = f"{address} is not the inviting group's node"
                 continue
-            me = self.identity.public_key
-            proof = redeem_proof(code.token_seed, peer.session.handshake_hash, me)
-            send, receive = trio.open_memory_channel[wire.Redeemed](REDEEM_PARTS)
-            self._redeeming[key] = send
-            try:
-                self.gossip.send(PeerId(key), wire.Redeem(token=code.token, proof=proof))
-                self._flush()
-                with trio.move_on_after(self._config.session.handshake_timeout * 4):
-                    return Grant.decode(await _grant_parts(receive))
-                problem = f"{address} did not answer"
-            finally:
-                self._redeeming.pop(key, None)
+            grant = await self._redeem_at(key, code.token_seed)
+            if grant is not None:
+                return grant
+            problem = f"{address} did not answer"
         raise InviterUnreachable(
             f"could not reach the inviting group's node ({problem}): a one-time code works "
             "only while that node is online; ask them for a new code when both nodes are up"
         )
+
+    async def _redeem_at(self, key: bytes, token_seed: bytes) -> Grant | None:
+        """Prove the token to the node of group ``key`` in our session with it, and
+        collect its grant (None if it does not answer in time).
+
+        Raises:
+            InvalidInvite: it refused (InviteUsed, InviteRevoked, InviteExpired).
+        """
+        peer = self._peers.get(key)
+        if peer is None or key in self._redeeming:
+            return None
+        proof = redeem_proof(token_seed, peer.session.handshake_hash, self.identity.public_key)
+        token = crypto.signing_keypair(token_seed)[0]
+        send, receive = trio.open_memory_channel[wire.Redeemed](REDEEM_PARTS)
+        self._redeeming[key] = send
+        try:
+            self.gossip.send(PeerId(key), wire.Redeem(token=token, proof=proof))
+            self._flush()
+            with trio.move_on_after(self._config.session.handshake_timeout * 4):
+                return Grant.decode(await _grant_parts(receive))
+            return None
+        finally:
+            self._redeeming.pop(key, None)
+
+    async def _redeem_offline(self, key: bytes, channel_id: bytes) -> None:
+        """We joined with an offline code and met a member: have it redeem the token,
+        which makes us a member (its add reaches the others as any operation)."""
+        seed = self.archive.memberships.pending_token(channel_id)
+        if seed is None:
+            return
+        try:
+            grant = await self._redeem_at(key, seed)
+        except InvalidInvite as exc:
+            log.warning("an offline invite was refused when redeemed: %s", exc)
+            self.archive.memberships.forget_token(channel_id)
+            return
+        if grant is None:
+            return
+        with contextlib.suppress(InvalidInvite):
+            channel = self.archive.keep(self.archive.memberships.accept_grant(channel_id, grant))
+            self._log_changed(channel)
+            self._changed()
 
     def _answer_redeem(self, peer: PeerId, message: wire.Redeem) -> None:
         entry = self._peers.get(bytes(peer))

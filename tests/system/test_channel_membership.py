@@ -273,3 +273,38 @@ def test_a_removed_member_cannot_take_the_channel_back(groups: list[Daemon]) -> 
         what="Bakers to learn it was removed (its notice waited with holders)",
         explain=c.log_tail,
     )
+
+
+def test_an_offline_code_works_without_the_inviter_online(groups: list[Daemon]) -> None:
+    a, b, _, _ = groups
+    ok(a, "channel", "create", "strike")
+    done = run(a, "channel", "invite", "strike", "--offline")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == (
+        "Anyone who sees this code can read strike until the next rekey, whatever its expiry."
+    )
+    a.stop()
+    joined = ok(b, "channel", "join", done.stdout.strip())
+    assert joined.startswith("Joined 'strike'"), joined
+    posted = b.client.post("strike", "written before anyone added us").id
+    a.start()
+    b.client.add_peer(a.address)  # (or found through the channel's rendezvous)
+    wait_for(
+        a.data_dir,
+        lambda _: [ch.members for ch in a.client.channels()] == [2],
+        timeout=CONVERGE,
+        what="Local 12 to redeem the offline code when Tenants met it",
+        explain=lambda: a.log_tail() + b.log_tail(),
+    )
+    follow_until(a.data_dir, {posted}, "strike", timeout=CONVERGE,
+                 what="Local 12 to hear Tenants' post, held until the add", explain=a.log_tail)
+    # A second holder of the code reads until the next rekey, as the warning says, but
+    # the token is used: no member adds it.
+    c = groups[2]
+    assert ok(c, "channel", "join", done.stdout.strip()).startswith("Joined 'strike'")
+    (invite,) = lines(ok(a, "channel", "invites", "strike", "--json"))
+    assert invite["used_by"] == b.key.hex()
+    a.client.rekey("strike")
+    after = a.client.post("strike", "after the rekey").id
+    follow_until(b.data_dir, {after}, "strike", timeout=CONVERGE, what="Tenants: the new epoch")
+    assert after not in {r.id for r in c.client.read("strike")}

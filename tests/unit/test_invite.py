@@ -79,7 +79,7 @@ def test_refusals() -> None:
         parse_code(old, now=NOW)
     body = codec.unpack(good[: -crypto.SIGNATURE_SIZE])
     assert isinstance(body, list)
-    body[1] = 1  # a reserved mode
+    body[1] = 1  # offline, without a grant
     packed = codec.pack(body)
     forged = textcode.encode(INVITE_PREFIX, packed + INVITER.sign(INVITE_SIGN_LABEL + packed))
     with pytest.raises(InvalidInvite, match="unexpected"):
@@ -102,3 +102,14 @@ def test_grants_round_trip_and_refuse_damage() -> None:
     assert (again.root, again.ops) == (grant.root, grant.ops)
     with pytest.raises(InvalidInvite):
         Grant.decode(grant.encode()[:-1])
+
+
+def test_an_offline_code_carries_its_grant_and_nothing_too_large() -> None:
+    grant = Grant(channel=CHANNEL, root=b"\x03" * 32, ops=(b"op",))
+    got = parse_code(code(grant=grant), now=NOW)
+    assert got.grant is not None
+    assert got.grant.channel == CHANNEL
+    assert parse_code(code(), now=NOW).grant is None
+    huge = Grant(channel=CHANNEL, root=b"\x03" * 32, ops=(b"x" * 40_000,))
+    with pytest.raises(ValueError, match="too large for an offline code"):
+        code(grant=huge)
