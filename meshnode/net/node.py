@@ -737,8 +737,9 @@ class Node:
                 return grant
             problem = f"{address} did not answer"
         raise InviterUnreachable(
-            f"could not reach the inviting group's node ({problem}): a one-time code works "
-            "only while that node is online; ask them for a new code when both nodes are up"
+            f"could not reach the inviting group's node ({problem}): this code works only "
+            "while that node is online; if you cannot be online together, ask them for one "
+            "made with 'meshnode channel invite NAME --offline'"
         )
 
     async def _redeem_at(self, key: bytes, token_seed: bytes) -> Grant | None:
