@@ -317,7 +317,19 @@ class Memberships:
             return Post.ACCEPT
         if bulletin.kind == Kind.MEMBERSHIP:
             return Post.ACCEPT
-        return log.admit(bulletin.author, bulletin.seq)
+        verdict = log.admit(bulletin.author, bulletin.seq)
+        gone = log.departure(bulletin.author)
+        if verdict is Post.ACCEPT and gone is not None and gone.frontier is not None:
+            # At or below its frontier: only what it wrote before; a fork written
+            # since (another bulletin under a number held, or the frontier's) is not.
+            known = (
+                gone.frontier.id
+                if bulletin.seq == gone.frontier.seq
+                else self.store.id_at(bulletin.channel_id, bulletin.author, bulletin.seq)
+            )
+            if known is not None and known != bulletin.id:
+                return Post.REFUSE
+        return verdict
 
     def hold(self, bulletin: Bulletin) -> None:
         """Keep a bulletin whose author the log does not know yet (bounded: the oldest

@@ -14,7 +14,7 @@ from meshnode.core.bulletin import PUBLIC_STREAM, TEXT_PLAIN, Bulletin
 from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity, format_key
 from meshnode.core.invite import make_code, parse_code, redeem_proof
-from meshnode.core.membership import Frontier, KeyUpdate, OpType
+from meshnode.core.membership import Frontier, KeyUpdate, OpType, Post
 from meshnode.core.views import ChannelInfo
 from meshnode.core.wire import Topic, Verdict
 from meshnode.errors import AmbiguousChannel, BulletinTooLarge, UnknownChannel, UnknownContact
@@ -302,3 +302,25 @@ def test_a_mutual_removal_ends_the_same_whatever_arrives_first(
             archive.memberships.take(held_b, [c_removes_b.raw])
         assert set(log.members()) == {a.identity.public_key, b.identity.public_key}
         assert c_removes_b.id in log.state().void
+
+
+def test_a_removed_group_is_heard_up_to_its_frontier_and_not_its_forks(
+    pair: tuple[Archive, Archive],
+) -> None:
+    a, b = pair
+    channel, _ = a.found_channel("strike")
+    held_b = join(a, b, channel)
+    first = b.seal(held_b, b"one")
+    second = b.seal(held_b, b"two")
+    for bulletin in (first, second):
+        a.ingest(Bulletin.from_bytes(bulletin.raw))
+    frontier = Frontier(b.identity.public_key, second.seq, second.id)
+    a.memberships.write(channel, OpType.REMOVE, targets=(frontier,))
+    rng = seeded_rng("fork")
+    fork = Bulletin.seal(b.identity, held_b, b"rewritten", seq=first.seq, prev=first.prev,
+                         now=NOW, rng=rng)
+    later = Bulletin.seal(b.identity, held_b, b"after", seq=second.seq + 1, prev=second.id,
+                          now=NOW, rng=rng)
+    admit = a.memberships.admit
+    assert [admit(x) for x in (first, second)] == [Post.ACCEPT, Post.ACCEPT]
+    assert [admit(x) for x in (fork, later)] == [Post.REFUSE, Post.REFUSE]
