@@ -85,6 +85,11 @@ MAX_DATAGRAM: Final = HEADER_SIZE + MAX_PAYLOAD
 ROUTING_META: Final = "dht/routing"
 SEQ_META: Final = "dht/contact-seq"
 MAX_SAVED_ROUTES: Final = 256
+AMPLIFICATION: Final = 3
+"""Until an address has answered one of our requests, no reply to it is more than this
+many times the size of its request (nobody can aim our answers at a third party)."""
+MAX_VERIFIED: Final = 4096
+"""Addresses remembered as having answered us (oldest forgotten first)."""
 
 Address: TypeAlias = tuple[str, int]
 Reply: TypeAlias = tuple[bool, object]
@@ -460,6 +465,9 @@ class _HardenedProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia shi
         self.closed = trio.Event()
         """Set once asyncio has closed the socket."""
         self._max_datagram = MAX_DATAGRAM + (SEAL_OVERHEAD if sealer else 0)
+        self._verified: OrderedDict[Address, None] = OrderedDict()
+        """Addresses that answered one of our requests: their source is not forged."""
+        self._verifying: set[Address] = set()
         self._handlers = {
             "ping": self._on_ping,
             "store": self._on_store,
@@ -527,12 +535,12 @@ class _HardenedProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia shi
         except codec.DecodeError:
             return self._counters.drop("malformed")
         if kind == REQUEST:
-            return self._request(msg_id, body, addr)
+            return self._request(msg_id, body, addr, len(data))
         if kind == RESPONSE:
             return self._response(msg_id, body, addr)
         return self._counters.drop("unknown_kind")
 
-    def _request(self, msg_id: bytes, body: object, addr: Address) -> None:
+    def _request(self, msg_id: bytes, body: object, addr: Address, size: int) -> None:
         if not (
             isinstance(body, list)
             and len(body) == 2
@@ -547,12 +555,51 @@ class _HardenedProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia shi
         if answer is None:
             return self._counters.drop("bad_arguments")
         self._counters.answered += 1
-        self._send(bytes([RESPONSE]) + msg_id + codec.pack(answer), addr)
+        datagram = bytes([RESPONSE]) + msg_id + codec.pack(answer)
+        budget = AMPLIFICATION * size
+        if len(datagram) > budget and addr not in self._verified:
+            datagram = self._within(msg_id, body[0], body[1], addr, budget)
+            self._verify(addr)
+        self._send(datagram, addr)
+
+    def _within(
+        self, msg_id: bytes, rpc: str, args: list[object], addr: Address, budget: int
+    ) -> bytes:
+        """The answer to an unverified address, cut to ``budget`` bytes: a value
+        becomes the neighbours it would otherwise get, and as few of those as fit.
+        (The address is verified meanwhile; its next request gets everything.)"""
+        self._counters.drop("amplification_cut")
+        nodes = self._on_find_node(addr, args) if rpc in ("find_node", "find_value") else None
+        entries = nodes if isinstance(nodes, list) else []
+        while entries:
+            datagram = bytes([RESPONSE]) + msg_id + codec.pack(entries)
+            if len(datagram) <= budget:
+                return datagram
+            entries = entries[:-1]
+        return bytes([RESPONSE]) + msg_id + codec.pack(entries)
+
+    def _verify(self, addr: Address) -> None:
+        """Ping ``addr`` (once at a time): an answer proves the address is its own."""
+        if addr in self._verifying or len(self._verifying) >= self._config.max_pending:
+            return
+        self._verifying.add(addr)
+        self.spawn(self._ping_to_verify(addr))
+
+    async def _ping_to_verify(self, addr: Address) -> bool:
+        try:
+            answered, _ = await self.ping(addr, self.source_node.id)
+        finally:
+            self._verifying.discard(addr)
+        return bool(answered)
 
     def _response(self, msg_id: bytes, body: object, addr: Address) -> None:
         entry = self._pending.get(msg_id)
         if entry is None or entry[2] != addr or entry[0].done():
             return self._counters.drop("unsolicited_response")
+        self._verified[addr] = None
+        self._verified.move_to_end(addr)
+        while len(self._verified) > MAX_VERIFIED:
+            self._verified.popitem(last=False)
         entry[0].set_result((True, body))
 
     def _welcome(self, node_id: bytes, addr: Address) -> Node:
@@ -602,9 +649,28 @@ class _HardenedProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia shi
         """
         if not self.router.is_new_node(node):
             return
+        address = (node.ip, node.port)
+        if address not in self._verified:
+            # No record is pushed to an address that has not answered us: a forged
+            # source would turn one PING into a flood of STOREs at a third party.
+            self.router.add_contact(node)
+            self.spawn(self._welcome_once_verified(node))
+            return
+        self._push_records(node)
+        self.router.add_contact(node)
+
+    async def _welcome_once_verified(self, node: Node) -> None:
+        if (node.ip, node.port) in self._verifying:
+            return
+        self._verifying.add((node.ip, node.port))
+        if await self._ping_to_verify((node.ip, node.port)):
+            self._push_records(node)
+
+    def _push_records(self, node: Node) -> None:
+        """Push ``node`` the records it should hold (it is closer than us to them)."""
         for key, value in self.storage:
             keynode = Node(key)
-            neighbours = self.router.find_neighbors(keynode)
+            neighbours = self.router.find_neighbors(keynode, exclude=node)
             if neighbours:
                 new_is_closer = node.distance_to(keynode) < neighbours[-1].distance_to(keynode)
                 we_are_closest = self.source_node.distance_to(keynode) < neighbours[0].distance_to(
@@ -612,7 +678,6 @@ class _HardenedProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia shi
                 )
             if not neighbours or (new_is_closer and we_are_closest):
                 self.spawn(self.call_store(node, key, value))
-        self.router.add_contact(node)
 
     def spawn(self, coro: Coroutine[object, object, object]) -> None:
         """Run ``coro`` in the background, bounded, never leaking an exception to the loop."""
