@@ -85,6 +85,7 @@ class Offence(Enum):
     FLOOD = "went over its rate limit"
     GRAFT_BACKOFF = "grafted during its backoff"
     REJECTED = "sent a bulletin this node refused"
+    UNANSWERED = "did not send a bulletin it announced"
 
 
 DEFAULT_PENALTIES: Final[Mapping[Offence, float]] = {
@@ -96,6 +97,7 @@ DEFAULT_PENALTIES: Final[Mapping[Offence, float]] = {
     Offence.FLOOD: 5.0,
     Offence.GRAFT_BACKOFF: 10.0,
     Offence.REJECTED: 10.0,
+    Offence.UNANSWERED: 2.0,
 }
 
 
@@ -121,6 +123,9 @@ class GossipConfig:
     max_pending: int = 4096
     verdict_timeout: float = 30.0
     max_wants: int = 8192
+    max_wants_per_peer: int = 1024
+    max_wants_per_topic: int = 4096
+    broken_promises: float = 20.0
     max_inflight: int = 256
     want_timeout: float = 3.0
     want_attempts: int = 3
@@ -324,11 +329,15 @@ class _Pending:
 
 
 class _Want:
-    __slots__ = ("asked", "attempts", "candidates", "deadline", "eager", "queued", "topic")
+    __slots__ = (
+        "asked", "attempts", "candidates", "deadline", "eager", "owner", "queued", "topic"
+    )
 
-    def __init__(self, topic: Topic, eager: bool) -> None:
+    def __init__(self, topic: Topic, eager: bool, owner: PeerId | None) -> None:
         self.topic = topic
         self.eager = eager
+        self.owner = owner
+        """The peer whose announcement or sync made this want: its quota pays for it."""
         self.candidates: list[PeerId] = []
         self.asked: PeerId | None = None
         self.queued: PeerId | None = None
@@ -352,6 +361,7 @@ class _Peer:
     __slots__ = (
         "announce",
         "asked",
+        "broken",
         "bulletins",
         "bytes_in",
         "dropped",
@@ -378,6 +388,8 @@ class _Peer:
         self.public = False
         self.expected: dict[bytes, Topic] = {}
         self.score = 0.0
+        self.broken = 0.0
+        """Announced bulletins not sent when asked, decaying as the score does."""
         self.dropped = False
         self.messages = _Bucket(cfg.message_rate, cfg.message_burst, now)
         self.bytes_in = _Bucket(cfg.byte_rate, cfg.byte_burst, now)
@@ -449,6 +461,10 @@ class Gossip:
         self._pending: dict[BulletinId, _Pending] = {}
         self._pending_order: deque[tuple[float, BulletinId]] = deque()
         self._wants: dict[BulletinId, _Want] = {}
+        self._wants_of: dict[PeerId, int] = {}
+        """Wants per owner (see ``_Want.owner``): no peer takes more than its share."""
+        self._wants_in: dict[Topic, int] = {}
+        """Wants per topic: no topic starves the others."""
         self._want_deadlines: deque[tuple[float, BulletinId, PeerId]] = deque()
         self._ready: dict[PeerId, None] = {}
         self._cache: dict[BulletinId, tuple[Topic, bytes]] = {}
@@ -652,7 +668,7 @@ class Gossip:
             self._remember(bid, _ACCEPTED, (), now)
         else:
             seen.state = _ACCEPTED
-        want = self._wants.pop(bid, None)
+        want = self._drop_want(bid)
         if want is not None:
             self._release(want, bid)
         self._n.published += 1
@@ -741,7 +757,7 @@ class Gossip:
         n = self._n
         for raw in raws:
             bid = BulletinId(crypto.blake2b_256(raw))
-            want = self._wants.pop(bid, None)
+            want = self._drop_want(bid)
             asked = None
             eager = True
             if want is not None:
@@ -1026,10 +1042,19 @@ class Gossip:
         want = self._wants.get(bid)
         new = want is None
         if want is None:
-            if len(self._wants) >= self._config.max_wants:
+            candidates = tuple(candidates)
+            owner = candidates[0] if candidates else None
+            if (
+                len(self._wants) >= self._config.max_wants
+                or self._wants_of.get(owner or PeerId(b""), 0) >= self._config.max_wants_per_peer
+                or self._wants_in.get(topic, 0) >= self._config.max_wants_per_topic
+            ):
                 self._n.want_overflows += 1
                 return False
-            want = self._wants[bid] = _Want(topic, eager)
+            want = self._wants[bid] = _Want(topic, eager, owner)
+            if owner is not None:
+                self._wants_of[owner] = self._wants_of.get(owner, 0) + 1
+            self._wants_in[topic] = self._wants_in.get(topic, 0) + 1
         want.eager |= eager
         for peer in candidates:
             if peer not in want.candidates and len(want.candidates) < _MAX_SENDERS:
@@ -1050,7 +1075,24 @@ class Gossip:
             p.queue.append(bid)
             self._ready[peer] = None
             return
-        del self._wants[bid]
+        self._drop_want(bid)
+
+    def _drop_want(self, bid: BulletinId) -> _Want | None:
+        """Forget a want (arrived, or given up), freeing its owner's and topic's quota."""
+        want = self._wants.pop(bid, None)
+        if want is not None:
+            if want.owner is not None:
+                left = self._wants_of.get(want.owner, 0) - 1
+                if left > 0:
+                    self._wants_of[want.owner] = left
+                else:
+                    self._wants_of.pop(want.owner, None)
+            left = self._wants_in.get(want.topic, 0) - 1
+            if left > 0:
+                self._wants_in[want.topic] = left
+            else:
+                self._wants_in.pop(want.topic, None)
+        return want
 
     def _release(self, want: _Want, bid: BulletinId) -> None:
         """``bid`` arrived: free its slot with the peer it was asked of."""
@@ -1093,18 +1135,19 @@ class Gossip:
         cfg = self._config
         for peer_state in self._peers.values():
             peer_state.score *= cfg.score_decay
+            peer_state.broken *= cfg.score_decay
         while self._pending_order and self._pending_order[0][0] + cfg.verdict_timeout <= now:
             since, bid = self._pending_order.popleft()
             pending = self._pending.get(bid)
             if pending is not None and pending.since == since:
                 self.reject(bid, now)
-        self._expire_wants(now)
+        self._expire_wants(now, events)
         for topic, t in self._topics.items():
             self._maintain(topic, t, now)
         self._expire_seen(now)
         self._poll_sync(now)
 
-    def _expire_wants(self, now: float) -> None:
+    def _expire_wants(self, now: float, events: list[Event]) -> None:
         deadlines = self._want_deadlines
         while deadlines and deadlines[0][0] <= now:
             deadline, bid, peer = deadlines.popleft()
@@ -1116,6 +1159,15 @@ class Gossip:
                 p.asked.pop(bid, None)
                 if p.queue:
                     self._ready[peer] = None
+                if want.eager and peer == want.owner:
+                    # It announced this id moments ago, from what it relayed: an honest
+                    # peer still holds it, and only a slow link or its serve limit keeps
+                    # a few from coming, so up to ``broken_promises`` (decaying) are free.
+                    # (Ids learnt by sync cost nothing: a peer may have evicted or purged
+                    # what its ranges listed.)
+                    p.broken += 1
+                    if p.broken > self._config.broken_promises:
+                        self._offend(p, Offence.UNANSWERED, now, events)
             want.asked = None
             self._n.want_timeouts += 1
             self._place(want, bid)

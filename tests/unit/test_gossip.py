@@ -1040,3 +1040,63 @@ def test_a_graft_penalty_can_drop() -> None:
     events = net.send(rogue, hub, wire.encode(wire.Graft(topic=TC)))
     assert [type(e) for e in events] == [DropPeer]
     assert not any(isinstance(m, wire.Prune) for m in rogue.inbox)
+
+
+# -- fair fetching ------------------------------------------------------------------
+
+
+def _fake_ids(n: int, salt: int = 0) -> tuple[BulletinId, ...]:
+    return tuple(BulletinId(bytes([salt, i % 256, i // 256]) * 10 + b"\x00\x00") for i in range(n))
+
+
+def test_a_flooding_announcer_cannot_starve_honest_fetches() -> None:
+    net = Net(GossipConfig(max_wants=8, max_wants_per_peer=4, max_wants_per_topic=8))
+    hub = net.node(1)
+    flooder, honest = member_rogue(net, hub, 8), member_rogue(net, hub, 9)
+    net.send(flooder, hub, wire.encode(wire.Announce(topic=TC, ids=_fake_ids(50))))
+    assert hub.gossip.statistics().want_overflows == 46  # its share is 4
+    real = seal(identity(9))
+    net.send(honest, hub, wire.encode(wire.Announce(topic=TC, ids=(BulletinId(real.id),))))
+    (want,) = [m for m in honest.inbox if isinstance(m, wire.Want)]
+    assert want.ids == (real.id,)
+    net.send(honest, hub, wire.encode_bulletins([real.raw]))
+    assert hub.holdings.has(real.id)
+
+
+def test_one_topic_cannot_take_every_want() -> None:
+    net = Net(GossipConfig(max_wants_per_topic=3))
+    hub = net.node(1)
+    flooder, honest = member_rogue(net, hub, 8), member_rogue(net, hub, 9)
+    net.send(flooder, hub, wire.encode(wire.Announce(topic=PUBLIC_TOPIC, ids=_fake_ids(10))))
+    real = seal(identity(9))
+    net.send(honest, hub, wire.encode(wire.Announce(topic=TC, ids=(BulletinId(real.id),))))
+    assert any(isinstance(m, wire.Want) and m.topic == TC for m in honest.inbox)
+
+
+def test_announcements_never_delivered_cost_the_announcer() -> None:
+    config = GossipConfig(broken_promises=2.0)
+    net = Net(config)
+    hub = net.node(1)
+    liar = member_rogue(net, hub, 8)
+    for round_ in range(40):
+        if any(isinstance(e, DropPeer) for e in hub.events):
+            break
+        ids = _fake_ids(50, salt=round_ + 1)
+        net.send(liar, hub, wire.encode(wire.Announce(topic=TC, ids=ids)))
+        net.advance(config.want_timeout + config.heartbeat)
+    (dropped,) = hub.of(DropPeer)
+    assert Offence.UNANSWERED.value in dropped.reason  # type: ignore[attr-defined]
+
+
+def test_ids_learnt_by_sync_cost_nothing_when_not_served() -> None:
+    """A peer may have evicted what its ranges listed: a sync want that times out is
+    not charged, an announced one (beyond the allowance) is."""
+    config = GossipConfig(broken_promises=0.0)
+    net = Net(config)
+    hub = net.node(1)
+    peer = member_rogue(net, hub, 8)
+    hub.gossip._want(_fake_ids(1)[0], TC, (peer.key,), eager=False)
+    hub.gossip._dispatch_wants(net.now)
+    net.pump()
+    net.advance(config.want_timeout + config.heartbeat)
+    assert hub.gossip.score(peer.key) == 0
