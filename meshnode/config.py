@@ -26,6 +26,8 @@ class Limits:
 
     max_sessions: int = 256
     max_sessions_per_ip: int = 8
+    max_handshakes: int = 64
+    max_handshakes_per_ip: int = 4
     mesh_degree: int = 6
     quota_mb_per_author: int = 64
 
@@ -44,6 +46,7 @@ class Timing:
     delivery_interval: float = 60.0
     mail_interval: float = 600.0
     rpc_timeout: float = 2.0
+    handshake_timeout: float = 5.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,8 +78,10 @@ _DOCS: Final = {
     "log_level": '"debug", "info", "warning" or "error"',
 }
 _LIMIT_DOCS: Final = {
-    "max_sessions": "sessions with other nodes, in total",
+    "max_sessions": "sessions with other nodes, in total (handshakes not counted)",
     "max_sessions_per_ip": "sessions from one IP address",
+    "max_handshakes": "accepted connections still in their handshake, in total",
+    "max_handshakes_per_ip": "accepted connections still in their handshake, from one IP address",
     "mesh_degree": "peers per channel that get new bulletins at once (GossipSub's D)",
     "quota_mb_per_author": "megabytes of bulletins stored per author",
 }
@@ -87,6 +92,7 @@ _TIMING_DOCS: Final = {
     "delivery_interval": "seconds between attempts to deliver queued direct bulletins",
     "mail_interval": "seconds between collections of mail that holders keep for us",
     "rpc_timeout": "seconds to wait for the answer to one DHT request",
+    "handshake_timeout": "seconds a session's handshake may take, dialled or accepted",
 }
 
 

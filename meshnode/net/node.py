@@ -149,7 +149,11 @@ class NodeConfig:
             sync=dataclasses.replace(base.gossip.sync, interval=timing.sync_interval),
         )
         session = transport.SessionConfig(
-            max_sessions=limits.max_sessions, max_sessions_per_ip=limits.max_sessions_per_ip
+            handshake_timeout=timing.handshake_timeout,
+            max_sessions=limits.max_sessions,
+            max_sessions_per_ip=limits.max_sessions_per_ip,
+            max_handshakes=limits.max_handshakes,
+            max_handshakes_per_ip=limits.max_handshakes_per_ip,
         )
         return cls(
             gossip=gossip,

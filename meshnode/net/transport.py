@@ -25,10 +25,14 @@ Theory of operation (normative text: docs/spec/session.md):
   the handshake) and the peer's protocol errors end that one session; the caller sees
   :class:`PeerDisconnected` with the reason. The listener never stops for a
   session's failure.
-- The listener counts every accepted connection, handshaking or open,
-  against ``max_sessions`` and ``max_sessions_per_ip``, and closes one over
-  either limit at once, so a flood of unauthenticated connections is bounded
-  too.
+- The listener keeps two sets of slots, each with a total and a per-address
+  cap: handshakes (``max_handshakes``, ``max_handshakes_per_ip``, each held for
+  at most ``handshake_timeout``) and open sessions (``max_sessions``,
+  ``max_sessions_per_ip``). A connection accepted while either is full, in
+  total or for its address, is closed at once; a handshake that completes while the
+  sessions are full (others completed first) is closed too. Silent,
+  unauthenticated connections thus fill only the handshake slots: they never
+  take a session's place, and our own dials use no listener slot at all.
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ import math
 import os
 import socket
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Final
 
@@ -86,7 +90,7 @@ class SessionConfig:
     ``max_message``: a message over the receiver's limit ends the session.
     """
 
-    handshake_timeout: float = 10.0
+    handshake_timeout: float = 5.0
     """The whole handshake, from connect or accept to the last message."""
     max_message: int = wire.MAX_MESSAGE
     """The largest session message sent or accepted (one bulletin plus framing)."""
@@ -103,15 +107,20 @@ class SessionConfig:
     receive_queue_size: int = 16
     """Messages received and not yet taken by ``receive``; reading stops while it is full."""
     max_sessions: int = 256
-    """Connections a listener holds at once, handshaking or open."""
+    """Open sessions a listener holds at once (handshakes not counted)."""
     max_sessions_per_ip: int = 8
-    """Connections a listener holds at once from one remote address."""
+    """Open sessions a listener holds at once from one remote address."""
+    max_handshakes: int = 64
+    """Accepted connections still handshaking, at once."""
+    max_handshakes_per_ip: int = 4
+    """Accepted connections still handshaking, at once, from one remote address."""
 
     def __post_init__(self) -> None:
         times = (self.handshake_timeout, self.keepalive_interval, self.idle_timeout,
                  self.write_timeout)  # fmt: skip
         counts = (self.rekey_after, self.send_queue_size, self.receive_queue_size,
-                  self.max_sessions, self.max_sessions_per_ip)  # fmt: skip
+                  self.max_sessions, self.max_sessions_per_ip, self.max_handshakes,
+                  self.max_handshakes_per_ip)  # fmt: skip
         if min(times) <= 0 or min(counts) < 1 or self.max_message < 0:
             raise ValueError("session timeouts must be positive and limits at least 1")
         if self.keepalive_interval >= self.idle_timeout:
@@ -683,30 +692,31 @@ async def serve_listeners(
     The handler gets an open, authenticated :class:`Session`; the session is
     closed (queued messages flushed) when the handler returns. A handler that
     raises PeerDisconnected or RemoteProtocolError ends its session only;
-    any other exception is a bug and propagates. A connection over
-    ``max_sessions`` or ``max_sessions_per_ip`` is closed at once, before
-    the handshake. ``task_status`` reports the first listener's ``host:port``.
+    any other exception is a bug and propagates. A connection is closed at
+    once, before the handshake, when the open sessions are at ``max_sessions``
+    or ``max_sessions_per_ip``, or the handshakes at ``max_handshakes`` or
+    ``max_handshakes_per_ip``; a handshake that completes while the sessions
+    are full is closed without a session. ``task_status`` reports the first
+    listener's ``host:port``.
     """
     address = _format_address(listeners[0].socket.getsockname())
-    per_ip: Counter[str] = Counter()
-    total = 0
+    sessions = _Slots("session", config.max_sessions, config.max_sessions_per_ip)
+    handshakes = _Slots("handshake", config.max_handshakes, config.max_handshakes_per_ip)
 
     async def connection(stream: trio.SocketStream) -> None:
-        nonlocal total
         remote_ip = stream.socket.getpeername()[0]
-        if total >= config.max_sessions or per_ip[remote_ip] >= config.max_sessions_per_ip:
-            log.info("refused a connection from %s: at the session limit", remote_ip)
+        if sessions.refuses(remote_ip) or handshakes.refuses(remote_ip):
             await trio.aclose_forcefully(stream)
             return
-        total += 1
-        per_ip[remote_ip] += 1
-        try:
-            await _accept(stream, handler, identity, network_key, config, rng)
-        finally:
-            total -= 1
-            per_ip[remote_ip] -= 1
-            if not per_ip[remote_ip]:
-                del per_ip[remote_ip]
+        with handshakes.taken(remote_ip):
+            opened = await _accept(stream, identity, network_key, config, rng)
+        if opened is None:
+            return
+        if sessions.refuses(remote_ip):  # handshakes that completed meanwhile filled them
+            await trio.aclose_forcefully(stream)
+            return
+        with sessions.taken(remote_ip):
+            await _serve(Session(stream, *opened, config), handler)
 
     async with trio.open_nursery() as nursery:
         await nursery.start(trio.serve_listeners, connection, listeners)
@@ -714,23 +724,56 @@ async def serve_listeners(
         task_status.started(address)
 
 
+class _Slots:
+    """Connections a listener holds in one state, in total and per remote address."""
+
+    def __init__(self, kind: str, total: int, per_ip: int) -> None:
+        self._kind = kind
+        self._total = total
+        self._per_ip = per_ip
+        self._held: Counter[str] = Counter()
+
+    def refuses(self, remote_ip: str) -> bool:
+        """Whether every slot is taken, in total or for ``remote_ip`` (and log it)."""
+        full = self._held.total() >= self._total or self._held[remote_ip] >= self._per_ip
+        if full:
+            log.info("refused a connection from %s: at the %s limit", remote_ip, self._kind)
+        return full
+
+    @contextmanager
+    def taken(self, remote_ip: str) -> Iterator[None]:
+        """Hold one slot for ``remote_ip`` while the block runs."""
+        self._held[remote_ip] += 1
+        try:
+            yield
+        finally:
+            self._held[remote_ip] -= 1
+            if not self._held[remote_ip]:
+                del self._held[remote_ip]
+
+
 async def _accept(
     stream: trio.SocketStream,
-    handler: SessionHandler,
     identity: Identity,
     network_key: bytes,
     config: SessionConfig,
     rng: crypto.Rng,
-) -> None:
-    """One accepted connection: handshake, handler, close. Its failures stay here."""
+) -> tuple[SessionMachine, HandshakeComplete] | None:
+    """The responder's handshake on an accepted connection: the machine and its
+    result, or None when it failed (the connection is closed then; its failures
+    stay here)."""
     machine = _machine(identity, False, network_key, config, rng)
     try:
         opened = await _handshake(stream, machine, config)
     except (RemoteProtocolError, PeerDisconnected, OperationTimeout) as exc:
         log.info("handshake failed: %s", exc)
         await trio.aclose_forcefully(stream)
-        return
-    session = Session(stream, machine, opened, config)
+        return None
+    return machine, opened
+
+
+async def _serve(session: Session, handler: SessionHandler) -> None:
+    """Run the session's tasks and the handler; close when it returns. Its failures stay here."""
     async with trio.open_nursery() as nursery:
         nursery.start_soon(session._run)
         try:

@@ -64,6 +64,7 @@ def test_timing_reaches_the_node_config() -> None:
         delivery_interval=5.0,
         mail_interval=6.0,
         rpc_timeout=0.7,
+        handshake_timeout=1.5,
     )
     cfg = NodeConfig.from_limits(Limits(mesh_degree=5), timing)
     assert cfg.gossip.heartbeat == 0.2
@@ -72,7 +73,19 @@ def test_timing_reaches_the_node_config() -> None:
     assert cfg.delivery_interval == 5.0
     assert cfg.mail_interval == 6.0
     assert cfg.dht.rpc_timeout == 0.7
+    assert cfg.session.handshake_timeout == 1.5
     assert cfg.gossip.d == 5
+
+
+def test_session_and_handshake_limits_reach_the_listener() -> None:
+    limits = Limits(
+        max_sessions=9, max_sessions_per_ip=3, max_handshakes=7, max_handshakes_per_ip=2
+    )
+    session = NodeConfig.from_limits(limits).session
+    assert (session.max_sessions, session.max_sessions_per_ip) == (9, 3)
+    assert (session.max_handshakes, session.max_handshakes_per_ip) == (7, 2)
+    parsed = from_mapping(tomllib.loads(render(Config(limits=limits))))
+    assert parsed.limits == limits
 
 
 def test_default_timing_is_the_node_default() -> None:
@@ -84,3 +97,7 @@ def test_default_timing_is_the_node_default() -> None:
     assert default.delivery_interval == node.delivery_interval
     assert default.mail_interval == node.mail_interval
     assert default.rpc_timeout == node.dht.rpc_timeout
+    assert default.handshake_timeout == node.session.handshake_timeout
+    limits = Limits()
+    assert limits.max_handshakes == node.session.max_handshakes
+    assert limits.max_handshakes_per_ip == node.session.max_handshakes_per_ip

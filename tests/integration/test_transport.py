@@ -15,6 +15,7 @@ Network-test rules for this module:
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
@@ -322,6 +323,108 @@ async def test_the_total_session_limit_and_its_release() -> None:
                 assert await third.receive() == crypto.blake2b_256(b"a slot freed")
 
 
+async def _silent_connections(
+    nursery: trio.Nursery, address: str, local_hosts: list[str], closed: list[str], all_closed: int
+) -> trio.Event:
+    """Connect from each of ``local_hosts`` and say nothing; note in ``closed`` the
+    source of each connection the listener closes. The event is set once
+    ``all_closed`` connections were closed."""
+    done = trio.Event()
+
+    async def silent(stream: trio.SocketStream, host: str) -> None:
+        async with stream:
+            assert await _read_to_eof(stream) == b""
+        closed.append(host)
+        if len(closed) == all_closed:
+            done.set()
+
+    for host in local_hosts:
+        stream = await trio.open_tcp_stream(*parse_address(address), local_address=host)
+        nursery.start_soon(silent, stream, host)
+    return done
+
+
+async def test_silent_connections_leave_room_for_honest_sessions_and_our_own_dials() -> None:
+    """The attack: silent TCP connections from several addresses, more than
+    ``max_sessions``. Only the handshake slots fill; sessions and dials go on."""
+    config = SessionConfig(
+        max_sessions=4, max_sessions_per_ip=4, max_handshakes=8, max_handshakes_per_ip=2,
+        handshake_timeout=TIMEOUT * 2,  # the silent ones stay for the whole test
+    )  # fmt: skip
+    attackers = [f"127.0.0.{n}" for n in (40, 41, 42) for _ in range(4)]
+    closed: list[str] = []
+    with trio.fail_after(TIMEOUT):
+        async with (
+            _listening(_echo, "127.0.0.43", config) as address,
+            trio.open_nursery() as nursery,
+        ):
+            refused = await _silent_connections(nursery, address, attackers, closed, 6)
+            await refused.wait()  # two per address over max_handshakes_per_ip
+            assert Counter(closed) == dict.fromkeys(attackers, 2)
+            async with AsyncExitStack() as stack:
+                honest = await _held_sessions(stack, address, ["127.0.0.44"] * 4)
+                for session in honest:
+                    await session.send(b"still served")
+                    assert await session.receive() == crypto.blake2b_256(b"still served")
+                with pytest.raises(HandshakeError, match="session limit"):
+                    async with open_session(address, identity=ALICE, local_host="127.0.0.45"):
+                        pytest.fail("a session past max_sessions")
+            async with trio.open_nursery() as carols:  # BOB dials from his listening address
+                serve = partial(serve_sessions, _echo, "127.0.0.46", 0, identity=CAROL)
+                carol = await carols.start(serve)
+                async with open_session(carol, identity=BOB, local_host="127.0.0.43") as dialled:
+                    await dialled.send(b"our own dial")
+                    assert await dialled.receive() == crypto.blake2b_256(b"our own dial")
+                carols.cancel_scope.cancel()
+            assert len(closed) == 6  # the six within the limits are still handshaking
+            nursery.cancel_scope.cancel()
+
+
+async def test_silent_connections_are_closed_at_the_handshake_timeout_freeing_their_slots() -> None:
+    config = SessionConfig(max_handshakes_per_ip=2, handshake_timeout=0.5)
+    closed: list[str] = []
+    with trio.fail_after(TIMEOUT):
+        async with (
+            _listening(_echo, "127.0.0.47", config) as address,
+            trio.open_nursery() as nursery,
+        ):
+            silent = ["127.0.0.48"] * 2  # within the limits: only the timeout closes them
+            timed_out = await _silent_connections(nursery, address, silent, closed, 2)
+            await timed_out.wait()
+            await trio.testing.wait_all_tasks_blocked()  # the listener released the slots
+            async with open_session(address, identity=ALICE, local_host="127.0.0.48") as session:
+                await session.send(b"a slot freed")
+                assert await session.receive() == crypto.blake2b_256(b"a slot freed")
+
+
+async def test_a_handshake_that_completes_when_the_sessions_are_full_is_closed() -> None:
+    """Both handshakes began with a free session slot; the second to end finds none."""
+    config = SessionConfig(max_sessions=1)
+    first_opened = trio.Event()
+
+    async def handler(session: Session) -> None:
+        first_opened.set()
+        await _echo(session)
+
+    with trio.fail_after(TIMEOUT):
+        async with _listening(handler, "127.0.0.49", config) as address:
+            streams = [
+                await trio.open_tcp_stream(*parse_address(address), local_address="127.0.0.50")
+                for _ in range(2)
+            ]
+            messages_3 = []
+            for n, stream in enumerate(streams):
+                dialer = SessionMachine(ALICE, initiator=True, rng=seeded_rng(f"alice{n}"),
+                                        max_message=100, rekey_after=10)  # fmt: skip
+                messages_3.append(await _raw_handshake(stream, dialer))
+            await streams[0].send_all(messages_3[0])
+            await first_opened.wait()
+            await streams[1].send_all(messages_3[1])
+            assert await _read_to_eof(streams[1]) == b""
+            for stream in streams:
+                await stream.aclose()
+
+
 async def test_the_idle_timeout_closes_a_silent_peer() -> None:
     config = SessionConfig(keepalive_interval=0.1, idle_timeout=0.4)
     reasons: list[str] = []
@@ -516,8 +619,9 @@ def test_addresses_and_config_are_checked() -> None:
             parse_address(bad)
     with pytest.raises(ValueError, match="keepalive_interval"):
         SessionConfig(keepalive_interval=60, idle_timeout=30)
-    with pytest.raises(ValueError, match="positive"):
-        SessionConfig(max_sessions=0)
+    for limit in ("max_sessions", "max_handshakes", "max_handshakes_per_ip"):
+        with pytest.raises(ValueError, match="positive"):
+            SessionConfig(**{limit: 0})
 
 
 async def test_a_handler_gets_every_message_in_order_those_queued_before_it_first() -> None:
