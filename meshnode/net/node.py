@@ -608,7 +608,21 @@ class Node:
             return True
         if self._blocked(sender) or self._blocked(b.author):
             return False
-        return self.archive.store.hold_mail(recipient, b, now=int(time.time()))
+        return self.archive.store.hold_mail(
+            recipient, b, now=int(time.time()), standing=self._standing(b.author, recipient)
+        )
+
+    def _standing(self, author: bytes, recipient: bytes) -> bool:
+        """Whether mail from ``author`` to ``recipient`` may use the half of the mail
+        bounds that throw-away keys cannot reach: the author is a contact of ours, or
+        a member of a channel we share with the recipient."""
+        if self.archive.store.contact(author) is not None:
+            return True
+        for channel in self.archive.channels():
+            log = self.archive.memberships.log(channel.id)
+            if log is not None and log.is_member(author) and log.is_member(recipient):
+                return True
+        return False
 
     def _ingest_direct(self, b: Bulletin) -> None:
         got = self.archive.ingest(b)

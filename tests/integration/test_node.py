@@ -156,6 +156,26 @@ async def test_a_bulletin_is_stored_then_relayed(tmp_path: Path) -> None:
             assert b.archive.has(posted.id)
 
 
+async def test_standing_for_mail_comes_from_contacts_and_shared_channels(
+    tmp_path: Path,
+) -> None:
+    """Mail a holder keeps from a contact, or between members of a channel it is in,
+    may use the half of the mail bounds that throw-away keys cannot reach."""
+    stranger, other = bytes(range(32)), bytes(range(1, 33))
+    with trio.fail_after(30):
+        async with node(tmp_path, 1) as a, node(tmp_path, 2, a) as b:
+            me, member = a.identity.public_key, b.identity.public_key
+            assert not a._standing(member, me)
+            await a.create_channel("standing")
+            await b.join(await a.invite("standing"))
+            assert a._standing(member, me)
+            assert a._standing(me, member)
+            assert not a._standing(member, other)  # other is in no channel of ours
+            assert not a._standing(stranger, me)
+            a.add_contact("known", stranger)
+            assert a._standing(stranger, other)
+
+
 def test_the_default_route_interface_is_read_from_the_route_table() -> None:
     table = (
         "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n"
