@@ -13,7 +13,8 @@ Rules:
 3. The same bulletin twice is one row. Two different bulletins with the same
    author, stream and sequence number are a *fork*: both rows are kept as
    evidence, the pair is recorded in ``forks`` and the author is flagged.
-4. Each author has a storage quota (bytes of bulletins held); a bulletin that
+4. Nothing expired is taken, and :meth:`Store.purge_expired` deletes what
+   expires while held. Each author has a storage quota (bytes of bulletins held); a bulletin that
    would exceed it is refused, so one noisy or hostile group cannot fill a
    node's disk. The node's own bulletins are exempt, and so are membership
    operations (each channel's log is bounded by its own limits instead).
@@ -242,6 +243,8 @@ class Insert(Enum):
     """Added, and it conflicts with a held bulletin of the same author, stream and seq."""
     OVER_QUOTA = "over quota"
     """Refused: the author's quota is full."""
+    EXPIRED = "expired"
+    """Refused: its expiry has passed."""
 
     @property
     def stored(self) -> bool:
@@ -622,6 +625,9 @@ class Store:
             if b.id in held:
                 results.append(Insert.DUPLICATE)
                 continue
+            if b.expired(now):
+                results.append(Insert.EXPIRED)
+                continue
             author, stream, seq = b.author, b.stream, b.seq
             # Membership operations are never charged (docs/spec/membership.md).
             size = 0 if b.kind == Kind.MEMBERSHIP else len(b.raw)
@@ -706,13 +712,15 @@ class Store:
         row = self._db.execute(f"{_STORED} WHERE id = ?", (bulletin_id,)).fetchone()
         return None if row is None else _stored(row)
 
-    def get_many(self, ids: Sequence[bytes]) -> list[StoredBulletin]:
-        """The held ones among ``ids``, in the order asked; others are left out."""
+    def get_many(self, ids: Sequence[bytes], *, now: int) -> list[StoredBulletin]:
+        """The held ones among ``ids`` not expired at ``now``, in the order asked;
+        others are left out."""
         found = {}
         for start in range(0, len(ids), 500):  # under SQLite's bound-parameter limit
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for row in self._db.execute(f"{_STORED} WHERE id IN ({marks})", chunk):
+            query = f"{_STORED} WHERE id IN ({marks}) AND {_LIVE}"
+            for row in self._db.execute(query, [*chunk, now]):
                 found[bytes(row[1])] = _stored(row)
         return [found[i] for i in ids if i in found]
 
@@ -768,9 +776,12 @@ class Store:
         ).fetchone()
         return None if row is None else bytes(row[0])
 
-    def items(self, stream: bytes) -> list[tuple[int, bytes]]:
-        """Every (created_at, id) held on a stream: what anti-entropy reconciles."""
-        rows = self._db.execute("SELECT created_at, id FROM bulletins WHERE stream = ?", (stream,))
+    def items(self, stream: bytes, *, now: int) -> list[tuple[int, bytes]]:
+        """Every (created_at, id) held on a stream and not expired at ``now``: what
+        anti-entropy reconciles."""
+        rows = self._db.execute(
+            f"SELECT created_at, id FROM bulletins WHERE stream = ? AND {_LIVE}", (stream, now)
+        )
         return [(t, bytes(i)) for t, i in rows]
 
     def gaps(self, stream: bytes, author: bytes, *, limit: int = 256) -> list[int]:
@@ -1030,6 +1041,8 @@ class Store:
 
 
 _STORED: Final = "SELECT cursor, id, raw, received_at FROM bulletins"
+_LIVE: Final = "(expires_at IS NULL OR expires_at > ?)"
+"""The condition on ``bulletins`` that leaves out what has expired at ``now``."""
 _CONTACT: Final = "SELECT key, petname, verified, blocked, added_at FROM contacts"
 
 

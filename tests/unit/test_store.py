@@ -205,6 +205,27 @@ def test_purge_expired(store: Store, alice: Identity, channel: Channel) -> None:
     assert store.frontiers(channel.id) == {alice.public_key: 2}
 
 
+def test_nothing_expired_is_stored_served_or_reconciled(
+    store: Store, alice: Identity, channel: Channel
+) -> None:
+    rng = seeded_rng()
+    keep = post(alice, channel, 1, rng)
+    old = Bulletin.seal(
+        alice, channel, b"1970", seq=2, prev=_prev(2), now=100, expires_at=200, rng=rng
+    )
+    soon = post(alice, channel, 3, rng, expires_at=NOW + 100)
+    added = store.add_many([keep, old, soon], now=NOW)
+    assert added == [Insert.ADDED, Insert.EXPIRED, Insert.ADDED]
+    assert store.add_unsynced([old], now=NOW) == [Insert.EXPIRED]
+    assert not Insert.EXPIRED.stored
+    assert not store.has(old.id)
+    assert store.usage(alice.public_key) == len(keep.raw) + len(soon.raw)
+    ids = [keep.id, soon.id]
+    assert [s.id for s in store.get_many(ids, now=NOW)] == ids
+    assert [s.id for s in store.get_many(ids, now=NOW + 100)] == [keep.id]  # held, not served
+    assert [i for _, i in store.items(channel.id, now=NOW + 100)] == [keep.id]
+
+
 def test_channels_round_trip_sealed(tmp_path: Path, rng: Rng) -> None:
     path = tmp_path / "meshnode.db"
     strike = Channel.from_secret("strike-support", rng(32)).next_epoch(rng)
@@ -302,7 +323,7 @@ def test_get_many_keeps_order_and_skips_unknown(
     bs = [post(alice, channel, s, rng) for s in range(1, 700)]
     store.add_many(bs, now=NOW)
     ids = [b.id for b in reversed(bs)]
-    got = store.get_many([*ids, bytes(32)])
+    got = store.get_many([*ids, bytes(32)], now=NOW)
     assert [g.id for g in got] == ids
 
 
