@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from meshnode.core import wire
 from meshnode.core.bulletin import Bulletin
+from meshnode.core.wire import PeerId
 from meshnode.errors import PeerDisconnected
 from meshnode.net.dht import DHTConfig
 from meshnode.net.node import Node, NodeConfig, default_interface, open_node
@@ -167,8 +169,9 @@ async def test_a_bulletin_is_stored_then_relayed(tmp_path: Path) -> None:
 
 async def test_an_expired_bulletin_is_neither_taken_nor_relayed(tmp_path: Path) -> None:
     """a (hostile here: it skips its own store) pushes b a channel bulletin that
-    expired in 1970, and deposits with b a direct one as old: b refuses both, stores
-    neither and relays nothing to c, while a fresh post behind them arrives."""
+    expired in 1970, hands b direct mail as old and deposits another with b: b
+    refuses them, stores none and relays nothing to c, while a fresh post behind
+    them arrives."""
     with trio.fail_after(30):
         async with relay_chain(tmp_path, "expiry") as (a, b, c):
             channel = a.archive.require_channel("expiry")
@@ -180,14 +183,18 @@ async def test_an_expired_bulletin_is_neither_taken_nor_relayed(tmp_path: Path) 
             )  # fmt: skip
             a.gossip.publish(old, trio.current_time())
             member = b.identity.public_key
-            mail = Bulletin.seal(
-                a.identity, [member], b"1970", seq=1, prev=None, now=100, expires_at=200,
-                rng=os.urandom,
+            mail, deposit = (
+                Bulletin.seal(
+                    a.identity, [member], text, seq=1, prev=None, now=100, expires_at=200,
+                    rng=os.urandom,
+                )
+                for text in (b"mail from 1970", b"a deposit from 1970")
             )  # fmt: skip
-            async with aclosing(a.changes()) as changes:
-                assert await a._deposit_with(member, member, mail.raw)
+            a.gossip.send(PeerId(member), wire.Mail(raws=(mail.raw,), more=False))
+            async with aclosing(a.changes()) as changes:  # (b reads a's messages in order)
+                assert await a._deposit_with(member, member, deposit.raw)
                 async for _ in changes:  # until b's DEPOSIT_ACK
-                    if (member, mail.id) not in a._deposits:
+                    if (member, deposit.id) not in a._deposits:
                         break
             posted = await a.post("expiry", "fresh")  # the same seq: no fork, old was refused
             async with aclosing(c.bulletins("expiry")) as arrivals:
@@ -197,6 +204,7 @@ async def test_an_expired_bulletin_is_neither_taken_nor_relayed(tmp_path: Path) 
             assert not b.archive.has(old.id)
             assert not c.archive.has(old.id)
             assert not b.archive.has(mail.id)
+            assert not b.archive.has(deposit.id)
             assert b.status().held_mail == 0
 
 
