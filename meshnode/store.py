@@ -13,11 +13,14 @@ Rules:
 3. The same bulletin twice is one row. Two different bulletins with the same
    author, stream and sequence number are a *fork*: both rows are kept as
    evidence, the pair is recorded in ``forks`` and the author is flagged.
-4. Nothing expired is taken, and :meth:`Store.purge_expired` deletes what
-   expires while held. Each author has a storage quota (bytes of bulletins held); a bulletin that
+4. Each author has a storage quota (bytes of bulletins held); a bulletin that
    would exceed it is refused, so one noisy or hostile group cannot fill a
    node's disk. The node's own bulletins are exempt, and so are membership
    operations (each channel's log is bounded by its own limits instead).
+   Nothing expired is taken or handed out, and :meth:`Store.purge_expired`
+   deletes what expires while held. Mail held for others is bounded from
+   running totals (``mail_usage``), so holding one more costs the same however
+   much is held, and throw-away keys fill at most half of any share.
 5. Channel secrets are sealed (XSalsa20-Poly1305 secretbox) under a key that
    only the identity's seed yields, so with a passphrase-sealed keyfile a
    seized disk hands over no channel.
