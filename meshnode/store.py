@@ -17,6 +17,10 @@ Rules:
    would exceed it is refused, so one noisy or hostile group cannot fill a
    node's disk. The node's own bulletins are exempt, and so are membership
    operations (each channel's log is bounded by its own limits instead).
+   Nothing expired is taken or handed out, and :meth:`Store.purge_expired`
+   deletes what expires while held. Mail held for others is bounded from
+   running totals (``mail_usage``), so holding one more costs the same however
+   much is held, and throw-away keys fill at most half of any share.
 5. Channel secrets are sealed (XSalsa20-Poly1305 secretbox) under a key that
    only the identity's seed yields, so with a passphrase-sealed keyfile a
    seized disk hands over no channel.
@@ -50,8 +54,17 @@ DEFAULT_AUTHOR_QUOTA: Final = 64 * 1024 * 1024
 DEFAULT_DIRECT_LIFETIME: Final = 7 * 86400
 """How long a direct bulletin without an expiry waits for an offline recipient."""
 MAIL_PER_SENDER: Final = 64
+"""Bulletins held for one (author, recipient)."""
 MAIL_BYTES_PER_SENDER: Final = 1024 * 1024
+"""Bytes held for one (author, recipient)."""
+MAIL_BYTES_PER_AUTHOR: Final = 8 * 1024 * 1024
+"""Bytes held for one author, over every recipient."""
+MAIL_BYTES_PER_RECIPIENT: Final = 16 * 1024 * 1024
+"""Bytes held for one recipient, from every author: its share. Half of it (and half
+of :data:`MAIL_TOTAL_BYTES`) is kept for authors with standing, so throw-away keys
+together fill no more than the other half."""
 MAIL_TOTAL_BYTES: Final = 256 * 1024 * 1024
+"""Bytes of mail held in all."""
 
 _SEAL_NONCE_SIZE: Final = 24
 _CONTACT_CACHE: Final = 4096
@@ -194,6 +207,33 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (channel_id, id)
     ) WITHOUT ROWID;
     """,
+    # 3: mail is accounted in running totals, so holding one more costs the same
+    # however much is held. A row per (recipient, author), per recipient (author
+    # x''), per author (recipient x'') and in all (both x''). ``strangers`` is the
+    # part held for authors without standing. Mail held before has no standing.
+    """
+    ALTER TABLE mail ADD COLUMN standing INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE mail_usage (
+        recipient BLOB NOT NULL,
+        author    BLOB NOT NULL,
+        count     INTEGER NOT NULL,
+        bytes     INTEGER NOT NULL,
+        strangers INTEGER NOT NULL,
+        PRIMARY KEY (recipient, author)
+    ) WITHOUT ROWID;
+    INSERT INTO mail_usage
+        SELECT recipient, author, count(*), sum(size), sum(size) FROM mail
+        GROUP BY recipient, author;
+    INSERT INTO mail_usage
+        SELECT recipient, x'', sum(count), sum(bytes), sum(strangers) FROM mail_usage
+        GROUP BY recipient;
+    INSERT INTO mail_usage
+        SELECT x'', author, sum(count), sum(bytes), sum(strangers) FROM mail_usage
+        WHERE author != x'' GROUP BY author;
+    INSERT INTO mail_usage
+        SELECT x'', x'', sum(count), sum(bytes), sum(strangers) FROM mail_usage
+        WHERE recipient != x'' AND author != x'' GROUP BY x'';
+    """,
 )
 
 
@@ -206,6 +246,8 @@ class Insert(Enum):
     """Added, and it conflicts with a held bulletin of the same author, stream and seq."""
     OVER_QUOTA = "over quota"
     """Refused: the author's quota is full."""
+    EXPIRED = "expired"
+    """Refused: its expiry has passed."""
 
     @property
     def stored(self) -> bool:
@@ -586,6 +628,9 @@ class Store:
             if b.id in held:
                 results.append(Insert.DUPLICATE)
                 continue
+            if b.expired(now):
+                results.append(Insert.EXPIRED)
+                continue
             author, stream, seq = b.author, b.stream, b.seq
             # Membership operations are never charged (docs/spec/membership.md).
             size = 0 if b.kind == Kind.MEMBERSHIP else len(b.raw)
@@ -670,13 +715,15 @@ class Store:
         row = self._db.execute(f"{_STORED} WHERE id = ?", (bulletin_id,)).fetchone()
         return None if row is None else _stored(row)
 
-    def get_many(self, ids: Sequence[bytes]) -> list[StoredBulletin]:
-        """The held ones among ``ids``, in the order asked; others are left out."""
+    def get_many(self, ids: Sequence[bytes], *, now: int) -> list[StoredBulletin]:
+        """The held ones among ``ids`` not expired at ``now``, in the order asked;
+        others are left out."""
         found = {}
         for start in range(0, len(ids), 500):  # under SQLite's bound-parameter limit
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for row in self._db.execute(f"{_STORED} WHERE id IN ({marks})", chunk):
+            query = f"{_STORED} WHERE id IN ({marks}) AND {_LIVE}"
+            for row in self._db.execute(query, [*chunk, now]):
                 found[bytes(row[1])] = _stored(row)
         return [found[i] for i in ids if i in found]
 
@@ -732,9 +779,12 @@ class Store:
         ).fetchone()
         return None if row is None else bytes(row[0])
 
-    def items(self, stream: bytes) -> list[tuple[int, bytes]]:
-        """Every (created_at, id) held on a stream: what anti-entropy reconciles."""
-        rows = self._db.execute("SELECT created_at, id FROM bulletins WHERE stream = ?", (stream,))
+    def items(self, stream: bytes, *, now: int) -> list[tuple[int, bytes]]:
+        """Every (created_at, id) held on a stream and not expired at ``now``: what
+        anti-entropy reconciles."""
+        rows = self._db.execute(
+            f"SELECT created_at, id FROM bulletins WHERE stream = ? AND {_LIVE}", (stream, now)
+        )
         return [(t, bytes(i)) for t, i in rows]
 
     def gaps(self, stream: bytes, author: bytes, *, limit: int = 256) -> list[int]:
@@ -792,6 +842,17 @@ class Store:
             cur = self._db.execute(
                 "DELETE FROM bulletins WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
             )
+            self._charge_mail(
+                [
+                    (bytes(r), bytes(a), -n, -size, -strangers)
+                    for r, a, n, size, strangers in self._db.execute(
+                        "SELECT recipient, author, count(*), sum(size), "
+                        "sum(CASE WHEN standing THEN 0 ELSE size END) FROM mail "
+                        "WHERE expires_at <= ? GROUP BY recipient, author",
+                        (now,),
+                    ).fetchall()
+                ]
+            )
             self._db.execute("DELETE FROM mail WHERE expires_at <= ?", (now,))
             self._db.execute("DELETE FROM outbox WHERE expires_at <= ?", (now,))
             self._db.execute("DELETE FROM dht_records WHERE expires_at <= ?", (now,))
@@ -842,36 +903,56 @@ class Store:
                 (bulletin_id, recipient),
             )
 
-    def hold_mail(self, recipient: bytes, bulletin: Bulletin, *, now: int) -> bool:
+    def hold_mail(
+        self, recipient: bytes, bulletin: Bulletin, *, now: int, standing: bool
+    ) -> bool:
         """Keep a verified direct bulletin for an offline recipient; False if refused.
 
-        Bounded (docs/spec/gossip.md, "Direct delivery"): per (author,
-        recipient) :data:`MAIL_PER_SENDER` bulletins and :data:`MAIL_BYTES_PER_SENDER`
-        bytes, :data:`MAIL_TOTAL_BYTES` in all; nothing already expired, nothing
-        kept past its expiry.
+        Bounded (docs/spec/gossip.md, "Direct delivery"): per (author, recipient)
+        :data:`MAIL_PER_SENDER` bulletins and :data:`MAIL_BYTES_PER_SENDER` bytes,
+        :data:`MAIL_BYTES_PER_AUTHOR` per author, :data:`MAIL_BYTES_PER_RECIPIENT`
+        per recipient and :data:`MAIL_TOTAL_BYTES` in all, of which authors without
+        ``standing`` (neither a contact nor a member of a channel shared with the
+        recipient: the node decides) fill half at most; nothing already expired,
+        nothing kept past its expiry. The bounds are read from running totals, so
+        the cost does not grow with the mail held.
         """
         expires = bulletin.expires_at or bulletin.created_at + DEFAULT_DIRECT_LIFETIME
         size = len(bulletin.raw)
         if expires <= now:
             return False
+        author = bulletin.author
         with self._transaction():
-            count, used = self._db.execute(
-                "SELECT count(*), coalesce(sum(size), 0) FROM mail "
-                "WHERE recipient = ? AND author = ?",
-                (recipient, bulletin.author),
-            ).fetchone()
-            (total,) = self._db.execute("SELECT coalesce(sum(size), 0) FROM mail").fetchone()
+            held = {
+                (bytes(r), bytes(a)): (c, b, x)
+                for r, a, c, b, x in self._db.execute(
+                    "SELECT recipient, author, count, bytes, strangers FROM mail_usage "
+                    "WHERE recipient IN (?, x'') AND author IN (?, x'')",
+                    (recipient, author),
+                )
+            }
+            pair, sender, share, total = (
+                held.get(key, (0, 0, 0))
+                for key in ((recipient, author), (b"", author), (recipient, b""), (b"", b""))
+            )
+            stranger = 0 if standing else size
             if (
-                count >= MAIL_PER_SENDER
-                or used + size > MAIL_BYTES_PER_SENDER
-                or total + size > MAIL_TOTAL_BYTES
+                pair[0] >= MAIL_PER_SENDER
+                or pair[1] + size > MAIL_BYTES_PER_SENDER
+                or sender[1] + size > MAIL_BYTES_PER_AUTHOR
+                or share[1] + size > MAIL_BYTES_PER_RECIPIENT
+                or share[2] + stranger > MAIL_BYTES_PER_RECIPIENT // 2
+                or total[1] + size > MAIL_TOTAL_BYTES
+                or total[2] + stranger > MAIL_TOTAL_BYTES // 2
             ):
                 return False
-            self._db.execute(
-                "INSERT INTO mail (recipient, id, author, size, expires_at, received_at, raw) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (recipient, bulletin.id, bulletin.author, size, expires, now, bulletin.raw),
+            cur = self._db.execute(
+                "INSERT INTO mail (recipient, id, author, size, expires_at, received_at, raw, "
+                "standing) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (recipient, bulletin.id, author, size, expires, now, bulletin.raw, standing),
             )
+            if cur.rowcount:
+                self._charge_mail([(recipient, author, 1, size, stranger)])
         return True
 
     def mail_for(self, recipient: bytes, *, now: int, limit: int) -> tuple[list[bytes], bool]:
@@ -886,13 +967,48 @@ class Store:
     def forget_mail(self, recipient: bytes, ids: Sequence[bytes]) -> None:
         """The recipient has these: stop holding them."""
         with self._transaction():
-            self._db.executemany(
-                "DELETE FROM mail WHERE recipient = ? AND id = ?", [(recipient, i) for i in ids]
+            gone = [
+                self._db.execute(
+                    "DELETE FROM mail WHERE recipient = ? AND id = ? "
+                    "RETURNING author, size, standing",
+                    (recipient, i),
+                ).fetchone()
+                for i in ids
+            ]
+            self._charge_mail(
+                [
+                    (recipient, bytes(a), -1, -size, 0 if standing else -size)
+                    for a, size, standing in filter(None, gone)
+                ]
             )
+
+    def _charge_mail(self, changes: Sequence[tuple[bytes, bytes, int, int, int]]) -> None:
+        """Add (recipient, author, bulletins, bytes, strangers' bytes) to the running
+        totals at every level (see migration 3); rows that fall to nothing go."""
+        levels: dict[tuple[bytes, bytes], list[int]] = {}
+        for recipient, author, *amounts in changes:
+            for key in ((recipient, author), (b"", author), (recipient, b""), (b"", b"")):
+                row = levels.setdefault(key, [0, 0, 0])
+                for n, amount in enumerate(amounts):
+                    row[n] += amount
+        self._db.executemany(
+            "INSERT INTO mail_usage (recipient, author, count, bytes, strangers) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (recipient, author) DO UPDATE SET "
+            "count = count + excluded.count, bytes = bytes + excluded.bytes, "
+            "strangers = strangers + excluded.strangers",
+            [(r, a, *amounts) for (r, a), amounts in levels.items()],
+        )
+        self._db.executemany(
+            "DELETE FROM mail_usage WHERE recipient = ? AND author = ? AND count = 0",
+            levels.keys(),
+        )
 
     def mail_count(self) -> int:
         """How many bulletins this node holds for offline recipients."""
-        return int(self._db.execute("SELECT count(*) FROM mail").fetchone()[0])
+        row = self._db.execute(
+            "SELECT count FROM mail_usage WHERE recipient = x'' AND author = x''"
+        ).fetchone()
+        return 0 if row is None else int(row[0])
 
     # DHT records (the RecordStore protocol of meshnode.net.dht) -------------------
 
@@ -928,6 +1044,8 @@ class Store:
 
 
 _STORED: Final = "SELECT cursor, id, raw, received_at FROM bulletins"
+_LIVE: Final = "(expires_at IS NULL OR expires_at > ?)"
+"""The condition on ``bulletins`` that leaves out what has expired at ``now``."""
 _CONTACT: Final = "SELECT key, petname, verified, blocked, added_at FROM contacts"
 
 

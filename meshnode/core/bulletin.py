@@ -109,6 +109,11 @@ class Bulletin:
     def __hash__(self) -> int:
         return hash(self.id)
 
+    def expired(self, now: int) -> bool:
+        """Whether its expiry has passed at Unix time ``now``: then no node takes,
+        stores, relays or serves it (docs/spec/gossip.md, "Expiry")."""
+        return self.expires_at is not None and self.expires_at <= now
+
     @property
     def stream(self) -> bytes:
         """The stream this bulletin is chained in (see rule 3)."""

@@ -145,7 +145,8 @@ class Archive:
 
     def get(self, topic: Topic, ids: Sequence[bytes]) -> list[bytes]:
         index = self.index(topic)
-        return [s.raw for s in self.store.get_many([i for i in ids if i in index])]
+        wanted = [i for i in ids if i in index]
+        return [s.raw for s in self.store.get_many(wanted, now=self._clock())]
 
     def seq_id(self, topic: Topic, author: bytes, seq: int) -> bytes | None:
         return self.store.id_at(topic, author, seq)
@@ -153,7 +154,7 @@ class Archive:
     def index(self, topic: Topic) -> RangeIndex:
         index = self._indexes.get(topic)
         if index is None:
-            index = self._indexes[topic] = RangeIndex(self.store.items(topic))
+            index = self._indexes[topic] = RangeIndex(self.store.items(topic, now=self._clock()))
         return index
 
     # Channels ----------------------------------------------------------------------
@@ -564,7 +565,7 @@ class Archive:
             rows = self.store.channel_bulletins(channel_id)
         else:
             ids = [i for i, u in self._unopened.items() if u.channel_id == channel_id]
-            rows = self.store.get_many(ids)
+            rows = self.store.get_many(ids, now=self._clock())
         for stored in rows:
             self._unopened.pop(stored.id, None)
             self._note(Bulletin.from_bytes(stored.raw))

@@ -464,12 +464,16 @@ class Node:
             self._flush()
 
     def _admitted(self, batch: list[Bulletin]) -> list[Bulletin]:
-        """The received bulletins that are heard: a channel bulletin whose author is
-        not a member is neither stored nor relayed; one whose author the log does not
-        know yet is held until the log says (docs/spec/membership.md)."""
-        now = trio.current_time()
+        """The received bulletins that are heard: an expired one is neither stored nor
+        relayed (docs/spec/gossip.md, "Expiry"), nor is a channel bulletin whose
+        author is not a member; one whose author the log does not know yet is held
+        until the log says (docs/spec/membership.md)."""
+        now, wall = trio.current_time(), int(time.time())
         heard = []
         for bulletin in batch:
+            if bulletin.expired(wall):
+                self._handle(self.gossip.reject(bulletin.id, now))
+                continue
             verdict = self.archive.memberships.admit(bulletin)
             if verdict is Post.ACCEPT:
                 heard.append(bulletin)
@@ -528,7 +532,7 @@ class Node:
         if self.archive.unreadable_count() != unreadable:
             self._changed()
         for bulletin, result in zip(batch, results, strict=True):
-            if result is Insert.OVER_QUOTA:
+            if result in (Insert.OVER_QUOTA, Insert.EXPIRED):
                 self.gossip.reject(bulletin.id, now)
             else:
                 self.gossip.accept(bulletin.id, now)
@@ -607,12 +611,28 @@ class Node:
         return found
 
     def _take_deposit(self, sender: bytes, recipient: bytes, b: Bulletin) -> bool:
+        if b.expired(int(time.time())):
+            return False
         if recipient == self.identity.public_key:
             self._ingest_direct(b)
             return True
         if self._blocked(sender) or self._blocked(b.author):
             return False
-        return self.archive.store.hold_mail(recipient, b, now=int(time.time()))
+        return self.archive.store.hold_mail(
+            recipient, b, now=int(time.time()), standing=self._standing(b.author, recipient)
+        )
+
+    def _standing(self, author: bytes, recipient: bytes) -> bool:
+        """Whether mail from ``author`` to ``recipient`` may use the half of the mail
+        bounds that throw-away keys cannot reach: the author is a contact of ours, or
+        a member of a channel we share with the recipient."""
+        if self.archive.store.contact(author) is not None:
+            return True
+        for channel in self.archive.channels():
+            log = self.archive.memberships.log(channel.id)
+            if log is not None and log.is_member(author) and log.is_member(recipient):
+                return True
+        return False
 
     def _ingest_direct(self, b: Bulletin) -> None:
         got = self.archive.ingest(b)

@@ -7,6 +7,7 @@ nothing is sent anywhere else. Every test runs under ``trio.fail_after``.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from pathlib import Path
@@ -14,6 +15,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from meshnode.core import wire
+from meshnode.core.bulletin import Bulletin
+from meshnode.core.wire import PeerId
 from meshnode.errors import PeerDisconnected
 from meshnode.net.dht import DHTConfig
 from meshnode.net.node import Node, NodeConfig, default_interface, open_node
@@ -44,6 +48,22 @@ async def node(
         config=config,
     ) as opened:
         yield opened
+
+
+@asynccontextmanager
+async def relay_chain(tmp_path: Path, name: str) -> AsyncIterator[tuple[Node, Node, Node]]:
+    """Nodes a, b and c in channel ``name``, c joined through b: c hears a through b."""
+    config = NodeConfig(dht=CONFIG.dht, overlay_interval=3600.0)
+    async with (
+        node(tmp_path, 1, config=config) as a,
+        node(tmp_path, 2, config=config) as b,
+        node(tmp_path, 3, config=config) as c,
+    ):
+        await a.create_channel(name)
+        await b.join(await a.invite(name))
+        await c.join(await b.invite(name))
+        assert [p.key for p in c.peers()] == [b.identity.public_key]
+        yield a, b, c
 
 
 async def wait_for(predicate: Callable[[], bool]) -> None:
@@ -137,23 +157,75 @@ async def test_simultaneous_dials_keep_one_shared_session(tmp_path: Path) -> Non
 
 async def test_a_bulletin_is_stored_then_relayed(tmp_path: Path) -> None:
     """a posts, b stores and relays it, c (connected to b only) reads it."""
-    config = NodeConfig(dht=CONFIG.dht, overlay_interval=3600.0)
     with trio.fail_after(30):
-        async with (
-            node(tmp_path, 1, config=config) as a,
-            node(tmp_path, 2, config=config) as b,
-            node(tmp_path, 3, config=config) as c,
-        ):
-            await a.create_channel("relay")
-            await b.join(await a.invite("relay"))
-            await c.join(await b.invite("relay"))
-            assert [p.key for p in c.peers()] == [b.identity.public_key]
+        async with relay_chain(tmp_path, "relay") as (a, b, c):
             posted = await a.post("relay", "through b")
             async with aclosing(c.bulletins("relay")) as arrivals:
                 record = await anext(arrivals)
             assert record.id == posted.id
             assert record.text == "through b"
             assert b.archive.has(posted.id)
+
+
+async def test_an_expired_bulletin_is_neither_taken_nor_relayed(tmp_path: Path) -> None:
+    """a (hostile here: it skips its own store) pushes b a channel bulletin that
+    expired in 1970, hands b direct mail as old and deposits another with b: b
+    refuses them, stores none and relays nothing to c, while a fresh post behind
+    them arrives."""
+    with trio.fail_after(30):
+        async with relay_chain(tmp_path, "expiry") as (a, b, c):
+            channel = a.archive.require_channel("expiry")
+            seq = a.archive.store.frontiers(channel.id)[a.identity.public_key] + 1
+            prev = a.archive.store.id_at(channel.id, a.identity.public_key, seq - 1)
+            old = Bulletin.seal(
+                a.identity, channel, b"1970", seq=seq, prev=prev, now=100, expires_at=200,
+                rng=os.urandom,
+            )  # fmt: skip
+            a.gossip.publish(old, trio.current_time())
+            member = b.identity.public_key
+            mail, deposit = (
+                Bulletin.seal(
+                    a.identity, [member], text, seq=1, prev=None, now=100, expires_at=200,
+                    rng=os.urandom,
+                )
+                for text in (b"mail from 1970", b"a deposit from 1970")
+            )  # fmt: skip
+            a.gossip.send(PeerId(member), wire.Mail(raws=(mail.raw,), more=False))
+            async with aclosing(a.changes()) as changes:  # (b reads a's messages in order)
+                assert await a._deposit_with(member, member, deposit.raw)
+                async for _ in changes:  # until b's DEPOSIT_ACK
+                    if (member, deposit.id) not in a._deposits:
+                        break
+            posted = await a.post("expiry", "fresh")  # the same seq: no fork, old was refused
+            async with aclosing(c.bulletins("expiry")) as arrivals:
+                async for record in arrivals:
+                    if record.id == posted.id:
+                        break
+            assert not b.archive.has(old.id)
+            assert not c.archive.has(old.id)
+            assert not b.archive.has(mail.id)
+            assert not b.archive.has(deposit.id)
+            assert b.status().held_mail == 0
+
+
+async def test_standing_for_mail_comes_from_contacts_and_shared_channels(
+    tmp_path: Path,
+) -> None:
+    """Mail a holder keeps from a contact, or between members of a channel it is in,
+    may use the half of the mail bounds that throw-away keys cannot reach."""
+    stranger, other = bytes(range(32)), bytes(range(1, 33))
+    with trio.fail_after(30):
+        async with node(tmp_path, 1) as a, node(tmp_path, 2, a) as b:
+            me, member = a.identity.public_key, b.identity.public_key
+            assert not a._standing(member, me)
+            await a.create_channel("standing")
+            await b.join(await a.invite("standing"))
+            assert a._standing(member, me)
+            assert a._standing(me, member)
+            assert not a._standing(member, other)  # other is in no channel of ours
+            assert not a._standing(stranger, me)
+            a.add_contact("known", stranger)
+            assert a._standing(stranger, other)
 
 
 def test_the_default_route_interface_is_read_from_the_route_table() -> None:

@@ -54,6 +54,23 @@ def test_own_bulletins_chain_per_stream(pair: tuple[Archive, Archive], channel: 
     assert a.seq_id(Topic(PUBLIC_STREAM), a.identity.public_key, 1) == public.id
 
 
+def test_an_expired_bulletin_held_is_not_served(
+    tmp_path: Path, alice: Identity, channel: Channel
+) -> None:
+    a = archive_for(alice, tmp_path / "a.db")
+    a.add_channel(channel)
+    soon = a.seal(channel, b"until noon", expires_in=100)
+    topic = Topic(channel.id)
+    assert a.get(topic, [soon.id]) == [soon.raw]
+    a.store.close()
+    later = archive_for(alice, tmp_path / "a.db", now=NOW + 100)
+    assert later.has(soon.id)  # until the next purge
+    assert later.get(topic, [soon.id]) == []
+    assert soon.id not in later.index(topic)
+    assert later.purge_expired() == 1
+    later.store.close()
+
+
 def test_records_only_for_what_we_can_open(
     pair: tuple[Archive, Archive], channel: Channel, carol: Identity
 ) -> None:
@@ -257,7 +274,7 @@ def test_unreadable_follows_the_keys_held(tmp_path: Path, pair: tuple[Archive, A
     joined = join(a, b, channel)
     later, _, update = a.memberships.new_epoch(channel)
     earlier = archive_for(a.identity, tmp_path / "earlier.db", now=NOW - 120)
-    future = earlier.seal(earlier.add_channel(later), b"epoch 2 news", expires_in=60)
+    future = earlier.seal(earlier.add_channel(later), b"epoch 2 news", expires_in=180)
     earlier.store.close()
     b.ingest(Bulletin.from_bytes(future.raw))
     assert [u.reason for u in b.unreadable()] == ["unknown epoch 2"]
@@ -271,8 +288,12 @@ def test_unreadable_follows_the_keys_held(tmp_path: Path, pair: tuple[Archive, A
     assert b.unreadable_count() == 0
     b.add_channel(joined)
     assert b.unreadable_count() == 1
-    assert b.purge_expired() == 1  # it expired a minute ago
+    b.store.close()
+    b = archive_for(b.identity, tmp_path / "b.db", now=NOW + 60)  # when it expires
+    assert b.unreadable_count() == 1  # (held until purged)
+    assert b.purge_expired() == 1
     assert b.unreadable_count() == 0
+    b.store.close()
 
 
 def test_a_mutual_removal_ends_the_same_whatever_arrives_first(

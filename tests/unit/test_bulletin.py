@@ -352,6 +352,8 @@ def test_expiry_must_follow_creation(alice: Identity, rng: crypto.Rng) -> None:
             _seal(alice, None, "x", rng, expires_at=bad)
         with pytest.raises(InvalidBulletin, match="header"):
             Bulletin.from_bytes(_altered(alice, ok, _set(6, bad)))
+    assert [ok.expired(t) for t in (NOW, NOW + 1, MAX_TIME)] == [False, True, True]
+    assert not _seal(alice, None, "x", rng).expired(MAX_TIME)  # no expiry, never expired
 
 
 @pytest.mark.parametrize(

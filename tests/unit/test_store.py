@@ -16,7 +16,7 @@ from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity
 from meshnode.errors import StoreError
 from meshnode.store import MAIL_PER_SENDER, MIGRATIONS, Insert, Store
-from tests.conftest import Rng, seeded_rng
+from tests.conftest import Rng, make_identity, seeded_rng
 
 KEY = bytes(range(32))
 NOW = 1_800_000_000
@@ -205,6 +205,27 @@ def test_purge_expired(store: Store, alice: Identity, channel: Channel) -> None:
     assert store.frontiers(channel.id) == {alice.public_key: 2}
 
 
+def test_nothing_expired_is_stored_served_or_reconciled(
+    store: Store, alice: Identity, channel: Channel
+) -> None:
+    rng = seeded_rng()
+    keep = post(alice, channel, 1, rng)
+    old = Bulletin.seal(
+        alice, channel, b"1970", seq=2, prev=_prev(2), now=100, expires_at=200, rng=rng
+    )
+    soon = post(alice, channel, 3, rng, expires_at=NOW + 100)
+    added = store.add_many([keep, old, soon], now=NOW)
+    assert added == [Insert.ADDED, Insert.EXPIRED, Insert.ADDED]
+    assert store.add_unsynced([old], now=NOW) == [Insert.EXPIRED]
+    assert not Insert.EXPIRED.stored
+    assert not store.has(old.id)
+    assert store.usage(alice.public_key) == len(keep.raw) + len(soon.raw)
+    ids = [keep.id, soon.id]
+    assert [s.id for s in store.get_many(ids, now=NOW)] == ids
+    assert [s.id for s in store.get_many(ids, now=NOW + 100)] == [keep.id]  # held, not served
+    assert [i for _, i in store.items(channel.id, now=NOW + 100)] == [keep.id]
+
+
 def test_channels_round_trip_sealed(tmp_path: Path, rng: Rng) -> None:
     path = tmp_path / "meshnode.db"
     strike = Channel.from_secret("strike-support", rng(32)).next_epoch(rng)
@@ -302,7 +323,7 @@ def test_get_many_keeps_order_and_skips_unknown(
     bs = [post(alice, channel, s, rng) for s in range(1, 700)]
     store.add_many(bs, now=NOW)
     ids = [b.id for b in reversed(bs)]
-    got = store.get_many([*ids, bytes(32)])
+    got = store.get_many([*ids, bytes(32)], now=NOW)
     assert [g.id for g in got] == ids
 
 
@@ -314,7 +335,7 @@ def test_mail_is_bounded_per_sender_and_handed_out_in_order(
         Bulletin.seal(alice, [bob.public_key], b"m", seq=s, prev=_prev(s), now=NOW + s, rng=rng)
         for s in range(1, MAIL_PER_SENDER + 3)
     ]
-    kept = [store.hold_mail(bob.public_key, b, now=NOW) for b in direct]
+    kept = [store.hold_mail(bob.public_key, b, now=NOW, standing=False) for b in direct]
     assert kept.count(True) == MAIL_PER_SENDER
     assert store.mail_count() == MAIL_PER_SENDER
     first, more = store.mail_for(bob.public_key, now=NOW, limit=10)
@@ -343,3 +364,151 @@ def test_outbox_until_delivered(
     assert store.pending_deliveries(now=NOW) == [(b.id, carol.public_key, 1)]
     assert store.pending_deliveries(now=NOW + 8 * 86400) == []
     assert store.pending_count(now=NOW + 8 * 86400) == 0
+
+
+def mail(author: Identity, recipient: Identity, seq: int, rng: Rng, **kw: object) -> Bulletin:
+    return Bulletin.seal(
+        author, [recipient.public_key], b"m", seq=seq, prev=_prev(seq), now=NOW + seq, rng=rng,
+        **kw,  # type: ignore[arg-type]  # the tests pass expires_at only
+    )  # fmt: skip
+
+
+def mail_totals(s: Store) -> tuple[dict[tuple[bytes, bytes], tuple[int, int, int]], ...]:
+    """The running totals, and the same computed from the mail table itself."""
+    kept = {
+        (bytes(r), bytes(a)): (c, b, x)
+        for r, a, c, b, x in s._db.execute("SELECT * FROM mail_usage")
+    }
+    computed: dict[tuple[bytes, bytes], tuple[int, int, int]] = {}
+    rows = s._db.execute("SELECT recipient, author, size, standing FROM mail").fetchall()
+    for r, a, size, standing in rows:
+        for key in ((r, a), (b"", a), (r, b""), (b"", b"")):
+            c, b, x = computed.get(key, (0, 0, 0))
+            computed[key] = (c + 1, b + size, x + (0 if standing else size))
+    return kept, computed
+
+
+def test_holding_mail_reads_as_much_however_much_is_held(
+    store: Store, alice: Identity, bob: Identity
+) -> None:
+    rng = seeded_rng()
+    steps = 0
+
+    def step() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    statements: list[str] = []
+    store._db.execute("PRAGMA synchronous=OFF")  # (the filling only: fsyncs cost time)
+    store._db.set_progress_handler(step, 1)  # one call per SQLite VM instruction
+    store._db.set_trace_callback(statements.append)
+    costs = []
+    senders = [make_identity(f"sender {n}") for n in range(10)]
+    for held in (10, 2000):
+        store._db.execute("DELETE FROM mail")
+        store._db.execute("DELETE FROM mail_usage")
+        for n in range(held):
+            recipient = n.to_bytes(32)  # (the store takes any key as a recipient)
+            b = mail(senders[n % 10], alice, n + 1, rng)
+            assert store.hold_mail(recipient, b, now=NOW, standing=True)
+        assert store.mail_count() == held
+        steps, statements[:] = 0, []
+        assert store.hold_mail(bob.public_key, mail(alice, bob, 1, rng), now=NOW, standing=False)
+        costs.append((steps, len(statements)))
+        plans = [
+            detail
+            for sql in statements
+            if sql.startswith(("SELECT", "INSERT", "DELETE"))
+            for *_, detail in store._db.execute(f"EXPLAIN QUERY PLAN {sql}")
+        ]
+        assert plans
+        assert not [p for p in plans if p.startswith("SCAN")], plans
+    assert costs[0] == costs[1]
+
+
+@pytest.mark.parametrize("bound", ["MAIL_BYTES_PER_RECIPIENT", "MAIL_TOTAL_BYTES"])
+def test_throw_away_senders_fill_half_a_share_and_half_of_all(
+    store: Store, alice: Identity, bob: Identity, monkeypatch: pytest.MonkeyPatch, bound: str
+) -> None:
+    rng = seeded_rng()
+    size = len(mail(alice, bob, 1, rng).raw)  # every mail below has this size
+    monkeypatch.setattr(store_module, bound, 10 * size)
+    # Twenty throw-away keys, to one recipient or (for the total) to twenty.
+    one = bound == "MAIL_BYTES_PER_RECIPIENT"
+    recipients = [bob.public_key if one else n.to_bytes(32) for n in range(20)]
+    strangers = [make_identity(f"throw-away {n}") for n in range(20)]
+    kept = [
+        store.hold_mail(r, mail(s, bob, 1, rng), now=NOW, standing=False)
+        for r, s in zip(recipients, strangers, strict=True)
+    ]
+    assert kept == [True] * 5 + [False] * 15
+    members = [make_identity(f"member {n}") for n in range(6)]  # contacts, say
+    kept = [
+        store.hold_mail(r, mail(m, bob, 1, rng), now=NOW, standing=True)
+        for r, m in zip(recipients, members, strict=False)
+    ]
+    assert kept == [True] * 5 + [False]  # the other half, and then the bound is reached
+    if one:  # another recipient has a share of its own
+        assert store.hold_mail(alice.public_key, mail(bob, alice, 1, rng), now=NOW, standing=False)
+
+
+def test_mail_totals_follow_holding_forgetting_and_expiry(
+    store: Store, alice: Identity, bob: Identity, carol: Identity
+) -> None:
+    rng = seeded_rng()
+    soon = [mail(alice, bob, s, rng, expires_at=NOW + 100) for s in (1, 2)]
+    later = [mail(alice, bob, 3, rng), mail(carol, bob, 1, rng), mail(bob, carol, 1, rng)]
+    to = [bob, bob, bob, bob, carol]
+    for n, (r, b) in enumerate(zip(to, [*soon, *later], strict=True)):
+        assert store.hold_mail(r.public_key, b, now=NOW, standing=n % 2 == 0)
+    assert store.hold_mail(bob.public_key, later[0], now=NOW, standing=True)  # held already
+    kept, computed = mail_totals(store)
+    assert kept == computed
+    assert kept[(b"", b"")][0] == store.mail_count() == 5
+    store.forget_mail(bob.public_key, [later[0].id, later[2].id])  # the second is not his
+    kept, computed = mail_totals(store)
+    assert kept == computed
+    assert store.mail_count() == 4
+    store.purge_expired(now=NOW + 100)
+    kept, computed = mail_totals(store)
+    assert kept == computed
+    assert set(kept) == {
+        (bob.public_key, carol.public_key), (carol.public_key, bob.public_key),
+        (bob.public_key, b""), (carol.public_key, b""),
+        (b"", carol.public_key), (b"", bob.public_key), (b"", b""),
+    }  # fmt: skip
+    store.forget_mail(bob.public_key, [later[1].id])
+    store.forget_mail(carol.public_key, [later[2].id])
+    assert mail_totals(store) == ({}, {})
+    assert store.mail_count() == 0
+
+
+def test_migration_3_totals_the_mail_held(
+    tmp_path: Path, alice: Identity, bob: Identity, carol: Identity,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    rng = seeded_rng()
+    path = tmp_path / "meshnode.db"
+    held = [mail(alice, bob, 1, rng), mail(alice, bob, 2, rng), mail(carol, bob, 1, rng)]
+    held.append(mail(alice, carol, 3, rng))
+    to = [bob, bob, bob, carol]
+    with monkeypatch.context() as m:
+        m.setattr(store_module, "MIGRATIONS", MIGRATIONS[:2])
+        with Store.open(path, seal_key=KEY) as s:
+            s._db.executemany(
+                "INSERT INTO mail (recipient, id, author, size, expires_at, received_at, raw) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(r.public_key, b.id, b.author, len(b.raw), NOW + 86400, NOW, b.raw)
+                 for r, b in zip(to, held, strict=True)],
+            )  # fmt: skip
+    with Store.open(path, seal_key=KEY) as s:
+        assert s.schema_version == 3
+        kept, computed = mail_totals(s)
+        assert kept == computed
+        assert kept[(bob.public_key, b"")] == (3, *[sum(len(b.raw) for b in held[:3])] * 2)
+        assert s.mail_count() == 4
+        s.purge_expired(now=NOW + 86400)
+        assert mail_totals(s) == ({}, {})
+    with Store.open(tmp_path / "empty.db", seal_key=KEY) as s:
+        assert mail_totals(s) == ({}, {})
