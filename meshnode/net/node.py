@@ -230,6 +230,7 @@ class Node:
             config=config.gossip,
         )
         self.gossip.subscribe(PUBLIC_TOPIC, now=trio.current_time())
+        archive.store.watch(self._changed)
         for channel in archive.channels():
             self._subscribe(channel)
 
@@ -450,13 +451,14 @@ class Node:
                 continue
             try:
                 results = self.archive.store_unsynced(batch)
+                self._on_stored(batch, results, trio.current_time())
             except StoreError as exc:
+                # Our disk, not the senders' doing: refused without a charge (those
+                # already accepted stay so), and fetched again by anti-entropy.
                 log.error("could not store %d bulletins: %s", len(batch), exc)
                 now = trio.current_time()
                 for bulletin in batch:
                     self.gossip.reject(bulletin.id, now)
-                continue
-            self._on_stored(batch, results, trio.current_time())
             self._flush()
 
     def _admitted(self, batch: list[Bulletin]) -> list[Bulletin]:
@@ -537,6 +539,16 @@ class Node:
     # Direct delivery ---------------------------------------------------------------
 
     def _on_delivery(self, peer: PeerId, message: wire.DeliveryMessage) -> None:
+        try:
+            self._deliver(peer, message)
+        except StoreError as exc:
+            # Nothing is acknowledged for what we could not write, so the peer keeps
+            # it and sends it again later; our disk is not its fault.
+            log.error("could not take direct delivery from %s: %s", fingerprint(peer), exc)
+        self._changed()
+        self._flush()
+
+    def _deliver(self, peer: PeerId, message: wire.DeliveryMessage) -> None:
         now = trio.current_time()
         match message:
             case wire.Deposit():
@@ -582,8 +594,6 @@ class Node:
                         waiting.send_nowait(message)
                     except (trio.WouldBlock, trio.BrokenResourceError):
                         self._redeeming.pop(bytes(peer), None)
-        self._changed()
-        self._flush()
 
     def _direct_bulletins(self, peer: PeerId, raws: Sequence[bytes], now: float) -> list[Bulletin]:
         """The valid direct bulletins (and key updates) among ``raws``; anything else
@@ -1212,6 +1222,7 @@ class Node:
             ),
             reachable=self._reachable,
             unreadable=self.archive.unreadable_count(),
+            storage=self.archive.store.state.value,
         )
 
     async def changes(self) -> AsyncIterator[views.NodeStatus]:

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from meshnode.errors import PeerDisconnected
+from meshnode.core.gossip import PeerId
+from meshnode.errors import PeerDisconnected, StorageFull
 from meshnode.net.dht import DHTConfig
 from meshnode.net.node import Node, NodeConfig, default_interface, open_node
 
@@ -153,6 +154,34 @@ async def test_a_bulletin_is_stored_then_relayed(tmp_path: Path) -> None:
                 record = await anext(arrivals)
             assert record.id == posted.id
             assert record.text == "through b"
+            assert b.archive.has(posted.id)
+
+
+async def test_a_full_store_refuses_without_charging_and_recovers(tmp_path: Path) -> None:
+    """b's store hits SQLite's page limit (a full disk, cheaply): b stays up, keeps its
+    session with a, announces ``full``, refuses a's bulletin at no cost to a, refuses
+    its own post, and takes new data again, announcing ``ok``, once there is room."""
+    text = "x" * 30_000  # needs new pages whatever space the last page has free
+    with trio.fail_after(30):
+        async with node(tmp_path, 1) as a, node(tmp_path, 2, a) as b:
+            db = b.archive.store._db
+            pages = db.execute("PRAGMA page_count").fetchone()[0]
+            db.execute(f"PRAGMA max_page_count = {pages}")
+            async with aclosing(b.changes()) as changes:
+                assert (await anext(changes)).storage == "ok"
+                await a.post_public(text)
+                async for status in changes:
+                    if status.storage == "full":
+                        break
+                assert status.peers == 1
+                assert b.gossip.score(PeerId(a.identity.public_key)) >= 0
+                with pytest.raises(StorageFull):
+                    await b.post_public(text)
+                db.execute(f"PRAGMA max_page_count = {pages * 100}")
+                posted = await b.post_public(text)
+                async for status in changes:
+                    if status.storage == "ok":
+                        break
             assert b.archive.has(posted.id)
 
 
