@@ -39,7 +39,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -489,11 +489,23 @@ class Node:
                 continue
             if Topic(channel.id) in shared:
                 if self.archive.memberships.pending_token(channel.id) is not None:
-                    self._nursery.start_soon(self._redeem_offline, peer, channel.id)
+                    self._spawn(functools.partial(self._redeem_offline, peer, channel.id))
                 continue
             if (peer, channel.current) not in self._caught_up:
                 self._caught_up.add((peer, channel.current))
-                self._nursery.start_soon(self._hand_again, peer, channel.id)
+                self._spawn(functools.partial(self._hand_again, peer, channel.id))
+
+    def _spawn(self, job: Callable[[], Awaitable[None]]) -> None:
+        """Start ``job`` in the node's nursery; a store error (a full disk, say) ends
+        that job alone, logged, and never the node."""
+
+        async def guarded() -> None:
+            try:
+                await job()
+            except StoreError as exc:
+                log.error("a background job stopped: %s", exc)
+
+        self._nursery.start_soon(guarded)
 
     async def _hand_again(self, peer: bytes, channel_id: bytes) -> None:
         await trio.sleep(self._config.merge_delay)
@@ -1379,7 +1391,12 @@ class Node:
     async def _purge(self) -> None:
         while True:
             await trio.sleep(self._config.purge_interval)
-            if self.archive.purge_expired():
+            try:
+                purged = self.archive.purge_expired()
+            except StoreError as exc:  # tried again next time
+                log.error("could not purge expired data: %s", exc)
+                continue
+            if purged:
                 self._changed()  # (held mail and unreadable bulletins may have expired)
 
     # Helpers -----------------------------------------------------------------------

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from meshnode.core.gossip import PeerId
 from meshnode.errors import PeerDisconnected, StorageFull
@@ -177,6 +178,12 @@ async def test_a_full_store_refuses_without_charging_and_recovers(tmp_path: Path
                 assert b.gossip.score(PeerId(a.identity.public_key)) >= 0
                 with pytest.raises(StorageFull):
                     await b.post_public(text)
+
+                async def background_write() -> None:  # a key handover, say
+                    b.archive.store.set_meta("job", text.encode())
+
+                b._spawn(background_write)  # ends that job alone, not the node
+                await trio.testing.wait_all_tasks_blocked()
                 db.execute(f"PRAGMA max_page_count = {pages * 100}")
                 posted = await b.post_public(text)
                 async for status in changes:
