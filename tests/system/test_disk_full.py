@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from meshnode.paths import STORE
-from tests.system.daemons import CLI, Daemon, Mesh, clean_env, wait_for
+from tests.system.daemons import CLI, Daemon, Mesh, clean_env, cli, wait_for
 
 pytestmark = [
     pytest.mark.root,
@@ -99,6 +99,10 @@ def test_a_full_disk_refuses_new_data_and_recovers(tmp_path: Path, disk: Path) -
         assert lines[0].startswith("meshnode: error: the disk holding the store is full")
         assert node.running
         wait_for(node.data_dir, lambda s: s.storage == "full", timeout=30, what="storage full")
+        shown = cli("--data-dir", str(node.data_dir), "status").stdout
+        assert "storage            full: the disk of the data directory has no room" in shown
+        shown = cli("--data-dir", str(node.data_dir), "status", "--json").stdout
+        assert json.loads(shown)["storage"] == "full"
         # It goes on serving what it holds.
         held = {r.id.hex() for r in node.client.read()}
         assert set(acknowledged) <= held
