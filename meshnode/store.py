@@ -280,10 +280,14 @@ def _typed(method: Callable[Concatenate[Store, _P], _R]) -> Callable[Concatenate
 
 
 def _typed_errors(cls: type[Store]) -> type[Store]:
-    """Rule 6 for every public method of ``cls``, so none can forget it."""
+    """Rule 6 for every public method and property of ``cls``, so none can forget it."""
     for name, attr in list(vars(cls).items()):
-        if not name.startswith("_") and inspect.isfunction(attr):
+        if name.startswith("_"):
+            continue
+        if inspect.isfunction(attr):
             setattr(cls, name, _typed(attr))
+        elif isinstance(attr, property) and attr.fget is not None:
+            setattr(cls, name, property(_typed(attr.fget), doc=attr.__doc__))
     return cls
 
 

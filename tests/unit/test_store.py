@@ -395,6 +395,15 @@ def test_other_sqlite_errors_are_store_errors(store: Store) -> None:
     assert store.state is StorageState.OK
 
 
+def test_a_closed_store_raises_store_errors(tmp_path: Path) -> None:
+    s = Store.open(tmp_path / "meshnode.db", seal_key=KEY)
+    s.close()
+    with pytest.raises(StoreError, match="closed database"):
+        _ = s.schema_version
+    with pytest.raises(StoreError, match="closed database"):
+        s.count()
+
+
 def test_a_rollback_sqlite_did_already_does_not_mask_the_error(store: Store) -> None:
     def fail_after_sqlite_rolled_back() -> None:
         with store._transaction():
