@@ -501,6 +501,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return ExitStatus.OK
 
 
+_STORAGE = {
+    "ok": "ok",
+    "full": "full: the disk of the data directory has no room; new bulletins are "
+    "refused until there is (free space there)",
+    "error": "error: the store failed; see the daemon's log",
+}
+
+
 def _print_status(status: NodeStatus) -> None:
     sync = _when(int(status.last_sync)) if status.last_sync else "not yet"
     print(f"{status.name}  {status.address}")
@@ -511,6 +519,7 @@ def _print_status(status: NodeStatus) -> None:
     print(f"pending deliveries {status.pending_deliveries}")
     print(f"held for others    {status.held_mail}")
     print(f"unreadable         {status.unreadable}")
+    print(f"storage            {_STORAGE.get(status.storage, status.storage)}")
     for notice in status.removed:
         print(f"removed            {notice}")
     if status.reachable is False:

@@ -88,6 +88,11 @@ class QuotaExceeded(StoreError):
     """An author has used up its storage quota on this node."""
 
 
+class StorageFull(StoreError):
+    """The disk holding the store is full: free space there; the node keeps serving
+    what it holds and takes new data again once there is room."""
+
+
 class ProtocolError(MeshError):
     """A protocol was violated. Abstract: raise one of the two subclasses."""
 

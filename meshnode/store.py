@@ -24,7 +24,11 @@ Rules:
 5. Channel secrets are sealed (XSalsa20-Poly1305 secretbox) under a key that
    only the identity's seed yields, so with a passphrase-sealed keyfile a
    seized disk hands over no channel.
-6. The schema is versioned with ``PRAGMA user_version``; :data:`MIGRATIONS`
+6. Every ``sqlite3`` error leaves a public method as a :class:`StoreError`; a full
+   disk (``SQLITE_FULL``) as :class:`StorageFull`. A failed write rolls back and
+   changes nothing, reads go on working, and :attr:`Store.state` says whether the
+   last write failed; the next write that succeeds sets it back to ``ok``.
+7. The schema is versioned with ``PRAGMA user_version``; :data:`MIGRATIONS`
    holds one script per version and opening a store runs the missing ones in
    one transaction. A file from a newer meshnode is refused, never altered.
 
@@ -34,19 +38,21 @@ The layout is in ``docs/spec/store.md``.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from types import TracebackType
-from typing import Final
+from typing import Concatenate, Final, ParamSpec, TypeVar
 
 from meshnode.core import crypto
 from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.channel import Channel, EpochKey
-from meshnode.errors import AuthenticationError, StoreError
+from meshnode.errors import AuthenticationError, StorageFull, StoreError
 
 DEFAULT_AUTHOR_QUOTA: Final = 64 * 1024 * 1024
 """Bytes of bulletins held for one author, unless the node is configured otherwise."""
@@ -237,6 +243,16 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 )
 
 
+class StorageState(Enum):
+    """How the store's last write went (``NodeStatus.storage``)."""
+
+    OK = "ok"
+    FULL = "full"
+    """The disk (or SQLite's page limit) had no room: new data is refused."""
+    ERROR = "error"
+    """Another SQLite error (an I/O error, say): see the log."""
+
+
 class Insert(Enum):
     """What :meth:`Store.add` did with a bulletin."""
 
@@ -288,6 +304,36 @@ class Fork:
     detected_at: int
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _typed(method: Callable[Concatenate[Store, _P], _R]) -> Callable[Concatenate[Store, _P], _R]:
+    """``method`` with its ``sqlite3`` errors turned into :class:`StoreError` (rule 6)."""
+
+    @functools.wraps(method)
+    def typed(self: Store, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as exc:
+            raise self._failed(exc) from None
+
+    return typed
+
+
+def _typed_errors(cls: type[Store]) -> type[Store]:
+    """Rule 6 for every public method and property of ``cls``, so none can forget it."""
+    for name, attr in list(vars(cls).items()):
+        if name.startswith("_"):
+            continue
+        if inspect.isfunction(attr):
+            setattr(cls, name, _typed(attr))
+        elif isinstance(attr, property) and attr.fget is not None:
+            setattr(cls, name, property(_typed(attr.fget), doc=attr.__doc__))
+    return cls
+
+
+@_typed_errors
 class Store:
     """A node's SQLite store. Open with :meth:`open`; use as a context manager.
 
@@ -307,6 +353,8 @@ class Store:
         self._relaxed = False
         """Whether the connection runs with ``synchronous=NORMAL`` (after
         :meth:`add_unsynced`); every other write restores ``FULL`` first."""
+        self._state = StorageState.OK
+        self._watchers: list[Callable[[], None]] = []
 
     @classmethod
     def open(
@@ -345,6 +393,8 @@ class Store:
             _migrate(db, path)
         except sqlite3.DatabaseError as exc:
             db.close()
+            if _is_full(exc):
+                raise StorageFull(f"cannot open the store {path}: the disk is full") from None
             raise StoreError(f"{path} is not a meshnode store or is damaged ({exc})") from None
         except StoreError:
             db.close()
@@ -370,6 +420,15 @@ class Store:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    @property
+    def state(self) -> StorageState:
+        """Whether the last write succeeded (``OK``) or why it failed (rule 6)."""
+        return self._state
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` after each change of :attr:`state`."""
+        self._watchers.append(callback)
 
     @property
     def schema_version(self) -> int:
@@ -590,7 +649,7 @@ class Store:
         if not self._relaxed:  # (left so for the next batch: _transaction restores FULL)
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._relaxed = True
-        with _Transaction(self._db):
+        with _Transaction(self._db, self._committed):
             return self._insert_many(bulletins, now)
 
     def _insert_many(self, bulletins: Sequence[Bulletin], now: int) -> list[Insert]:
@@ -1040,7 +1099,27 @@ class Store:
         if self._relaxed:
             self._db.execute("PRAGMA synchronous=FULL")
             self._relaxed = False
-        return _Transaction(self._db)
+        return _Transaction(self._db, self._committed)
+
+    def _committed(self) -> None:
+        self._set_state(StorageState.OK)
+
+    def _failed(self, exc: sqlite3.Error) -> StoreError:
+        """The typed error for ``exc`` (rule 6), noted in :attr:`state`."""
+        if _is_full(exc):
+            self._set_state(StorageState.FULL)
+            return StorageFull(
+                "the disk holding the store is full: free space there; the node keeps "
+                "serving what it holds and takes new data again once there is room"
+            )
+        self._set_state(StorageState.ERROR)
+        return StoreError(f"the store failed ({exc}): check the disk of the data directory")
+
+    def _set_state(self, state: StorageState) -> None:
+        if state is not self._state:
+            self._state = state
+            for callback in self._watchers:
+                callback()
 
 
 _STORED: Final = "SELECT cursor, id, raw, received_at FROM bulletins"
@@ -1058,14 +1137,16 @@ def _contact(row: tuple[bytes, str, int, int, int]) -> Contact:
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any exception.
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any exception
+    (``COMMIT``'s own included), then ``committed()`` after a commit.
 
     The connection runs in autocommit mode, so transactions are explicit and
     a method's writes land together or not at all.
     """
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, committed: Callable[[], None]) -> None:
         self._db = db
+        self._committed = committed
 
     def __enter__(self) -> None:
         self._db.execute("BEGIN IMMEDIATE")
@@ -1076,7 +1157,29 @@ class _Transaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        if exc_type is not None:
+            _rollback(self._db)
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            _rollback(self._db)
+            raise
+        self._committed()
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` is ``SQLITE_FULL`` (the disk, or ``max_page_count``, has no room)."""
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back after an error without masking it: SQLite may have rolled back
+    already (it does after some ``SQLITE_FULL`` and I/O errors), and a ``ROLLBACK``
+    that fails too has nothing to add to the first error."""
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
 
 
 def _migrate(db: sqlite3.Connection, path: Path) -> None:
@@ -1093,10 +1196,10 @@ def _migrate(db: sqlite3.Connection, path: Path) -> None:
             for statement in _statements(script):
                 db.execute(statement)
             db.execute(f"PRAGMA user_version = {number}")
+        db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        _rollback(db)
         raise
-    db.execute("COMMIT")
 
 
 def _statements(script: str) -> Iterator[str]:

@@ -172,3 +172,7 @@ class NodeStatus:
     unreadable: int
     """Stored bulletins addressed to this group that do not open (see
     :class:`UnreadableInfo`; ``meshnode read --unreadable`` lists them)."""
+    storage: str = "ok"
+    """``"ok"``; ``"full"`` when the last write found the disk full (the node serves
+    what it holds and refuses new data until a write succeeds again); ``"error"``
+    after another store error (see the daemon's log)."""

@@ -69,7 +69,7 @@ from meshnode.core import codec, crypto, records
 from meshnode.core.identity import Identity
 from meshnode.core.noise import OPEN_MESH_KEY
 from meshnode.core.records import ContactRecord, Record, RendezvousRecord
-from meshnode.errors import AuthenticationError, InvalidRecord, StaleRecord
+from meshnode.errors import AuthenticationError, InvalidRecord, StaleRecord, StoreError
 
 LOG: Final = logging.getLogger(__name__)
 
@@ -328,7 +328,7 @@ class _RecordStorage(IStorage):  # type: ignore[misc]  # kademlia ships no type 
             try:
                 record = records.validate(key, value, now)
             except InvalidRecord:
-                self._store.dht_delete(key)
+                self._unpersist(key)
                 continue
             self._put(key, record, None, persist=False)
 
@@ -370,18 +370,34 @@ class _RecordStorage(IStorage):  # type: ignore[misc]  # kademlia ships no type 
             if self.total - old_size + size > self._config.storage_cap:
                 self._counters.refuse("full")
                 return False
-        self._put(key, record, source, persist=True)
-        return True
+        return self._put(key, record, source, persist=True)
 
-    def _put(self, key: bytes, record: Record, source: str | None, *, persist: bool) -> None:
-        self._discard(key)
+    def _put(self, key: bytes, record: Record, source: str | None, *, persist: bool) -> bool:
+        """Hold ``record`` (and persist it first): False if the store refused it (a
+        full disk, say), which leaves what was held as it was."""
         value = record.encode()
+        if persist and self._store is not None:
+            try:
+                self._store.dht_put(key, value, record.expires)
+            except StoreError as exc:
+                LOG.warning("refused a DHT record: %s", exc)
+                self._counters.refuse("store")
+                return False
+        self._discard(key)
         self._held[key] = _Held(record, value, source)
         self.total += len(value)
         if source is not None:
             self._usage[source] = self._usage.get(source, 0) + len(value)
-        if persist and self._store is not None:
-            self._store.dht_put(key, value, record.expires)
+        return True
+
+    def _unpersist(self, key: bytes) -> None:
+        """Forget ``key`` on disk; if the store fails, the record stays there until it
+        is found expired or invalid on a later load."""
+        if self._store is not None:
+            try:
+                self._store.dht_delete(key)
+            except StoreError as exc:
+                LOG.warning("could not forget a DHT record: %s", exc)
 
     def _discard(self, key: bytes) -> _Held | None:
         held = self._held.pop(key, None)
@@ -402,8 +418,7 @@ class _RecordStorage(IStorage):  # type: ignore[misc]  # kademlia ships no type 
             return None
         if held.record.expires <= now:
             self._discard(key)
-            if self._store is not None:
-                self._store.dht_delete(key)
+            self._unpersist(key)
             return None
         return held.record
 
@@ -1144,7 +1159,10 @@ class DHTNode:
             return
         routes = [[i, h, p] for i, h, p in self.routing_snapshot()][:MAX_SAVED_ROUTES]
         if routes:
-            self._store.set_meta(ROUTING_META, codec.pack(routes))
+            try:
+                self._store.set_meta(ROUTING_META, codec.pack(routes))
+            except StoreError as exc:  # a convenience for the next start, not worth a stop
+                LOG.warning("could not save the routing table: %s", exc)
 
     def saved_routes(self) -> list[str]:
         """The ``host:port`` of each saved routing entry, to bootstrap from after a restart."""

@@ -39,7 +39,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -234,6 +234,7 @@ class Node:
             config=config.gossip,
         )
         self.gossip.subscribe(PUBLIC_TOPIC, now=trio.current_time())
+        archive.store.watch(self._changed)
         for channel in archive.channels():
             self._subscribe(channel)
 
@@ -454,13 +455,14 @@ class Node:
                 continue
             try:
                 results = self.archive.store_unsynced(batch)
+                self._on_stored(batch, results, trio.current_time())
             except StoreError as exc:
+                # Our disk, not the senders' doing: refused without a charge (those
+                # already accepted stay so), and fetched again by anti-entropy.
                 log.error("could not store %d bulletins: %s", len(batch), exc)
                 now = trio.current_time()
                 for bulletin in batch:
                     self.gossip.reject(bulletin.id, now)
-                continue
-            self._on_stored(batch, results, trio.current_time())
             self._flush()
 
     def _admitted(self, batch: list[Bulletin]) -> list[Bulletin]:
@@ -495,11 +497,23 @@ class Node:
                 continue
             if Topic(channel.id) in shared:
                 if self.archive.memberships.pending_token(channel.id) is not None:
-                    self._nursery.start_soon(self._redeem_offline, peer, channel.id)
+                    self._spawn(functools.partial(self._redeem_offline, peer, channel.id))
                 continue
             if (peer, channel.current) not in self._caught_up:
                 self._caught_up.add((peer, channel.current))
-                self._nursery.start_soon(self._hand_again, peer, channel.id)
+                self._spawn(functools.partial(self._hand_again, peer, channel.id))
+
+    def _spawn(self, job: Callable[[], Awaitable[None]]) -> None:
+        """Start ``job`` in the node's nursery; a store error (a full disk, say) ends
+        that job alone, logged, and never the node."""
+
+        async def guarded() -> None:
+            try:
+                await job()
+            except StoreError as exc:
+                log.error("a background job stopped: %s", exc)
+
+        self._nursery.start_soon(guarded)
 
     async def _hand_again(self, peer: bytes, channel_id: bytes) -> None:
         await trio.sleep(self._config.merge_delay)
@@ -545,6 +559,16 @@ class Node:
     # Direct delivery ---------------------------------------------------------------
 
     def _on_delivery(self, peer: PeerId, message: wire.DeliveryMessage) -> None:
+        try:
+            self._deliver(peer, message)
+        except StoreError as exc:
+            # Nothing is acknowledged for what we could not write, so the peer keeps
+            # it and sends it again later; our disk is not its fault.
+            log.error("could not take direct delivery from %s: %s", fingerprint(peer), exc)
+        self._changed()
+        self._flush()
+
+    def _deliver(self, peer: PeerId, message: wire.DeliveryMessage) -> None:
         now = trio.current_time()
         match message:
             case wire.Deposit():
@@ -590,8 +614,6 @@ class Node:
                         waiting.send_nowait(message)
                     except (trio.WouldBlock, trio.BrokenResourceError):
                         self._redeeming.pop(bytes(peer), None)
-        self._changed()
-        self._flush()
 
     def _direct_bulletins(self, peer: PeerId, raws: Sequence[bytes], now: float) -> list[Bulletin]:
         """The valid direct bulletins (and key updates) among ``raws``; anything else
@@ -1236,6 +1258,7 @@ class Node:
             ),
             reachable=self._reachable,
             unreadable=self.archive.unreadable_count(),
+            storage=self.archive.store.state.value,
         )
 
     async def changes(self) -> AsyncIterator[views.NodeStatus]:
@@ -1392,7 +1415,12 @@ class Node:
     async def _purge(self) -> None:
         while True:
             await trio.sleep(self._config.purge_interval)
-            if self.archive.purge_expired():
+            try:
+                purged = self.archive.purge_expired()
+            except StoreError as exc:  # tried again next time
+                log.error("could not purge expired data: %s", exc)
+                continue
+            if purged:
                 self._changed()  # (held mail and unreadable bulletins may have expired)
 
     # Helpers -----------------------------------------------------------------------

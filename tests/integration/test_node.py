@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from meshnode.core import wire
 from meshnode.core.bulletin import Bulletin
 from meshnode.core.wire import PeerId
-from meshnode.errors import PeerDisconnected
+from meshnode.errors import PeerDisconnected, StorageFull
 from meshnode.net.dht import DHTConfig
 from meshnode.net.node import Node, NodeConfig, default_interface, open_node
 
@@ -226,6 +227,40 @@ async def test_standing_for_mail_comes_from_contacts_and_shared_channels(
             assert not a._standing(stranger, me)
             a.add_contact("known", stranger)
             assert a._standing(stranger, other)
+
+
+async def test_a_full_store_refuses_without_charging_and_recovers(tmp_path: Path) -> None:
+    """b's store hits SQLite's page limit (a full disk, cheaply): b stays up, keeps its
+    session with a, announces ``full``, refuses a's bulletin at no cost to a, refuses
+    its own post, and takes new data again, announcing ``ok``, once there is room."""
+    text = "x" * 30_000  # needs new pages whatever space the last page has free
+    with trio.fail_after(30):
+        async with node(tmp_path, 1) as a, node(tmp_path, 2, a) as b:
+            db = b.archive.store._db
+            pages = db.execute("PRAGMA page_count").fetchone()[0]
+            db.execute(f"PRAGMA max_page_count = {pages}")
+            async with aclosing(b.changes()) as changes:
+                assert (await anext(changes)).storage == "ok"
+                await a.post_public(text)
+                async for status in changes:
+                    if status.storage == "full":
+                        break
+                assert status.peers == 1
+                assert b.gossip.score(PeerId(a.identity.public_key)) >= 0
+                with pytest.raises(StorageFull):
+                    await b.post_public(text)
+
+                async def background_write() -> None:  # a key handover, say
+                    b.archive.store.set_meta("job", text.encode())
+
+                b._spawn(background_write)  # ends that job alone, not the node
+                await trio.testing.wait_all_tasks_blocked()
+                db.execute(f"PRAGMA max_page_count = {pages * 100}")
+                posted = await b.post_public(text)
+                async for status in changes:
+                    if status.storage == "ok":
+                        break
+            assert b.archive.has(posted.id)
 
 
 def test_the_default_route_interface_is_read_from_the_route_table() -> None:

@@ -14,8 +14,8 @@ from meshnode import store as store_module
 from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity
-from meshnode.errors import StoreError
-from meshnode.store import MAIL_PER_SENDER, MIGRATIONS, Insert, Store
+from meshnode.errors import StorageFull, StoreError
+from meshnode.store import MAIL_PER_SENDER, MIGRATIONS, Insert, StorageState, Store
 from tests.conftest import Rng, make_identity, seeded_rng
 
 KEY = bytes(range(32))
@@ -512,3 +512,73 @@ def test_migration_3_totals_the_mail_held(
         assert mail_totals(s) == ({}, {})
     with Store.open(tmp_path / "empty.db", seal_key=KEY) as s:
         assert mail_totals(s) == ({}, {})
+
+
+def _limit_pages(store: Store, pages: int) -> None:
+    # SQLite answers SQLITE_FULL past max_page_count, as on a full disk (no root needed).
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def test_a_full_disk_refuses_writes_keeps_reads_and_recovers(
+    store: Store, alice: Identity, channel: Channel
+) -> None:
+    rng = seeded_rng()
+    kept = post(alice, channel, 1, rng)
+    store.add(kept, now=NOW)
+    seen: list[StorageState] = []
+    store.watch(lambda: seen.append(store.state))
+    pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+    _limit_pages(store, pages)
+    refused = None
+    for seq in range(2, 1000):
+        bulletin = post(alice, channel, seq, rng)
+        try:
+            store.add(bulletin, now=NOW)
+        except StorageFull:
+            refused = bulletin
+            break
+    assert refused is not None
+    assert store.state is StorageState.FULL
+    with pytest.raises(StorageFull, match="disk holding the store is full"):
+        store.add_unsynced([refused], now=NOW)
+    assert not store._db.in_transaction
+    # What the store holds is still served, and the refused bulletin left no trace.
+    assert store.get(kept.id) is not None
+    assert not store.has(refused.id)
+    assert store.count() == refused.seq - 1
+    _limit_pages(store, pages * 100)
+    assert store.add(refused, now=NOW) is Insert.ADDED
+    assert store.state is StorageState.OK
+    assert seen == [StorageState.FULL, StorageState.OK]
+
+
+def test_other_sqlite_errors_are_store_errors(store: Store) -> None:
+    store._db.execute("PRAGMA query_only = 1")
+    with pytest.raises(StoreError, match="readonly") as caught:
+        store.set_meta("x", b"y")
+    assert not isinstance(caught.value, StorageFull)
+    assert store.state is StorageState.ERROR
+    assert store.get_meta("x") is None
+    store._db.execute("PRAGMA query_only = 0")
+    store.set_meta("x", b"y")
+    assert store.state is StorageState.OK
+
+
+def test_a_closed_store_raises_store_errors(tmp_path: Path) -> None:
+    s = Store.open(tmp_path / "meshnode.db", seal_key=KEY)
+    s.close()
+    with pytest.raises(StoreError, match="closed database"):
+        _ = s.schema_version
+    with pytest.raises(StoreError, match="closed database"):
+        s.count()
+
+
+def test_a_rollback_sqlite_did_already_does_not_mask_the_error(store: Store) -> None:
+    def fail_after_sqlite_rolled_back() -> None:
+        with store._transaction():
+            store._db.execute("ROLLBACK")  # as SQLite does itself after some errors
+            raise ValueError("first")
+
+    with pytest.raises(ValueError, match="first"):
+        fail_after_sqlite_rolled_back()
+    assert not store._db.in_transaction
