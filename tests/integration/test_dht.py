@@ -16,6 +16,7 @@ Network-test rules for this module:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -24,6 +25,7 @@ import random
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -35,7 +37,7 @@ import trio
 from meshnode.core import codec, crypto, records
 from meshnode.core.identity import Identity
 from meshnode.core.noise import OPEN_MESH_KEY
-from meshnode.core.records import ContactRecord
+from meshnode.core.records import ContactRecord, make_contact
 from meshnode.errors import InvalidRecord
 from meshnode.net.dht import (
     MAX_DATAGRAM,
@@ -610,3 +612,41 @@ def test_size_estimate_from_the_routing_table() -> None:
     nearest = sorted(everyone, key=lambda i: int.from_bytes(i, "big") ^ int.from_bytes(own, "big"))
     known = nearest[:20] + rng.sample(everyone, 60)
     assert 2500 <= estimate_size(own, known, 20) <= 10000
+
+
+async def test_stores_are_bounded_per_source_and_in_total() -> None:
+    """One source cannot make a node hold more than its quota, nor all sources together
+    more than the cap: each refusal is counted, and what fits is kept."""
+    now = int(time.time())
+    values = [
+        (records.contact_key(g.public_key), make_contact(g, ["127.0.0.1:7447"], seq=1, now=now))
+        for g in (make_identity(f"quota {n}") for n in range(8))
+    ]
+    size = len(values[0][1].encode())
+    config = dataclasses.replace(FAST, quota_per_source=2 * size, storage_cap=3 * size)
+    with trio.fail_after(20):
+        async with _nodes(1, first_host=120, config=config) as (a,):
+            for source, batch in (("127.0.0.128", values[:4]), ("127.0.0.129", values[4:])):
+                with _raw(source) as s:
+                    for key, record in batch:
+                        s.sendto(_request("store", bytes(20), key, record.encode()),
+                                 ("127.0.0.120", a.port))
+            # The first source: 2 kept, 2 over its quota; the second: 1 kept, then the
+            # cap is reached.
+            await _until(lambda: a.statistics().refused.get("full", 0) == 3)
+            assert a.statistics().refused.get("quota", 0) == 2
+            assert a.statistics().stored_records == 3
+
+
+async def test_a_forged_value_in_a_find_value_reply_is_refused() -> None:
+    """A neighbour answering FIND_VALUE with a record whose signature is broken: the
+    lookup finds nothing rather than the forgery."""
+    owner = make_identity("forged owner")
+    genuine = make_contact(owner, ["127.0.0.1:7447"], seq=1, now=int(time.time())).encode()
+    forged = genuine[:-1] + bytes([genuine[-1] ^ 1])
+    with trio.fail_after(20):
+        async with _nodes(2, first_host=124) as (a, b):
+            protocol = b._server.protocol  # the hostile neighbour, scripted
+            protocol._handlers["find_value"] = lambda addr, args: {"value": forged}
+            assert await a.lookup_contact(owner.public_key) is None
+            assert a.statistics().refused.get("invalid", 0) >= 1
