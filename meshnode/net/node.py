@@ -75,6 +75,7 @@ from meshnode.errors import (
     InviterUnreachable,
     InviteUsed,
     MeshError,
+    NotARecipient,
     PeerDisconnected,
     RemoteProtocolError,
     StoreError,
@@ -597,7 +598,8 @@ class Node:
             case wire.Mail():
                 ids = []
                 for b in self._direct_bulletins(peer, message.raws, now):
-                    self._ingest_direct(b)
+                    if self._for_us(b):  # (the holder took the depositor's word for it)
+                        self._ingest_direct(b)
                     ids.append(wire.BulletinId(b.id))
                 if ids:
                     self.gossip.send(peer, wire.MailAck(ids=tuple(ids)))
@@ -636,6 +638,8 @@ class Node:
         if b.expired(int(time.time())):
             return False
         if recipient == self.identity.public_key:
+            if not self._for_us(b):
+                return False  # (deposited for us, but it holds no slot for us)
             self._ingest_direct(b)
             return True
         if self._blocked(sender) or self._blocked(b.author):
@@ -655,6 +659,18 @@ class Node:
             if log is not None and log.is_member(author) and log.is_member(recipient):
                 return True
         return False
+
+    def _for_us(self, b: Bulletin) -> bool:
+        """Whether a direct bulletin holds a key slot for this group: only then is it
+        ours to keep (one whose slot opens but whose box does not is kept, and counted
+        unreadable, to its author's blame)."""
+        try:
+            b.open(self.identity)
+        except NotARecipient:
+            return False
+        except MeshError:
+            return True
+        return True
 
     def _ingest_direct(self, b: Bulletin) -> None:
         got = self.archive.ingest(b)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ from meshnode.core.wire import PeerId
 from meshnode.errors import PeerDisconnected, StorageFull
 from meshnode.net.dht import DHTConfig
 from meshnode.net.node import Node, NodeConfig, default_interface, open_node
+from tests.conftest import make_identity
 
 CONFIG = NodeConfig(dht=DHTConfig(rpc_timeout=0.5), overlay_interval=0.5, mail_interval=1.0)
 
@@ -272,3 +274,28 @@ def test_the_default_route_interface_is_read_from_the_route_table() -> None:
     assert default_interface(table) == "eth0"
     assert default_interface(table.splitlines()[0]) is None
     assert default_interface("") is None
+
+
+async def test_direct_bulletins_not_addressed_to_us_are_not_kept(tmp_path: Path) -> None:
+    """A deposit made out to b but sealed for someone else, and mail handed to b that is
+    not b's: b keeps neither (it acknowledges the mail, so the holder forgets it)."""
+    carol = make_identity("carol, elsewhere")
+    with trio.fail_after(30):
+        async with node(tmp_path, 1) as a, node(tmp_path, 2, a) as b:
+            member = b.identity.public_key
+            deposit, mail, mine = (
+                Bulletin.seal(make_identity(f"sender {n}"), [to], text, seq=1, prev=None,
+                              now=int(time.time()), rng=os.urandom)
+                for n, (to, text) in enumerate(
+                    ((carol.public_key, b"not b's"), (carol.public_key, b"nor this"),
+                     (member, b"b's own")))
+            )  # fmt: skip
+            a.gossip.send(PeerId(member), wire.Mail(raws=(mail.raw, mine.raw), more=False))
+            async with aclosing(a.changes()) as changes:  # (b reads a's messages in order)
+                assert await a._deposit_with(member, member, deposit.raw)
+                async for _ in changes:  # until b's DEPOSIT_ACK
+                    if (member, deposit.id) not in a._deposits:
+                        break
+            assert b.archive.has(mine.id)
+            assert not b.archive.has(mail.id)
+            assert not b.archive.has(deposit.id)
