@@ -43,6 +43,7 @@ from meshnode.config import load as load_config
 from meshnode.core import views
 from meshnode.core.crypto import KEY_SIZE
 from meshnode.errors import AlreadyRunning, ConfigError, MeshError
+from meshnode.net import redact
 from meshnode.paths import resolve_data_dir
 
 log = logging.getLogger("meshnode")
@@ -70,9 +71,14 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def setup_logging(fmt: str, level: str, stream: TextIO | None = None) -> None:
-    """Logs to stderr: human-readable lines, or one JSON object per line."""
+def setup_logging(
+    fmt: str, level: str, stream: TextIO | None = None, *, peers: bool = False
+) -> None:
+    """Logs to stderr: human-readable lines, or one JSON object per line. Peers are
+    named at INFO and above only with ``peers`` (``[log] peers = true``; see
+    :mod:`meshnode.net.redact`)."""
     handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(redact.PeerFilter(peers=peers, foreign=QUIET_LOGGERS))
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
@@ -318,10 +324,10 @@ async def answer(node: Any, body: bytes) -> AsyncGenerator[bytes, None]:
             raise control.ControlProtocolError(f"unknown operation {op!r}")
         yield control.frame(control.result(await handler(node, args)))
     except MeshError as exc:
-        log.info("control: %s failed: %s", op, exc)
+        log.info("control: %s failed: %s", op, redact.peer(exc))
         yield control.frame(control.failure(exc))
     except (ValueError, TypeError) as exc:
-        log.info("control: %s refused: %s", op, exc)
+        log.info("control: %s refused: %s", op, redact.peer(exc))
         yield control.frame(control.failure(MeshError(str(exc))))
 
 
@@ -522,7 +528,7 @@ def run_daemon(
     config = load_config(home / CONFIG).replace(
         listen=listen, bootstrap=bootstrap or None, log_format=log_format
     )
-    setup_logging(config.log_format, config.log_level)
+    setup_logging(config.log_format, config.log_level, peers=config.log.peers)
     with hold_lock(home):
         started = time.monotonic()
         trio.run(lambda: serve_daemon(home, config, passphrase=passphrase))

@@ -52,6 +52,7 @@ from meshnode.errors import (
     UnknownContact,
     WrongEpoch,
 )
+from meshnode.net import redact
 from meshnode.net.memberships import Memberships
 from meshnode.store import Insert, Store, StoredBulletin
 
@@ -581,7 +582,7 @@ class Archive:
             self._flagged.add(b.author)
             log.warning(
                 "bad content: %s signed a bulletin that does not open (%s)",
-                fingerprint(b.author),
+                redact.peer(fingerprint(b.author)),
                 opened.reason,
             )
         return None

@@ -65,6 +65,7 @@ from meshnode.errors import (
     PeerDisconnected,
     RemoteProtocolError,
 )
+from meshnode.net import redact
 
 log = logging.getLogger(__name__)
 
@@ -695,7 +696,7 @@ async def serve_listeners(
         nonlocal total
         remote_ip = stream.socket.getpeername()[0]
         if total >= config.max_sessions or per_ip[remote_ip] >= config.max_sessions_per_ip:
-            log.info("refused a connection from %s: at the session limit", remote_ip)
+            log.info("refused a connection from %s: at the session limit", redact.peer(remote_ip))
             await trio.aclose_forcefully(stream)
             return
         total += 1
@@ -727,7 +728,7 @@ async def _accept(
     try:
         opened = await _handshake(stream, machine, config)
     except (RemoteProtocolError, PeerDisconnected, OperationTimeout) as exc:
-        log.info("handshake failed: %s", exc)
+        log.info("handshake failed: %s", redact.peer(exc))
         await trio.aclose_forcefully(stream)
         return
     session = Session(stream, machine, opened, config)
@@ -736,7 +737,9 @@ async def _accept(
         try:
             await handler(session)
         except (PeerDisconnected, RemoteProtocolError) as exc:
-            log.info("session with %s ended: %s", session.remote_address, exc)
+            log.info(
+                "session with %s ended: %s", redact.peer(session.remote_address), redact.peer(exc)
+            )
             session._abort(str(exc))
         else:
             await session.aclose()
