@@ -50,6 +50,13 @@ class Timing:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LogSettings:
+    """What the daemon's log may say."""
+
+    peers: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     """The daemon's settings; command-line flags override them."""
 
@@ -62,6 +69,7 @@ class Config:
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
     timing: Timing = field(default_factory=Timing)
+    log: LogSettings = field(default_factory=LogSettings)
 
     def replace(self, **changes: Any) -> Config:
         """This configuration with some keys changed (flags given on the command line)."""
@@ -94,6 +102,9 @@ _TIMING_DOCS: Final = {
     "rpc_timeout": "seconds to wait for the answer to one DHT request",
     "handshake_timeout": "seconds a session's handshake may take, dialled or accepted",
 }
+_LOG_DOCS: Final = {
+    "peers": "true: name peers (fingerprints, keys, addresses) at INFO and above, for debugging",
+}
 
 
 def check_address(value: object, key: str, *, allow_zero_port: bool = True) -> str:
@@ -121,29 +132,23 @@ def load(path: Path) -> Config:
 def from_mapping(data: dict[str, Any], *, source: str = "configuration") -> Config:
     """A Config from parsed TOML, checking every key and type."""
     data = dict(data)
-    limits_data = data.pop("limits", {})
-    timing_data = data.pop("timing", {})
+    limits_data = _table(data, "limits", _LIMIT_DOCS, source)
+    timing_data = _table(data, "timing", _TIMING_DOCS, source)
+    log_data = _table(data, "log", _LOG_DOCS, source)
     unknown = set(data) - set(_DOCS)
     if unknown:
         raise ConfigError(f"{source}: unknown key {sorted(unknown)[0]!r}")
-    if not isinstance(limits_data, dict):
-        raise ConfigError(f"{source}: [limits] must be a table")
-    unknown = set(limits_data) - set(_LIMIT_DOCS)
-    if unknown:
-        raise ConfigError(f"{source}: unknown key limits.{sorted(unknown)[0]}")
     for key, value in limits_data.items():
         if type(value) is not int or value < 1:
             raise ConfigError(f"{source}: limits.{key} must be a positive whole number")
-    if not isinstance(timing_data, dict):
-        raise ConfigError(f"{source}: [timing] must be a table")
-    unknown = set(timing_data) - set(_TIMING_DOCS)
-    if unknown:
-        raise ConfigError(f"{source}: unknown key timing.{sorted(unknown)[0]}")
     for key, value in timing_data.items():
         if type(value) not in (int, float) or not 0 < value <= 86400:
             raise ConfigError(f"{source}: timing.{key} must be a number of seconds, up to 86400")
+    for key, value in log_data.items():
+        if type(value) is not bool:
+            raise ConfigError(f"{source}: log.{key} must be true or false")
     timing = Timing(**{k: float(v) for k, v in timing_data.items()})
-    config = Config(limits=Limits(**limits_data), timing=timing)
+    config = Config(limits=Limits(**limits_data), timing=timing, log=LogSettings(**log_data))
     changes: dict[str, Any] = {}
     if "listen" in data:
         changes["listen"] = check_address(data["listen"], "listen")
@@ -174,7 +179,20 @@ def from_mapping(data: dict[str, Any], *, source: str = "configuration") -> Conf
     return config.replace(**changes)
 
 
+def _table(data: dict[str, Any], name: str, docs: dict[str, str], source: str) -> dict[str, Any]:
+    """Take the table ``[name]`` out of ``data``, refusing keys ``docs`` does not name."""
+    table = data.pop(name, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{source}: [{name}] must be a table")
+    unknown = set(table) - set(docs)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key {name}.{sorted(unknown)[0]}")
+    return table
+
+
 def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, tuple):
@@ -201,4 +219,8 @@ def render(config: Config) -> str:
     for key, doc in _TIMING_DOCS.items():
         lines.append(f"# {doc}")
         lines.append(f"{key} = {getattr(config.timing, key)!r}")
+    lines.extend(["", "[log]"])
+    for key, doc in _LOG_DOCS.items():
+        lines.append(f"# {doc}")
+        lines.append(f"{key} = {_toml_value(getattr(config.log, key))}")
     return "\n".join(lines) + "\n"

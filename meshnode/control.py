@@ -9,7 +9,10 @@ Theory of operation (normative text: docs/spec/control.md):
   (``unreadable`` streams too: an attacker may leave many).
 - A frame is a 4-byte big-endian length and that many bytes of msgpack. Frames
   are at most ``MAX_FRAME`` bytes and decoded with the bounds of
-  :mod:`meshnode.core.codec`.
+  :mod:`meshnode.core.codec`, arrays and maps nested at most ``MAX_DEPTH``
+  deep (:func:`decode_value` walks them recursively).
+- Decoding is total: any bytes, and any map in them, become a value or a
+  :class:`ControlProtocolError`, never another exception.
 - Errors travel by the name of their class in :mod:`meshnode.errors`, so the
   client raises the same exception the daemon did; unknown names become
   :class:`~meshnode.errors.MeshError`.
@@ -29,6 +32,9 @@ from meshnode.errors import MeshError, RemoteProtocolError
 
 VERSION: Final = 1
 MAX_FRAME: Final = 1 << 20
+MAX_DEPTH: Final = 16
+"""Nesting of arrays and maps in a frame: records inside lists inside the answer map need
+far fewer levels; a deep nest is an attack on a recursive walk."""
 SOCKET_NAME: Final = "control.sock"
 _HEADER: Final = struct.Struct(">I")
 
@@ -78,6 +84,7 @@ def parse_frame(body: bytes) -> dict[str, Any]:
             max_bin=MAX_FRAME,
             max_array=100_000,
             max_map=64,
+            max_depth=MAX_DEPTH,
         )
     except codec.DecodeError as exc:
         raise ControlProtocolError(f"malformed control frame: {exc}") from None
@@ -93,9 +100,10 @@ def request(op: str, **args: Any) -> dict[str, Any]:
 
 def parse_request(message: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """The op name and arguments of a request, refusing other versions."""
-    if message.get("v") != VERSION:
+    version = message.get("v")
+    if type(version) is not int or version != VERSION:
         raise ControlProtocolError(
-            f"control protocol version {message.get('v')!r} is not {VERSION}: "
+            f"control protocol version {version!r} is not {VERSION}: "
             "the CLI and the daemon are from different meshnode versions"
         )
     op, args = message.get("op"), message.get("args")
@@ -148,16 +156,17 @@ def encode_value(value: Any) -> Any:
 def decode_value(value: Any) -> Any:
     """Inverse of :func:`encode_value`, refusing records with unknown or missing fields."""
     if isinstance(value, dict) and "$type" in value:
-        cls = RECORD_TYPES.get(value["$type"])
+        kind = value["$type"]
+        cls = RECORD_TYPES.get(kind) if isinstance(kind, str) else None
         if cls is None:
-            raise ControlProtocolError(f"unknown record type {value['$type']!r}")
+            raise ControlProtocolError(f"unknown record type {kind!r}")
         fields = {
             k: tuple(v) if isinstance(v, list) else v
             for k, v in ((k, decode_value(v)) for k, v in value.items() if k != "$type")
         }
         names = {f.name for f in dataclasses.fields(cls)}
         if set(fields) != names:
-            raise ControlProtocolError(f"a {value['$type']} record with the wrong fields")
+            raise ControlProtocolError(f"a {kind} record with the wrong fields")
         return cls(**fields)
     if isinstance(value, list):
         return [decode_value(v) for v in value]

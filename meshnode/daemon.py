@@ -31,7 +31,7 @@ import socket
 import stat
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, Final, TextIO
 
@@ -41,7 +41,9 @@ from meshnode import control
 from meshnode.config import Config
 from meshnode.config import load as load_config
 from meshnode.core import views
+from meshnode.core.crypto import KEY_SIZE
 from meshnode.errors import AlreadyRunning, ConfigError, MeshError
+from meshnode.net import redact
 from meshnode.paths import resolve_data_dir
 
 log = logging.getLogger("meshnode")
@@ -69,9 +71,14 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-def setup_logging(fmt: str, level: str, stream: TextIO | None = None) -> None:
-    """Logs to stderr: human-readable lines, or one JSON object per line."""
+def setup_logging(
+    fmt: str, level: str, stream: TextIO | None = None, *, peers: bool = False
+) -> None:
+    """Logs to stderr: human-readable lines, or one JSON object per line. Peers are
+    named at INFO and above only with ``peers`` (``[log] peers = true``; see
+    :mod:`meshnode.net.redact`)."""
     handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(redact.PeerFilter(peers=peers, foreign=QUIET_LOGGERS))
     if fmt == "json":
         handler.setFormatter(_JsonFormatter())
     else:
@@ -142,25 +149,50 @@ Handler = Callable[[Any, dict[str, Any]], Awaitable[Any]]
 StreamHandler = Callable[[Any, dict[str, Any]], AsyncIterator[Any]]
 
 
-def _arg(args: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
-    value = args.get(name)
-    if not isinstance(value, kind):
-        raise control.ControlProtocolError(f"argument {name!r} has the wrong type")
+MAX_INT_ARG: Final = 2**63 - 1
+"""Integer arguments (times, counts) fit SQLite's signed 64 bits, as the store needs."""
+
+
+def _typed(name: str, value: Any, kind: type | tuple[type, ...]) -> Any:
+    """``value`` if its type is exactly ``kind`` (or one of them), else a protocol error.
+
+    Exact, because msgpack's ``true`` is a Python bool and bool is a subclass of int.
+    """
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if type(value) not in kinds:
+        wanted = " or ".join(k.__name__ for k in kinds)
+        raise control.ControlProtocolError(
+            f"argument {name!r} must be {wanted}, not {type(value).__name__}"
+        )
+    if type(value) is int and not 0 <= value <= MAX_INT_ARG:
+        raise control.ControlProtocolError(f"argument {name!r} is out of range")
     return value
+
+
+def _arg(args: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
+    return _typed(name, args.get(name), kind)
 
 
 def _opt(args: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
     value = args.get(name)
-    if value is not None and not isinstance(value, kind):
-        raise control.ControlProtocolError(f"argument {name!r} has the wrong type")
-    return value
+    return None if value is None else _typed(name, value, kind)
 
 
-def _strings_or_keys(values: list[Any]) -> list[str | bytes]:
-    """Groups named by petname, key text or fingerprint (str) or by key (bytes)."""
-    if not all(isinstance(v, (str, bytes)) for v in values):
-        raise control.ControlProtocolError("groups are texts or keys")
-    return values
+def _group(name: str, value: Any) -> str | bytes:
+    """A group named by petname, key text or fingerprint (str) or by key (bytes)."""
+    group: str | bytes = _typed(name, value, (str, bytes))
+    if type(group) is bytes and len(group) != KEY_SIZE:
+        raise control.ControlProtocolError(f"a group key in {name!r} is {KEY_SIZE} bytes")
+    return group
+
+
+def _opt_group(args: dict[str, Any], name: str) -> str | bytes | None:
+    value = args.get(name)
+    return None if value is None else _group(name, value)
+
+
+def _groups(args: dict[str, Any], name: str) -> list[str | bytes]:
+    return [_group(name, value) for value in _arg(args, name, list)]
 
 
 def _channel(args: dict[str, Any]) -> str | bytes:
@@ -191,25 +223,17 @@ OPERATIONS: Final[dict[str, Handler]] = {
         expires=_opt(a, "expires", int),
         offline=bool(_opt(a, "offline", bool)),
         with_history=bool(_opt(a, "with_history", bool)),
-        for_group=_opt(a, "for_group", (str, bytes)),
+        for_group=_opt_group(a, "for_group"),
     ),
     "channel_members": lambda n, a: _value(n.members(_channel(a))),
-    "channel_remove": lambda n, a: n.remove(
-        _channel(a), _strings_or_keys(_arg(a, "groups", list))
-    ),
+    "channel_remove": lambda n, a: n.remove(_channel(a), _groups(a, "groups")),
     "channel_invites": lambda n, a: _value(n.invites(_channel(a))),
-    "channel_revoke": lambda n, a: n.revoke_invite(
-        _channel(a), _arg(a, "invite_id", (str, bytes))
-    ),
+    "channel_revoke": lambda n, a: n.revoke_invite(_channel(a), _arg(a, "invite_id", (str, bytes))),
     "channel_log": lambda n, a: _value(n.log(_channel(a))),
-    "channel_upgrade": lambda n, a: n.upgrade(
-        _channel(a), keep=_strings_or_keys(_arg(a, "keep", list))
-    ),
+    "channel_upgrade": lambda n, a: n.upgrade(_channel(a), keep=_groups(a, "keep")),
     "channel_join": lambda n, a: n.join(_arg(a, "code", str)),
     "channel_leave": lambda n, a: n.leave(_channel(a)),
-    "channel_rekey": lambda n, a: n.rekey(
-        _channel(a), remove=_strings_or_keys(_arg(a, "remove", list))
-    ),
+    "channel_rekey": lambda n, a: n.rekey(_channel(a), remove=_groups(a, "remove")),
     "post": lambda n, a: n.post(
         _channel(a),
         _arg(a, "text", str),
@@ -219,7 +243,7 @@ OPERATIONS: Final[dict[str, Handler]] = {
     "post_public": lambda n, a: n.post_public(
         _arg(a, "text", str), expires=_opt(a, "expires", int)
     ),
-    "send": lambda n, a: n.send(_arg(a, "recipients", list), _arg(a, "text", str)),
+    "send": lambda n, a: n.send(_groups(a, "recipients"), _arg(a, "text", str)),
     "endorse": lambda n, a: n.endorse(_arg(a, "id", bytes)),
     "contacts": lambda n, a: _value(n.contacts()),
     "contact_add": lambda n, a: _value(n.add_contact(_arg(a, "petname", str), _arg(a, "key", str))),
@@ -235,7 +259,7 @@ async def _value(value: Any) -> Any:
 async def _read(node: Any, args: dict[str, Any]) -> AsyncIterator[views.BulletinRecord]:
     channel = _opt(args, "channel", (str, bytes))
     limit = _opt(args, "limit", int)
-    follow = bool(args.get("follow"))
+    follow = bool(_opt(args, "follow", bool))
     since = _opt(args, "since", int)
     if follow or limit is None:
         async for record in node.bulletins(channel, since=since, follow=follow):
@@ -263,17 +287,13 @@ def _streamed(node: Any, op: str, args: dict[str, Any]) -> AsyncIterator[Any] | 
         return _read(node, args)
     if op == "unreadable":
         return _each(node.unreadable())
-    if op == "status" and args.get("follow"):
+    if op == "status" and _opt(args, "follow", bool):
         changes: AsyncIterator[views.NodeStatus] = node.changes()
         return changes
     return None
 
 
-async def _send_frame(stream: trio.SocketStream, message: dict[str, Any]) -> None:
-    await stream.send_all(control.frame(message))
-
-
-async def _receive_exact(stream: trio.SocketStream, size: int) -> bytes:
+async def _receive_exact(stream: trio.abc.ReceiveStream, size: int) -> bytes:
     data = bytearray()
     while len(data) < size:
         chunk = await stream.receive_some(size - len(data))
@@ -283,42 +303,62 @@ async def _receive_exact(stream: trio.SocketStream, size: int) -> bytes:
     return bytes(data)
 
 
-async def _serve_control_client(node: Any, stream: trio.SocketStream) -> None:
+async def answer(node: Any, body: bytes) -> AsyncGenerator[bytes, None]:
+    """The frames that answer one request frame's ``body``: items, then a result or a failure.
+
+    Whatever the bytes, a refusal is a failure frame naming a :class:`MeshError` class
+    (a :class:`~meshnode.control.ControlProtocolError` for a malformed request or
+    argument); only a bug in the daemon raises, and the server loop catches that.
+    """
+    op = "(unparsed)"
+    try:
+        op, args = control.parse_request(control.parse_frame(body))
+        items = _streamed(node, op, args)
+        if items is not None:
+            async for value in items:
+                yield control.frame(control.item(value))
+            yield control.frame(control.result(None))
+            return
+        handler = OPERATIONS.get(op)
+        if handler is None:
+            raise control.ControlProtocolError(f"unknown operation {op!r}")
+        yield control.frame(control.result(await handler(node, args)))
+    except MeshError as exc:
+        log.info("control: %s failed: %s", op, redact.peer(exc))
+        yield control.frame(control.failure(exc))
+    except (ValueError, TypeError) as exc:
+        log.info("control: %s refused: %s", op, redact.peer(exc))
+        yield control.frame(control.failure(MeshError(str(exc))))
+
+
+async def _serve_control_client(node: Any, stream: trio.abc.Stream) -> None:
+    """Answer one request on ``stream``, then close it. Nothing a client sends stops the
+    daemon: an unexpected exception is logged and answered with a generic error, and
+    only this connection closes."""
     async with stream:
         try:
-            with trio.fail_after(30):
-                header = await _receive_exact(stream, 4)
-                body = await _receive_exact(stream, control.frame_length(header))
-            op, args = control.parse_request(control.parse_frame(body))
-        except (MeshError, trio.TooSlowError, trio.BrokenResourceError) as exc:
-            log.debug("control: bad request: %s", exc)
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await _send_frame(
-                    stream,
-                    control.failure(exc if isinstance(exc, MeshError) else MeshError("no request")),
-                )
-            return
-        try:
-            items = _streamed(node, op, args)
-            if items is not None:
-                async for value in items:
-                    await _send_frame(stream, control.item(value))
-                await _send_frame(stream, control.result(None))
-                return
-            handler = OPERATIONS.get(op)
-            if handler is None:
-                raise control.ControlProtocolError(f"unknown operation {op!r}")
-            await _send_frame(stream, control.result(await handler(node, args)))
+            await _serve_request(node, stream)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
-        except MeshError as exc:
-            log.info("control: %s failed: %s", op, exc)
+        except Exception as exc:  # the daemon outlives a bug met by any one request
+            log.error("control: internal error answering a request", exc_info=exc)
             with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await _send_frame(stream, control.failure(exc))
-        except (ValueError, TypeError) as exc:
-            log.info("control: %s refused: %s", op, exc)
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await _send_frame(stream, control.failure(MeshError(str(exc))))
+                await stream.send_all(control.frame(control.failure(exc)))
+
+
+async def _serve_request(node: Any, stream: trio.abc.Stream) -> None:
+    try:
+        with trio.fail_after(30):
+            header = await _receive_exact(stream, 4)
+            body = await _receive_exact(stream, control.frame_length(header))
+    except (MeshError, trio.TooSlowError) as exc:
+        log.debug("control: bad request: %s", exc)
+        failure = exc if isinstance(exc, MeshError) else MeshError("no request")
+        await stream.send_all(control.frame(control.failure(failure)))
+        return
+    async with contextlib.aclosing(answer(node, body)) as frames:
+        async for data in frames:
+            await stream.send_all(data)
 
 
 def bind_control_socket(data_dir: Path, control_group: str | None) -> tuple[socket.socket, Path]:
@@ -488,7 +528,7 @@ def run_daemon(
     config = load_config(home / CONFIG).replace(
         listen=listen, bootstrap=bootstrap or None, log_format=log_format
     )
-    setup_logging(config.log_format, config.log_level)
+    setup_logging(config.log_format, config.log_level, peers=config.log.peers)
     with hold_lock(home):
         started = time.monotonic()
         trio.run(lambda: serve_daemon(home, config, passphrase=passphrase))

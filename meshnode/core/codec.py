@@ -1,8 +1,9 @@
 """Strict, bounded msgpack: the one place where untrusted bytes become values.
 
 Rules:
-1. Every decode is bounded: total size, string, binary, array and map lengths
-   (msgpack's C unpacker also bounds nesting depth).
+1. Every decode is bounded: total size, string, binary, array and map lengths.
+   msgpack's C unpacker bounds nesting at about a thousand levels, too deep for
+   code that walks the value recursively; such callers pass ``max_depth``.
 2. Every decode is total: any failure becomes :class:`DecodeError`.
 3. Canonical means exactly one encoding: :func:`unpack_canonical` re-encodes
    what it decoded and refuses input that differs. msgpack always writes the
@@ -38,14 +39,19 @@ def unpack(
     max_bin: int = 65536,
     max_array: int = 1024,
     max_map: int = 0,
+    max_depth: int | None = None,
 ) -> object:
-    """Decode one msgpack document within the given bounds, refusing trailing bytes."""
+    """Decode one msgpack document within the given bounds, refusing trailing bytes.
+
+    ``max_depth`` bounds how many arrays and maps may nest (a scalar is depth 0);
+    None leaves msgpack's own bound.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError("not bytes")
     if len(data) > max_size:
         raise DecodeError(f"document of {len(data)} bytes exceeds {max_size}")
     try:
-        return msgpack.unpackb(
+        value = msgpack.unpackb(
             data,
             raw=False,
             use_list=True,
@@ -67,6 +73,25 @@ def unpack(
         UnicodeDecodeError,
     ) as exc:
         raise DecodeError(f"malformed msgpack: {type(exc).__name__}") from None
+    if max_depth is not None:
+        _check_depth(value, max_depth)
+    return value
+
+
+def _check_depth(value: object, max_depth: int) -> None:
+    """Refuse ``value`` if arrays and maps nest deeper than ``max_depth`` (no recursion)."""
+    pending: list[tuple[object, int]] = [(value, 0)]
+    while pending:
+        node, depth = pending.pop()
+        if isinstance(node, dict):
+            children: list[object] = [*node.keys(), *node.values()]
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth == max_depth:
+            raise DecodeError(f"containers nested deeper than {max_depth}")
+        pending.extend((child, depth + 1) for child in children)
 
 
 def unpack_canonical(data: bytes, **bounds: int) -> object:

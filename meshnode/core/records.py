@@ -10,6 +10,10 @@ Rules:
    is its :class:`RecordType`. Nothing else is a record; the whole encoding
    is at most :data:`MAX_RECORD_SIZE` bytes, well below the 8 KiB that an
    rpcudp request may carry, so a valid record always fits one datagram.
+   Every integer field is a msgpack integer: ``true`` and ``false`` decode to
+   Python bools, a subclass of int, and are refused wherever an integer
+   belongs (type tags included), so a valid record re-encodes to exactly the
+   bytes it was decoded from.
 2. A **contact record** ``[1, group_key, seq, created, expires, addresses,
    signature]`` maps a group's Ed25519 key to the addresses its node listens
    on. ``signature`` is the group's over ``CONTACT_SIGN_LABEL || pack(the six
@@ -120,7 +124,12 @@ def _check_times(created: int, expires: int, now: int) -> None:
 
 
 def _is_uint(value: object, limit: int) -> bool:
+    # msgpack's true and false decode to bool, a subclass of int: never an integer here.
     return type(value) is int and 0 <= value <= limit
+
+
+def _is_tag(value: object, tag: RecordType) -> bool:
+    return type(value) is int and value == tag
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -378,7 +387,7 @@ def _select(entries: Iterable[RendezvousEntry], now: int) -> tuple[RendezvousEnt
 
 
 def _contact_from(doc: object) -> ContactRecord:
-    if not (isinstance(doc, list) and len(doc) == 7 and doc[0] == RecordType.CONTACT):
+    if not (isinstance(doc, list) and len(doc) == 7 and _is_tag(doc[0], RecordType.CONTACT)):
         raise InvalidRecord("not a contact record")
     _tag, group_key, seq, created, expires, addresses, signature = doc
     if not (isinstance(addresses, list) and all(isinstance(a, str) for a in addresses)):
@@ -414,9 +423,9 @@ def _parse(value: bytes) -> Record:
     doc = _unpack(value)
     if not isinstance(doc, list) or not doc or type(doc[0]) is not int:
         raise InvalidRecord("not a record")
-    if doc[0] == RecordType.CONTACT:
+    if _is_tag(doc[0], RecordType.CONTACT):
         return _contact_from(doc)
-    if doc[0] != RecordType.RENDEZVOUS or len(doc) != 3:
+    if not _is_tag(doc[0], RecordType.RENDEZVOUS) or len(doc) != 3:
         raise InvalidRecord(f"unknown record type {doc[0]!r}")
     _tag, rendezvous_key, raw_entries = doc
     if not isinstance(raw_entries, list):

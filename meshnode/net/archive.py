@@ -52,6 +52,7 @@ from meshnode.errors import (
     UnknownContact,
     WrongEpoch,
 )
+from meshnode.net import redact
 from meshnode.net.memberships import Memberships
 from meshnode.store import Insert, Store, StoredBulletin
 
@@ -292,7 +293,7 @@ class Archive:
         held = self._channels.get(channel_id)
         if held is None:
             return None
-        return self.keep(self.memberships.follow(held))
+        return self.keep(self.memberships.retry(self.memberships.follow(held)))
 
     # Writing our own ---------------------------------------------------------------
 
@@ -438,7 +439,7 @@ class Archive:
         if log is None or not (update.secret is None or log.is_member(bulletin.author)):
             return None  # only a member hands keys; operations alone the log judges
         channel = self.memberships.apply_key_update(held, update)
-        return None if channel is None else self.keep(channel)
+        return None if channel is None else self.keep(self.memberships.retry(channel))
 
     def _take_upgrade(self, grant: Grant, sender: bytes) -> Channel | None:
         """A member upgraded a channel from 0.1.0 that we hold without a log: its log
@@ -582,7 +583,7 @@ class Archive:
             self._flagged.add(b.author)
             log.warning(
                 "bad content: %s signed a bulletin that does not open (%s)",
-                fingerprint(b.author),
+                redact.peer(fingerprint(b.author)),
                 opened.reason,
             )
         return None

@@ -70,6 +70,7 @@ from meshnode.core.identity import Identity
 from meshnode.core.noise import OPEN_MESH_KEY
 from meshnode.core.records import ContactRecord, Record, RendezvousRecord
 from meshnode.errors import AuthenticationError, InvalidRecord, StaleRecord, StoreError
+from meshnode.net import redact
 
 LOG: Final = logging.getLogger(__name__)
 
@@ -516,7 +517,7 @@ class _HardenedProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia shi
         except Exception:
             # The checks below are meant to make this unreachable; if a case was
             # missed, one datagram is lost instead of the whole node (rule 2).
-            LOG.exception("DHT datagram from %s raised; dropped", addr[0])
+            LOG.exception("DHT datagram from %s raised; dropped", redact.peer(addr[0]))
             self._counters.drop("handler_error")
 
     def connection_lost(self, exc: Exception | None) -> None:

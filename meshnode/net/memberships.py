@@ -51,6 +51,8 @@ MAX_HELD_PER_CHANNEL = MAX_PENDING
 """Channel bulletins held per channel while their author is unknown to the log."""
 MAX_OPS_PER_AUTHOR = 512
 """Operations of one author a channel's log takes at most (from others)."""
+MAX_WAITING_UPDATES = 16
+"""Key updates a channel keeps waiting for an earlier epoch's (the newest)."""
 CATCH_UP_EPOCHS = 4
 """Epoch numbers handed again to a member seen on a stale epoch."""
 
@@ -87,6 +89,8 @@ class Memberships:
         self._rng = rng
         self._logs: dict[bytes, Log] = {}
         self._held: dict[bytes, OrderedDict[bytes, Bulletin]] = {}
+        self._waiting: dict[bytes, list[KeyUpdate]] = {}
+        """Key updates per channel for an epoch after one we do not hold yet."""
 
     # -- loading ------------------------------------------------------------------------
 
@@ -117,6 +121,7 @@ class Memberships:
     def forget(self, channel_id: bytes) -> None:
         self._logs.pop(channel_id, None)
         self._held.pop(channel_id, None)
+        self._waiting.pop(channel_id, None)
 
     # -- writing ------------------------------------------------------------------------
 
@@ -282,7 +287,13 @@ class Memberships:
         if op.type != OpType.EPOCH or op.epoch_id != epoch_id(update.secret):
             return None
         held = {k.id for k in channel.keys}
-        if not any(p in held for p in op.parent_epochs):
+        if not any(p in held for p in op.parent_epochs) or any(p not in log for p in op.parents):
+            # An update for an epoch after one still on its way (mail comes in any
+            # order): it waits for that one (bounded), see ``retry``.
+            waiting = self._waiting.setdefault(channel.id, [])
+            if update not in waiting:
+                waiting.append(update)
+                del waiting[:-MAX_WAITING_UPDATES]
             return None
         if log.check_epoch_start(op) is not None:
             return None
@@ -291,7 +302,19 @@ class Memberships:
         if epoch is None:
             return None
         channel = channel.with_key(EpochKey(epoch.number, update.secret), current=False)
+        self.store.save_channel(channel, now=self._clock())
         return self.follow(channel)
+
+    def retry(self, channel: Channel) -> Channel:
+        """``channel`` after the key updates that waited for an epoch it now holds."""
+        progress = True
+        while progress:
+            progress = False
+            for update in self._waiting.pop(channel.id, []):
+                done = self.apply_key_update(channel, update)
+                if done is not None:
+                    channel, progress = done, True
+        return channel
 
     def follow(self, channel: Channel) -> Channel:
         """``channel`` on the log's current epoch, if we hold its key (kept)."""

@@ -84,7 +84,7 @@ from meshnode.errors import (
 )
 from meshnode.home import DataDir
 from meshnode.net import dht as _dht
-from meshnode.net import transport
+from meshnode.net import redact, transport
 from meshnode.net.archive import Archive
 from meshnode.store import Contact, Insert, Store, StoredBulletin
 
@@ -344,7 +344,11 @@ class Node:
             self._nursery.start_soon(replaced.session.aclose)
         entry = self._peers[key] = _Peer(session, outbound, time.time())
         self.gossip.add_peer(PeerId(key), session.handshake_hash, trio.current_time())
-        log.info("session with %s at %s", fingerprint(key), session.remote_address)
+        log.info(
+            "session with %s at %s",
+            redact.peer(fingerprint(key)),
+            redact.peer(session.remote_address),
+        )
         self._changed()
         peer = PeerId(key)
 
@@ -363,7 +367,9 @@ class Node:
             started.set()
             await session.wait_closed()
             log.info(
-                "session with %s ended: %s", fingerprint(key), session.statistics().closed_reason
+                "session with %s ended: %s",
+                redact.peer(fingerprint(key)),
+                redact.peer(session.statistics().closed_reason),
             )
         finally:
             started.set()
@@ -384,7 +390,10 @@ class Node:
             try:
                 p.session.send_many_nowait([payload for _, payload in group])
             except trio.WouldBlock:
-                log.warning("closing the session with %s: too slow to keep up", fingerprint(peer))
+                log.warning(
+                    "closing the session with %s: too slow to keep up",
+                    redact.peer(fingerprint(peer)),
+                )
                 self._nursery.start_soon(p.session.aclose)
             except PeerDisconnected:
                 pass
@@ -405,7 +414,7 @@ class Node:
                 case ForkDetected():
                     log.warning(
                         "fork: %s signed two bulletins with seq %d",
-                        fingerprint(event.author),
+                        redact.peer(fingerprint(event.author)),
                         event.seq,
                     )
                 case DropPeer():
@@ -565,7 +574,9 @@ class Node:
         except StoreError as exc:
             # Nothing is acknowledged for what we could not write, so the peer keeps
             # it and sends it again later; our disk is not its fault.
-            log.error("could not take direct delivery from %s: %s", fingerprint(peer), exc)
+            log.error(
+                "could not take direct delivery from %s: %s", redact.peer(fingerprint(peer)), exc
+            )
         self._changed()
         self._flush()
 
@@ -836,7 +847,7 @@ class Node:
         try:
             grant = await self._redeem_at(key, seed)
         except InvalidInvite as exc:
-            log.warning("an offline invite was refused when redeemed: %s", exc)
+            log.warning("an offline invite was refused when redeemed: %s", redact.peer(exc))
             self.archive.memberships.forget_token(channel_id)
             return
         if grant is None:

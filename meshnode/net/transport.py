@@ -69,6 +69,7 @@ from meshnode.errors import (
     PeerDisconnected,
     RemoteProtocolError,
 )
+from meshnode.net import redact
 
 log = logging.getLogger(__name__)
 
@@ -706,6 +707,10 @@ async def serve_listeners(
     async def connection(stream: trio.SocketStream) -> None:
         remote_ip = stream.socket.getpeername()[0]
         if sessions.refuses(remote_ip) or handshakes.refuses(remote_ip):
+            log.info(
+                "refused a connection from %s: at the session or handshake limit",
+                redact.peer(remote_ip),
+            )
             await trio.aclose_forcefully(stream)
             return
         with handshakes.taken(remote_ip):
@@ -766,7 +771,7 @@ async def _accept(
     try:
         opened = await _handshake(stream, machine, config)
     except (RemoteProtocolError, PeerDisconnected, OperationTimeout) as exc:
-        log.info("handshake failed: %s", exc)
+        log.info("handshake failed: %s", redact.peer(exc))
         await trio.aclose_forcefully(stream)
         return None
     return machine, opened
@@ -779,7 +784,9 @@ async def _serve(session: Session, handler: SessionHandler) -> None:
         try:
             await handler(session)
         except (PeerDisconnected, RemoteProtocolError) as exc:
-            log.info("session with %s ended: %s", session.remote_address, exc)
+            log.info(
+                "session with %s ended: %s", redact.peer(session.remote_address), redact.peer(exc)
+            )
             session._abort(str(exc))
         else:
             await session.aclose()

@@ -1,4 +1,5 @@
-"""meshnode.toml: the [timing] table is rendered, parsed, checked and reaches the node."""
+"""meshnode.toml: the [timing] and [log] tables are rendered, parsed and checked; timing
+reaches the node."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from meshnode.cli import run
-from meshnode.config import Config, Limits, Timing, from_mapping, load, render
+from meshnode.config import Config, Limits, LogSettings, Timing, from_mapping, load, render
 from meshnode.errors import ConfigError
 from meshnode.net.node import NodeConfig
 
@@ -101,3 +102,25 @@ def test_default_timing_is_the_node_default() -> None:
     limits = Limits()
     assert limits.max_handshakes == node.session.max_handshakes
     assert limits.max_handshakes_per_ip == node.session.max_handshakes_per_ip
+
+
+def test_log_peers_is_off_by_default_and_round_trips() -> None:
+    assert Config().log == LogSettings(peers=False)
+    assert "[log]\n# true: name peers" in render(Config())
+    config = Config(log=LogSettings(peers=True))
+    assert "peers = true" in render(config)
+    assert from_mapping(tomllib.loads(render(config))).log.peers is True
+
+
+@pytest.mark.parametrize(
+    ("log", "message"),
+    [
+        ({"peers": 1}, "log.peers must be true or false"),
+        ({"peers": "yes"}, "log.peers must be true or false"),
+        ({"keys": True}, "unknown key log.keys"),
+        (3, r"\[log\] must be a table"),
+    ],
+)
+def test_bad_log_settings_name_the_key(log: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        from_mapping({"log": log})

@@ -23,6 +23,8 @@ def _shown(value: object) -> str:
     """A default as the guide writes it: TOML in backticks, or (none)."""
     if value is None:
         return "(none)"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
     if isinstance(value, str):
         return f'`"{value}"`'
     if isinstance(value, tuple):

@@ -29,8 +29,9 @@ import tempfile
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from meshnode import control
 from meshnode.client import Client, connect
 from meshnode.config import Timing, load, render
 from meshnode.core.bulletin import Bulletin
@@ -130,6 +131,16 @@ def follow_until(
         raise AssertionError(
             f"timed out after {timeout:g} s waiting for {what} ({len(ids - seen)} missing){detail}"
         )
+
+
+def control_frames(data: bytes) -> list[dict[str, Any]]:
+    """The control-socket messages in ``data``, the whole of what a daemon sent."""
+    frames = []
+    while data:
+        length = control.frame_length(data[:4])
+        frames.append(control.parse_frame(data[4 : 4 + length]))
+        data = data[4 + length :]
+    return frames
 
 
 def cli(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:

@@ -345,3 +345,18 @@ def test_a_removed_group_is_heard_up_to_its_frontier_and_not_its_forks(
     admit = a.memberships.admit
     assert [admit(x) for x in (first, second)] == [Post.ACCEPT, Post.ACCEPT]
     assert [admit(x) for x in (fork, later)] == [Post.REFUSE, Post.REFUSE]
+
+
+def test_key_updates_arriving_out_of_order_all_apply(pair: tuple[Archive, Archive]) -> None:
+    """Mail comes in any order: an update for epoch 3 that arrives before the one for
+    epoch 2 waits for it instead of being lost."""
+    a, b = pair
+    channel, _ = a.found_channel("strike")
+    join(a, b, channel)
+    second, _, to_2 = a.memberships.new_epoch(channel)
+    third, _, to_3 = a.memberships.new_epoch(a.keep(second))
+    me = [b.identity.public_key]
+    assert b.ingest(Bulletin.from_bytes(a.key_update(to_3, me).raw)).channel_changed is None
+    got = b.ingest(Bulletin.from_bytes(a.key_update(to_2, me).raw)).channel_changed
+    assert got is not None
+    assert (got.epoch, got.current) == (3, third.current)

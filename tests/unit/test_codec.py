@@ -166,3 +166,22 @@ def test_memoryview_and_bytearray_are_accepted() -> None:
 
 def test_decode_error_is_a_value_error() -> None:
     assert issubclass(DecodeError, ValueError)
+
+
+@pytest.mark.parametrize(
+    ("data", "depth"),
+    [
+        (codec.pack(1), 0),
+        (codec.pack([1, [2]]), 2),
+        (codec.pack({"a": [1]}), 2),
+        (b"\x91" * 900 + b"\xc0", 900),
+        (b"\x81\xa1a" * 900 + b"\xc0", 900),
+    ],
+)
+def test_max_depth_counts_arrays_and_maps(data: bytes, depth: int) -> None:
+    """Code that walks a value recursively asks for a depth bound; the check itself
+    does not recurse."""
+    assert codec.unpack(data, max_map=1, max_depth=depth) == codec.unpack(data, max_map=1)
+    if depth:
+        with pytest.raises(DecodeError, match=f"deeper than {depth - 1}"):
+            codec.unpack(data, max_map=1, max_depth=depth - 1)

@@ -449,3 +449,105 @@ def test_merge_keeps_newest_per_signer_within_caps(picks: list[tuple[int, int, b
 def test_errors_are_mesh_errors() -> None:
     assert issubclass(StaleRecord, InvalidRecord)
     assert issubclass(InvalidRecord, MeshError)
+
+
+# --- one encoding: msgpack true and false are never integers ---------------------------------
+
+CONTACT_INTEGER_FIELDS = (0, 2, 3, 4)
+"""Positions of the type tag, seq, created and expires in a contact record's array."""
+
+
+def _with(doc: list[object], index: int, value: object) -> list[object]:
+    return [*doc[:index], value, *doc[index + 1 :]]
+
+
+def _rendezvous_around(contact_bytes: bytes) -> tuple[bytes, list[bytes]]:
+    """A rendezvous record holding ``contact_bytes``, countersigned by the tag key over
+    both those bytes and the contact's canonical form (so only the type check can refuse)."""
+    rpk, rsk = records.rendezvous_keypair(TAG)
+    contact = codec.unpack(contact_bytes)
+    assert isinstance(contact, list)
+    canonical = codec.pack(
+        [int(v) if i in CONTACT_INTEGER_FIELDS else v for i, v in enumerate(contact)]
+    )
+    values = []
+    for signed in (contact_bytes, canonical):
+        sig = crypto.sign(rsk, records.RENDEZVOUS_SIGN_LABEL + signed)
+        values.append(codec.pack([2, rpk, [[contact_bytes, sig]]]))
+    return records.rendezvous_dht_key(rpk), values
+
+
+def _refused_everywhere(index: int, flag: bool) -> None:
+    c = _contact(0)
+    doc = codec.unpack(c.encode())
+    assert isinstance(doc, list)
+    bad = codec.pack(_with(doc, index, flag))
+    with pytest.raises(InvalidRecord):
+        validate(c.key, bad, NOW)
+    key, values = _rendezvous_around(bad)
+    for value in values:
+        with pytest.raises(InvalidRecord):
+            validate(key, value, NOW)
+
+
+@pytest.mark.parametrize("flag", [True, False])
+@pytest.mark.parametrize("index", CONTACT_INTEGER_FIELDS)
+def test_booleans_in_integer_fields_are_refused(index: int, flag: bool) -> None:
+    """``true == 1`` in Python: a contact tagged ``true`` was accepted inside a rendezvous
+    entry, a second encoding of the same record."""
+    _refused_everywhere(index, flag)
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_a_rendezvous_record_tagged_with_a_boolean_is_refused(flag: bool) -> None:
+    r = make_rendezvous(TAG, [_contact(0)], now=NOW)
+    doc = codec.unpack(r.encode())
+    assert isinstance(doc, list)
+    with pytest.raises(InvalidRecord):
+        validate(r.key, codec.pack(_with(doc, 0, flag)), NOW)
+
+
+@pytest.mark.parametrize("name", ["seq", "created", "expires"])
+def test_a_contact_record_with_a_boolean_field_is_not_built(name: str) -> None:
+    c = _contact(0)
+    fields = {
+        "group_key": c.group_key,
+        "seq": c.seq,
+        "created": c.created,
+        "expires": c.expires,
+        "addresses": c.addresses,
+        "signature": c.signature,
+        name: True,
+    }
+    with pytest.raises(InvalidRecord):
+        ContactRecord(**fields)  # type: ignore[arg-type]
+
+
+@SETTINGS
+@given(
+    kind=st.integers(0, 1),
+    index=st.sampled_from(CONTACT_INTEGER_FIELDS),
+    flag=st.booleans(),
+    n=st.integers(0, len(POOL) - 1),
+)
+def test_no_record_type_takes_a_boolean_for_an_integer(
+    kind: int, index: int, flag: bool, n: int
+) -> None:
+    """Across record types: a boolean anywhere an integer belongs is refused, and every
+    accepted record is exactly its own encoding."""
+    key, value = _any_record(n, kind)
+    doc = codec.unpack(value)
+    assert isinstance(doc, list)
+    if kind == 0:
+        changed = codec.pack(_with(doc, index, flag))
+    else:
+        # The first entry's contact changes; its countersignature stays the one over the
+        # canonical contact, so only the type rule can refuse it.
+        raw, sig = doc[2][0]
+        contact = codec.unpack(raw)
+        assert isinstance(contact, list)
+        entry = [codec.pack(_with(contact, index, flag)), sig]
+        changed = codec.pack([doc[0], doc[1], [entry, *doc[2][1:]]])
+    with pytest.raises(InvalidRecord):
+        validate(key, changed, NOW)
+    assert validate(key, value, NOW).encode() == value
