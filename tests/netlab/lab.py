@@ -127,6 +127,9 @@ class LabNode:
         finally:
             self._notify.close()
             self._ready = None
+        # netns-lab.sh and ip netns exec exec the daemon: its pid is the one we signal.
+        cmdline = Path(f"/proc/{self.process.pid}/cmdline").read_bytes()
+        assert b"meshnode.cli" in cmdline, cmdline
 
     def kill9(self) -> None:
         """SIGKILL the daemon (no chance to flush or close anything) and reap it."""
