@@ -78,10 +78,12 @@ def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[LabNode]]:
             )
         yield made
     finally:
-        for node in made:
-            node.stop()
-        lab("down")
-        print(logs(made))
+        try:
+            for node in made:
+                node.stop()
+        finally:
+            lab("down")
+            print(logs(made))
 
 
 def test_delay_and_loss_on_two_links(nodes: list[LabNode]) -> None:
