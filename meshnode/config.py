@@ -102,7 +102,10 @@ def check_address(value: object, key: str, *, allow_zero_port: bool = True) -> s
         raise ConfigError(f'{key}: expected "host:port", got {value!r}')
     host, sep, port = value.rpartition(":")
     low = 0 if allow_zero_port else 1
-    if not sep or not host or not port.isdigit() or not low <= int(port) <= 65535:
+    # isascii: str.isdigit also accepts digits int() refuses ("²") and any length
+    if not (sep and host and port.isascii() and port.isdigit() and len(port) <= 5):
+        raise ConfigError(f'{key}: expected "host:port", got {value!r}')
+    if not low <= int(port) <= 65535:
         raise ConfigError(f'{key}: expected "host:port", got {value!r}')
     return value
 

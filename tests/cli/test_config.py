@@ -101,3 +101,20 @@ def test_default_timing_is_the_node_default() -> None:
     limits = Limits()
     assert limits.max_handshakes == node.session.max_handshakes
     assert limits.max_handshakes_per_ip == node.session.max_handshakes_per_ip
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["127.0.0.1:\u00b2", "127.0.0.1:\u0661", "127.0.0.1:" + "9" * 5000, "127.0.0.1:007000"],
+)
+@pytest.mark.parametrize("key", ["listen", "announce", "bootstrap"])
+def test_ports_that_str_isdigit_accepts_but_int_refuses_are_config_errors(
+    tmp_path: Path, key: str, address: str
+) -> None:
+    # Found by the fuzzer (tests/fuzz, target config): "²" passed str.isdigit and
+    # int() then raised ValueError; 5000 digits passed too and hit int()'s digit limit.
+    value = f'["{address}"]' if key == "bootstrap" else f'"{address}"'
+    path = tmp_path / "meshnode.toml"
+    path.write_text(f"{key} = {value}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="host:port"):
+        load(path)
