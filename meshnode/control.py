@@ -156,7 +156,7 @@ def decode_value(value: Any, *, _depth: int = 0) -> Any:
         kind = value["$type"]
         cls = RECORD_TYPES.get(kind) if isinstance(kind, str) else None
         if cls is None:
-            raise ControlProtocolError(f"unknown record type {kind!r}")
+            raise ControlProtocolError(f"unknown record type {codec.describe(kind)}")
         fields = {
             k: tuple(v) if isinstance(v, list) else v
             for k, v in (

@@ -69,6 +69,18 @@ def unpack(
         raise DecodeError(f"malformed msgpack: {type(exc).__name__}") from None
 
 
+def describe(value: object, limit: int = 40) -> str:
+    """A short repr of a decoded value for an error message.
+
+    Containers are named by type only: repr of a deeply nested list (which the
+    decoder accepts, up to msgpack's depth limit) raises RecursionError.
+    """
+    if isinstance(value, (list, tuple, dict)):
+        return f"a {type(value).__name__}"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def unpack_canonical(data: bytes, **bounds: int) -> object:
     """:func:`unpack`, then refuse the input unless it is the canonical encoding."""
     value = unpack(data, **bounds)

@@ -118,3 +118,18 @@ def test_ports_that_str_isdigit_accepts_but_int_refuses_are_config_errors(
     path.write_text(f"{key} = {value}\n", encoding="utf-8")
     with pytest.raises(ConfigError, match="host:port"):
         load(path)
+
+
+def test_toml_nested_too_deeply_for_tomllib_is_a_config_error(tmp_path: Path) -> None:
+    # tomllib recurses per nested array: 600 levels raised RecursionError from load.
+    path = tmp_path / "meshnode.toml"
+    path.write_text("listen = " + "[" * 600 + "]" * 600 + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load(path)
+
+
+def test_a_bad_address_is_named_without_quoting_a_deep_value(tmp_path: Path) -> None:
+    path = tmp_path / "meshnode.toml"
+    path.write_text("listen = " + "[" * 300 + "]" * 300 + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="got a list"):
+        load(path)

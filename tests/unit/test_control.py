@@ -54,3 +54,12 @@ def test_records_nested_in_lists_still_decode() -> None:
     record = {f: None for f in views.PeerInfo.__dataclass_fields__} | {"$type": "peer"}
     _op, args = control.parse_request(control.parse_frame(_body({"peers": [[record]]})))
     assert isinstance(args["peers"][0][0], views.PeerInfo)
+
+
+def test_a_deeply_nested_record_type_is_refused_without_quoting_it() -> None:
+    # Written by hand: the packer will not nest 600 levels. repr() of the value
+    # raised RecursionError in the error message.
+    deep = b"\x91" * 600 + b"\x90"
+    frame = b"\x83\xa1v\x01\xa2op\xa1x\xa4args\x81\xa1r\x81\xa5$type" + deep
+    with pytest.raises(ControlProtocolError, match="unknown record type a list"):
+        control.parse_request(control.parse_frame(frame))
