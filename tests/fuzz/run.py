@@ -90,6 +90,7 @@ def fuzz(
     seeds = target.seeds()
     corpus = list(seeds)
     longest = max((len(s) for s in seeds), default=64)
+    max_size = max(2 * longest, 1024)  # inputs may grow, but not without end
     report = Report(target.name)
     started = time.perf_counter()
     queue: list[bytes] = list(seeds)
@@ -102,7 +103,9 @@ def fuzz(
             if rng.random() < 0.125:
                 data = random_bytes(rng, longest)
             else:
-                data = mutate(rng.choice(corpus), rng, seeds=seeds, tokens=target.tokens)
+                data = mutate(
+                    rng.choice(corpus), rng, seeds=seeds, tokens=target.tokens, max_size=max_size
+                )
         report.inputs += 1
         try:
             accepted, peak = one(target, data, max_memory=max_memory)
