@@ -42,7 +42,7 @@ test: $(STAMP)  ## run every required test
 FUZZ_COUNT ?= 100000
 FUZZ_SEED  ?= meshnode
 
-fuzz: $(STAMP)  ## feed every decoder 100,000 mutated and random inputs (~12 min; FUZZ_COUNT, FUZZ_SEED)
+fuzz: $(STAMP)  ## feed every decoder 100,000 mutated and random inputs (~8 min; FUZZ_COUNT, FUZZ_SEED)
 	$(BIN)/python -m tests.fuzz --count $(FUZZ_COUNT) --seed $(FUZZ_SEED)
 
 lint: $(STAMP)  ## ruff and mypy
