@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test lint typecheck bench docs check clean
+.PHONY: help install run demo test fuzz lint typecheck bench docs check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,12 @@ demo: $(STAMP)  ## three daemons on loopback: a channel, invites, posts, what ea
 
 test: $(STAMP)  ## run every required test
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+FUZZ_COUNT ?= 100000
+FUZZ_SEED  ?= meshnode
+
+fuzz: $(STAMP)  ## feed every decoder 100,000 mutated and random inputs (~8 min; FUZZ_COUNT, FUZZ_SEED)
+	$(BIN)/python -m tests.fuzz --count $(FUZZ_COUNT) --seed $(FUZZ_SEED)
 
 lint: $(STAMP)  ## ruff and mypy
 	$(BIN)/ruff check meshnode tests bench

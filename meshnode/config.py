@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from meshnode.core import codec
 from meshnode.errors import ConfigError
 
 DEFAULT_PORT: Final = 7447
@@ -110,11 +111,14 @@ _LOG_DOCS: Final = {
 def check_address(value: object, key: str, *, allow_zero_port: bool = True) -> str:
     """A ``host:port`` string, or ConfigError naming ``key``."""
     if not isinstance(value, str):
-        raise ConfigError(f'{key}: expected "host:port", got {value!r}')
+        raise ConfigError(f'{key}: expected "host:port", got {codec.describe(value)}')
     host, sep, port = value.rpartition(":")
     low = 0 if allow_zero_port else 1
-    if not sep or not host or not port.isdigit() or not low <= int(port) <= 65535:
-        raise ConfigError(f'{key}: expected "host:port", got {value!r}')
+    # isascii: str.isdigit also accepts digits int() refuses ("²") and any length
+    if not (sep and host and port.isascii() and port.isdigit() and len(port) <= 5):
+        raise ConfigError(f'{key}: expected "host:port", got {codec.describe(value)}')
+    if not low <= int(port) <= 65535:
+        raise ConfigError(f'{key}: expected "host:port", got {codec.describe(value)}')
     return value
 
 
@@ -126,6 +130,8 @@ def load(path: Path) -> Config:
         return Config()
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
     return from_mapping(data, source=str(path))
 
 

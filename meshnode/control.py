@@ -153,23 +153,28 @@ def encode_value(value: Any) -> Any:
     return value
 
 
-def decode_value(value: Any) -> Any:
-    """Inverse of :func:`encode_value`, refusing records with unknown or missing fields."""
+def decode_value(value: Any, *, _depth: int = 0) -> Any:
+    """Inverse of :func:`encode_value`, refusing records with unknown or missing fields,
+    and values nested deeper than ``MAX_DEPTH`` (so a frame cannot exhaust the stack)."""
+    if _depth > MAX_DEPTH:
+        raise ControlProtocolError(f"a control value nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, dict) and "$type" in value:
         kind = value["$type"]
         cls = RECORD_TYPES.get(kind) if isinstance(kind, str) else None
         if cls is None:
-            raise ControlProtocolError(f"unknown record type {kind!r}")
+            raise ControlProtocolError(f"unknown record type {codec.describe(kind)}")
         fields = {
             k: tuple(v) if isinstance(v, list) else v
-            for k, v in ((k, decode_value(v)) for k, v in value.items() if k != "$type")
+            for k, v in (
+                (k, decode_value(v, _depth=_depth + 1)) for k, v in value.items() if k != "$type"
+            )
         }
         names = {f.name for f in dataclasses.fields(cls)}
         if set(fields) != names:
             raise ControlProtocolError(f"a {kind} record with the wrong fields")
         return cls(**fields)
     if isinstance(value, list):
-        return [decode_value(v) for v in value]
+        return [decode_value(v, _depth=_depth + 1) for v in value]
     return value
 
 

@@ -242,9 +242,9 @@ class Bulletin:
             raise InvalidBulletin("not a bulletin: wrong structure")
         version, kind, author, seq, prev, created, expires, aud, reply_to, endorses, payload = doc
         if version != VERSION or type(version) is not int:
-            raise InvalidBulletin(f"bulletin version {version!r} is not supported")
+            raise InvalidBulletin(f"bulletin version {codec.describe(version)} is not supported")
         if type(kind) is not int or kind not in _KINDS:
-            raise InvalidBulletin(f"unknown bulletin kind {kind!r}")
+            raise InvalidBulletin(f"unknown bulletin kind {codec.describe(kind)}")
         try:
             packed_payload = codec.pack(payload)
             canonical = codec.pack(doc) == body

@@ -292,7 +292,9 @@ def _invite_fields(
         raise bad
     version, name, secret, epoch, epoch_secret, addresses, created, expires, inviter = doc
     if version != INVITE_VERSION or type(version) is not int:
-        raise InvalidInvite(f"invite version {version!r} is not supported by this meshnode")
+        raise InvalidInvite(
+            f"invite version {codec.describe(version)} is not supported by this meshnode"
+        )
     if not (
         isinstance(name, str)
         and isinstance(secret, bytes)

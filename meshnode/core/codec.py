@@ -94,6 +94,18 @@ def _check_depth(value: object, max_depth: int) -> None:
         pending.extend((child, depth + 1) for child in children)
 
 
+def describe(value: object, limit: int = 40) -> str:
+    """A short repr of a decoded value for an error message.
+
+    Containers are named by type only: repr of a deeply nested list (which the
+    decoder accepts, up to msgpack's depth limit) raises RecursionError.
+    """
+    if isinstance(value, (list, tuple, dict)):
+        return f"a {type(value).__name__}"
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def unpack_canonical(data: bytes, **bounds: int) -> object:
     """:func:`unpack`, then refuse the input unless it is the canonical encoding."""
     value = unpack(data, **bounds)

@@ -205,7 +205,9 @@ def _parse_keyfile(data: bytes) -> tuple[str, tuple[str, int, int, bytes] | None
         raise KeyfileError("not a meshnode keyfile (damaged or another kind of file)")
     _magic, version, name, kdf, nonce, secret = doc
     if version != KEYFILE_VERSION:
-        raise KeyfileError(f"keyfile version {version!r} is not supported by this meshnode")
+        raise KeyfileError(
+            f"keyfile version {codec.describe(version)} is not supported by this meshnode"
+        )
     if not isinstance(name, str) or not isinstance(nonce, bytes) or not isinstance(secret, bytes):
         raise KeyfileError("damaged keyfile")
     try:

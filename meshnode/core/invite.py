@@ -225,7 +225,9 @@ def parse_code(code: str, *, now: int) -> InviteCode:
         raise bad
     version, mode, name, channel_id, inviter, addresses, seed, created, expires, grant = doc
     if type(version) is not int or version != VERSION:
-        raise InvalidInvite(f"invite version {version!r} is not supported by this meshnode")
+        raise InvalidInvite(
+            f"invite version {codec.describe(version)} is not supported by this meshnode"
+        )
     if not (
         mode in (ONLINE, OFFLINE)
         and type(mode) is int

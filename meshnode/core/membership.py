@@ -244,7 +244,7 @@ def decode_op(data: bytes) -> Op:
         raise InvalidOperation("not an operation: wrong structure")
     version, channel_id, author, seq, created, parents, op_type, fields = doc
     if type(version) is not int or version != VERSION:
-        raise InvalidOperation(f"operation version {version!r} is not supported")
+        raise InvalidOperation(f"operation version {codec.describe(version)} is not supported")
     if not (
         _is_key(channel_id)
         and _is_key(author)

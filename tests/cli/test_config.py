@@ -124,3 +124,35 @@ def test_log_peers_is_off_by_default_and_round_trips() -> None:
 def test_bad_log_settings_name_the_key(log: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         from_mapping({"log": log})
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["127.0.0.1:\u00b2", "127.0.0.1:\u0661", "127.0.0.1:" + "9" * 5000, "127.0.0.1:007000"],
+)
+@pytest.mark.parametrize("key", ["listen", "announce", "bootstrap"])
+def test_ports_that_str_isdigit_accepts_but_int_refuses_are_config_errors(
+    tmp_path: Path, key: str, address: str
+) -> None:
+    # Found by the fuzzer (tests/fuzz, target config): "²" passed str.isdigit and
+    # int() then raised ValueError; 5000 digits passed too and hit int()'s digit limit.
+    value = f'["{address}"]' if key == "bootstrap" else f'"{address}"'
+    path = tmp_path / "meshnode.toml"
+    path.write_text(f"{key} = {value}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="host:port"):
+        load(path)
+
+
+def test_toml_nested_too_deeply_for_tomllib_is_a_config_error(tmp_path: Path) -> None:
+    # tomllib recurses per nested array: 600 levels raised RecursionError from load.
+    path = tmp_path / "meshnode.toml"
+    path.write_text("listen = " + "[" * 600 + "]" * 600 + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load(path)
+
+
+def test_a_bad_address_is_named_without_quoting_a_deep_value(tmp_path: Path) -> None:
+    path = tmp_path / "meshnode.toml"
+    path.write_text("listen = " + "[" * 300 + "]" * 300 + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="got a list"):
+        load(path)

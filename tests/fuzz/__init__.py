@@ -1,0 +1,1 @@
+"""Decoder fuzz harness: ``python -m tests.fuzz --help`` (``make fuzz`` runs it all)."""
