@@ -882,6 +882,15 @@ class Store:
         """How many bulletins are held."""
         return int(self._db.execute("SELECT count(*) FROM bulletins").fetchone()[0])
 
+    def channel_posts(self, channel_id: bytes) -> int:
+        """How many of a channel's bulletins are posts (its membership operations are
+        read through its log, not counted here)."""
+        row = self._db.execute(
+            "SELECT count(*) FROM bulletins WHERE channel_id = ? AND kind != ?",
+            (channel_id, int(Kind.MEMBERSHIP)),
+        ).fetchone()
+        return int(row[0])
+
     def purge_expired(self, *, now: int) -> int:
         """Delete bulletins whose expiry has passed; returns how many."""
         with self._transaction():

@@ -1097,7 +1097,7 @@ class Node:
             name=channel.name,
             epoch=channel.epoch,
             members=members,
-            bulletins=len(self.archive.index(Topic(channel.id))),
+            bulletins=self.archive.store.channel_posts(channel.id),
             read_only=log is None,
             removed_by=None if gone is None else self.archive.author_name(gone.by),
         )

@@ -106,6 +106,7 @@ def test_invite_join_members_remove(groups: list[Daemon]) -> None:
 
     before = {m.client.post("strike", f"{m.name} is here").id for m in (a, b, c)}
     follow_until(c.data_dir, before, "strike", timeout=CONVERGE, what="Bakers to read everyone")
+    assert [ch.bulletins for ch in c.client.channels()] == [3]  # posts, not log operations
 
     removed = json.loads(ok(a, "channel", "remove", "strike", fingerprint(c.key), "--json"))
     assert removed["members"] == 2
