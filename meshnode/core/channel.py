@@ -237,27 +237,10 @@ class Channel:
 
         ``code`` may be the code alone or a message or link holding it: textcode
         finds it there (``docs/spec/identity.md``, "Reading a code")."""
-        try:
-            data = textcode.decode(
-                INVITE_PREFIX, code, max_size=MAX_INVITE_BODY + crypto.SIGNATURE_SIZE
-            )
-        except textcode.TextCodeError as exc:
-            raise InvalidInvite(f"not a valid invite code: {exc}") from None
-        if len(data) <= crypto.SIGNATURE_SIZE:
-            raise InvalidInvite("not a valid invite code: too short")
-        signed, sig = data[: -crypto.SIGNATURE_SIZE], data[-crypto.SIGNATURE_SIZE :]
-        try:
-            doc = codec.unpack_canonical(
-                signed, max_size=MAX_INVITE_BODY, max_str=MAX_ADDRESS_SIZE, max_bin=64, max_array=16
-            )
-        except codec.DecodeError:
-            raise InvalidInvite("not a valid invite code: damaged contents") from None
+        doc, signed, sig = read_code(code, max_body=MAX_INVITE_BODY, max_bin=64)
         fields = _invite_fields(doc)
         _v, name, secret, epoch, epoch_secret, addresses, created, expires, inviter = fields
-        try:
-            crypto.verify(inviter, INVITE_SIGN_LABEL + signed, sig)
-        except AuthenticationError:
-            raise InvalidInvite("invite signature does not verify: it was altered") from None
+        check_inviter(inviter, signed, sig)
         if expires is not None and now >= expires:
             raise InviteExpired("this invite has expired: ask the inviting group for a new one")
         try:
@@ -282,6 +265,37 @@ class Invite:
     bootstrap: tuple[str, ...]
     created_at: int
     expires_at: int | None
+
+
+def read_code(code: str, *, max_body: int, max_bin: int) -> tuple[object, bytes, bytes]:
+    """The decoded body of an invite code of any version, with its bytes and signature
+    (checked by :func:`check_inviter` once the body names the inviter).
+
+    Raises:
+        InvalidInvite: no code, a bad checksum, or a body that is not canonical msgpack.
+    """
+    try:
+        data = textcode.decode(INVITE_PREFIX, code, max_size=max_body + crypto.SIGNATURE_SIZE)
+    except textcode.TextCodeError as exc:
+        raise InvalidInvite(f"not a valid invite code: {exc}") from None
+    if len(data) <= crypto.SIGNATURE_SIZE:
+        raise InvalidInvite("not a valid invite code: too short")
+    body, sig = data[: -crypto.SIGNATURE_SIZE], data[-crypto.SIGNATURE_SIZE :]
+    try:
+        doc = codec.unpack_canonical(
+            body, max_size=max_body, max_str=MAX_ADDRESS_SIZE, max_bin=max_bin, max_array=16
+        )
+    except codec.DecodeError:
+        raise InvalidInvite("not a valid invite code: damaged contents") from None
+    return doc, body, sig
+
+
+def check_inviter(inviter: bytes, body: bytes, sig: bytes) -> None:
+    """Raise InvalidInvite unless ``sig`` is the inviter's signature over the body."""
+    try:
+        crypto.verify(inviter, INVITE_SIGN_LABEL + body, sig)
+    except AuthenticationError:
+        raise InvalidInvite("invite signature does not verify: it was altered") from None
 
 
 def _invite_fields(

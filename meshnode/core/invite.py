@@ -38,6 +38,8 @@ from meshnode.core.channel import (
     MAX_INVITE_TIME,
     Channel,
     EpochKey,
+    check_inviter,
+    read_code,
 )
 from meshnode.core.identity import Identity, normalize_name
 from meshnode.errors import AuthenticationError, InvalidInvite, InviteExpired
@@ -196,25 +198,7 @@ def make_code(
 
 def parse_code(code: str, *, now: int) -> InviteCode:
     """Read and verify a code, raising InvalidInvite (or InviteExpired)."""
-    try:
-        data = textcode.decode(
-            INVITE_PREFIX, code, max_size=MAX_OFFLINE_BODY + crypto.SIGNATURE_SIZE
-        )
-    except textcode.TextCodeError as exc:
-        raise InvalidInvite(f"not a valid invite code: {exc}") from None
-    if len(data) <= crypto.SIGNATURE_SIZE:
-        raise InvalidInvite("not a valid invite code: too short")
-    body, sig = data[: -crypto.SIGNATURE_SIZE], data[-crypto.SIGNATURE_SIZE :]
-    try:
-        doc = codec.unpack_canonical(
-            body,
-            max_size=MAX_OFFLINE_BODY,
-            max_str=MAX_ADDRESS_SIZE,
-            max_bin=MAX_OFFLINE_BODY,
-            max_array=16,
-        )
-    except codec.DecodeError:
-        raise InvalidInvite("not a valid invite code: damaged contents") from None
+    doc, body, sig = read_code(code, max_body=MAX_OFFLINE_BODY, max_bin=MAX_OFFLINE_BODY)
     if isinstance(doc, list) and doc and doc[0] == 1 and type(doc[0]) is int:
         raise InvalidInvite(
             "this code was made by meshnode 0.1.0 and carries the channel's secret: "
@@ -252,10 +236,7 @@ def parse_code(code: str, *, now: int) -> InviteCode:
         raise bad from None
     if not name_ok:
         raise bad
-    try:
-        crypto.verify(inviter, INVITE_SIGN_LABEL + body, sig)
-    except AuthenticationError:
-        raise InvalidInvite("invite signature does not verify: it was altered") from None
+    check_inviter(inviter, body, sig)
     if now >= expires:
         raise InviteExpired("this invite has expired: ask the inviting group for a new one")
     carried = None if grant is None else Grant.decode(grant)
