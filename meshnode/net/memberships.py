@@ -26,6 +26,7 @@ from meshnode.core.identity import Identity
 from meshnode.core.invite import Grant, InviteCode, check_redeem_proof
 from meshnode.core.membership import (
     MAX_PENDING,
+    InviteState,
     KeyUpdate,
     Log,
     Op,
@@ -402,14 +403,9 @@ class Memberships:
             if invite.used_by == invitee and log.is_member(invitee):
                 grant = self.grant(channel, with_history=invite.with_history)
                 return Verdict.GRANTED, grant, None
-            if invite.revoked:
-                return Verdict.REVOKED, None, None
-            if invite.used_by is not None:
-                return Verdict.USED, None, None
-            if self._clock() >= invite.expires_at:
-                return Verdict.EXPIRED, None, None
-            if invite.for_group not in (None, invitee):
-                return Verdict.NOT_FOR_YOU, None, None
+            refused = _refused(invite, invitee, self._clock())
+            if refused is not None:
+                return refused, None, None
             if log.departure(invitee) is not None or log.is_member(invitee):
                 return Verdict.REFUSED, None, None
             try:
@@ -463,14 +459,9 @@ class Memberships:
         me = self.identity.public_key
         if invite is None:
             raise InvalidInvite("the code's log does not hold its invite")
-        if invite.revoked:
-            raise InviteRevoked("this invite was revoked: ask for a new code")
-        if invite.used_by not in (None, me):
-            raise InviteUsed("this invite was used already: ask for a new code")
-        if self._clock() >= invite.expires_at:
-            raise InviteExpired("this invite has expired: ask for a new code")
-        if invite.for_group not in (None, me):
-            raise InvalidInvite("this invite is for another group")
+        refused = _refused(invite, me, self._clock(), again=True)
+        if refused is not None:
+            raise refusal(refused)
         channel = self._hold(code.grant, log)
         if not log.is_member(me):
             self.store.set_meta(_token_name(channel.id), code.token_seed)
@@ -495,6 +486,39 @@ class Memberships:
         self.store.save_ops(channel.id, [(o.id, o.raw) for o in log.ops()])
         self._logs[channel.id] = log
         return self.follow(channel)
+
+
+def _refused(
+    invite: InviteState, invitee: bytes, now: int, *, again: bool = False
+) -> Verdict | None:
+    """Why the log refuses ``invitee`` this invite, if it does (``again``: its own use
+    of the invite is no refusal)."""
+    if invite.revoked:
+        return Verdict.REVOKED
+    if invite.used_by is not None and not (again and invite.used_by == invitee):
+        return Verdict.USED
+    if now >= invite.expires_at:
+        return Verdict.EXPIRED
+    if invite.for_group not in (None, invitee):
+        return Verdict.NOT_FOR_YOU
+    return None
+
+
+def refusal(verdict: Verdict) -> InvalidInvite:
+    """The error an invitee raises for a refused redemption (one per verdict)."""
+    match verdict:
+        case Verdict.USED:
+            return InviteUsed("this invite was used already: ask for a new code")
+        case Verdict.EXPIRED:
+            return InviteExpired("this invite has expired: ask for a new code")
+        case Verdict.REVOKED:
+            return InviteRevoked("this invite was revoked: ask for a new code")
+        case Verdict.NOT_FOR_YOU:
+            return InvalidInvite("this invite is for another group")
+        case Verdict.UNAVAILABLE:
+            return InvalidInvite("the inviting node cannot add a member now: try again later")
+        case _:
+            return InvalidInvite("the inviting node refused this code: ask for a new one")
 
 
 def _token_name(channel_id: bytes) -> str:

@@ -70,10 +70,7 @@ from meshnode.core.wire import PUBLIC_TOPIC, PeerId, Topic
 from meshnode.errors import (
     InvalidBulletin,
     InvalidInvite,
-    InviteExpired,
-    InviteRevoked,
     InviterUnreachable,
-    InviteUsed,
     MeshError,
     NotARecipient,
     PeerDisconnected,
@@ -86,6 +83,7 @@ from meshnode.home import DataDir
 from meshnode.net import dht as _dht
 from meshnode.net import redact, transport
 from meshnode.net.archive import Archive
+from meshnode.net.memberships import refusal
 from meshnode.store import Contact, Insert, Store, StoredBulletin
 
 log = logging.getLogger("meshnode.node")
@@ -1470,7 +1468,7 @@ async def _grant_parts(receive: trio.MemoryReceiveChannel[wire.Redeemed]) -> byt
     size = 0
     async for message in receive:
         if message.verdict != wire.Verdict.GRANTED:
-            raise _REFUSALS[message.verdict]
+            raise refusal(message.verdict)
         parts.append(message.part)
         size += len(message.part)
         if size > MAX_GRANT:
@@ -1478,18 +1476,6 @@ async def _grant_parts(receive: trio.MemoryReceiveChannel[wire.Redeemed]) -> byt
         if not message.more:
             return b"".join(parts)
     raise InvalidInvite("the inviter's answer is too large or cut short: ask for a new code")
-
-
-_REFUSALS: Final = {
-    wire.Verdict.REFUSED: InvalidInvite("the inviting node refused this code: ask for a new one"),
-    wire.Verdict.USED: InviteUsed("this invite was used already: ask for a new code"),
-    wire.Verdict.EXPIRED: InviteExpired("this invite has expired: ask for a new code"),
-    wire.Verdict.REVOKED: InviteRevoked("this invite was revoked: ask for a new code"),
-    wire.Verdict.NOT_FOR_YOU: InvalidInvite("this invite is for another group"),
-    wire.Verdict.UNAVAILABLE: InvalidInvite(
-        "the inviting node cannot add a member now: try again later"
-    ),
-}
 
 
 def _find_invite(log: Log, invite_id: bytes | str) -> bytes:
