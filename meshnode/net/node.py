@@ -39,7 +39,7 @@ import os
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -758,11 +758,11 @@ class Node:
             with_history=with_history,
         )
         self._publish(self.archive.carry(held, op))
-        grant = self.archive.memberships.grant(held, with_history=with_history)
+        grant = self.archive.memberships.grant(held, with_history=with_history) if offline else None
         try:
             return make_code(
                 self.identity, channel=held, token_seed=seed, addresses=[self.announce],
-                now=now, expires_at=now + lifetime, grant=grant if offline else None,
+                now=now, expires_at=now + lifetime, grant=grant,
             )
         except ValueError as exc:
             raise MeshError(str(exc)) from None
@@ -976,14 +976,7 @@ class Node:
         """
         held = self.archive.require_channel(channel)
         authors = self.archive.store.frontiers(held.id)
-        kept = []
-        for group in keep:
-            if isinstance(group, bytes):
-                kept.append(group)
-                continue
-            wanted = group.strip().lower()
-            by_print = [k for k in authors if fingerprint(k) == wanted]
-            kept.append(by_print[0] if by_print else self.archive.resolve_group(group))
+        kept = [self._group_key(group, among=authors) for group in keep]
         upgraded, carriers, grant = self.archive.upgrade(held, kept)
         self._subscribe(upgraded)
         for carrier in carriers:
@@ -1071,22 +1064,28 @@ class Node:
 
     def _member_key(self, log: Log, group: str | bytes) -> bytes:
         """A member's key from a petname, a key text, a key or a fingerprint."""
-        if isinstance(group, bytes):
-            key = group
-        else:
-            wanted = group.strip().lower()
-            by_print = [k for k in log.members() if fingerprint(k) == wanted]
-            key = by_print[0] if by_print else self.archive.resolve_group(group)
+        key = self._group_key(group, among=log.members())
         if not log.is_member(key):
             raise UnknownContact(f"{self.archive.author_name(key)} is not a member of this channel")
         return key
 
-    def _group_key(self, group: str | bytes) -> bytes:
-        return group if isinstance(group, bytes) else self.archive.resolve_group(group)
+    def _group_key(self, group: str | bytes, among: Iterable[bytes] = ()) -> bytes:
+        """A group's key from a key, a petname, a key text, or the fingerprint of one of
+        ``among`` (fingerprints name only groups we can list)."""
+        if isinstance(group, bytes):
+            return group
+        wanted = group.strip().lower()
+        by_print = [k for k in among if fingerprint(k) == wanted]
+        return by_print[0] if by_print else self.archive.resolve_group(group)
+
+    def _removed_by(self, channel: Channel) -> str | None:
+        """Who removed this group from ``channel`` (its own name if it left), if so."""
+        log = self.archive.memberships.log(channel.id)
+        gone = None if log is None else log.departure(self.identity.public_key)
+        return None if gone is None else self.archive.author_name(gone.by)
 
     def _channel_info(self, channel: Channel) -> views.ChannelInfo:
         log = self.archive.memberships.log(channel.id)
-        gone = None if log is None else log.departure(self.identity.public_key)
         members = (
             len(log.members()) if log is not None else len(self.archive.store.frontiers(channel.id))
         )
@@ -1097,7 +1096,7 @@ class Node:
             members=members,
             bulletins=self.archive.store.channel_posts(channel.id),
             read_only=log is None,
-            removed_by=None if gone is None else self.archive.author_name(gone.by),
+            removed_by=self._removed_by(channel),
         )
 
     # Posting -----------------------------------------------------------------------
@@ -1120,10 +1119,10 @@ class Node:
     def _check_member(self, channel: Channel) -> None:
         """Refuse to post where this group is no longer a member, or in a channel from
         0.1.0 (no log says who may read it)."""
-        info = self._channel_info(channel)
-        if info.removed_by is not None:
-            raise MeshError(f"this group was removed from {channel.name!r} by {info.removed_by}")
-        if info.read_only:
+        removed_by = self._removed_by(channel)
+        if removed_by is not None:
+            raise MeshError(f"this group was removed from {channel.name!r} by {removed_by}")
+        if self.archive.memberships.log(channel.id) is None:
             raise MeshError(
                 f"{channel.name!r} was made by meshnode 0.1.0 and is read-only: a member "
                 f"makes it writable with 'meshnode channel upgrade {channel.name}'"
@@ -1140,6 +1139,8 @@ class Node:
         channel = self.archive.channel(target.channel_id) if target.channel_id else None
         if target.channel_id is not None and channel is None:
             raise StoreError("that bulletin is in a channel this group is not in")
+        if channel is not None:
+            self._check_member(channel)
         bulletin = self.archive.seal(channel, b"", endorses=target.id, kind=Kind.ENDORSEMENT)
         return self._published(bulletin)
 
@@ -1277,9 +1278,9 @@ class Node:
             pending_deliveries=self.archive.store.pending_count(now=int(time.time())),
             held_mail=self.archive.store.mail_count(),
             removed=tuple(
-                f"removed from {c.name} by {c.removed_by}"
-                for c in self.channels()
-                if c.removed_by is not None
+                f"removed from {c.name} by {by}"
+                for c in self.archive.channels()
+                if (by := self._removed_by(c)) is not None
             ),
             reachable=self._reachable,
             unreadable=self.archive.unreadable_count(),
