@@ -29,7 +29,15 @@ from pathlib import Path
 
 from meshnode.config import load, render
 from meshnode.paths import CONFIG
-from tests.system.daemons import CLI, FAST, READY_TIMEOUT, clean_env, notify_socket, wait_notified
+from tests.system.daemons import (
+    CLI,
+    FAST,
+    READY_TIMEOUT,
+    await_ready,
+    clean_env,
+    launch,
+    terminate,
+)
 
 # tests/netlab/lab.py -> the repository is parents[2]; shared/ sits beside it.
 LAB = Path(__file__).resolve().parents[2].parent / "shared" / "tools" / "netns-lab.sh"
@@ -102,31 +110,16 @@ class LabNode:
     def spawn(self) -> None:
         """Start ``meshnode daemon`` inside the node's namespace."""
         assert self.process is None or self.process.poll() is not None
-        self._notify.close()
-        sock, path = self._notify.enter_context(notify_socket())
         args = ["bash", str(LAB), "exec", str(self.index), *CLI]
         args += ["--data-dir", str(self.data_dir), "daemon"]
-        with self.log_path.open("ab") as log:
-            log.write(f"--- start {self.starts} ---\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(
-                args,
-                env=clean_env(NOTIFY_SOCKET=path),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
+        self.process, self._ready = launch(args, self.log_path, self.starts, self._notify)
         self.starts += 1
-        self._ready = sock
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         assert self.process is not None
         assert self._ready is not None
-        try:
-            wait_notified(self._ready, self.process, timeout=timeout, explain=self.log_tail)
-        finally:
-            self._notify.close()
-            self._ready = None
+        await_ready(self.process, self._ready, self._notify, timeout, self.log_tail)
+        self._ready = None
         # netns-lab.sh and ip netns exec exec the daemon: its pid is the one we signal.
         cmdline = Path(f"/proc/{self.process.pid}/cmdline").read_bytes()
         assert b"meshnode.cli" in cmdline, cmdline
@@ -140,14 +133,8 @@ class LabNode:
     def stop(self) -> None:
         """Teardown: SIGTERM, then SIGKILL if it does not exit."""
         self._notify.close()
-        process = self.process
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
+        if self.process is not None:
+            terminate(self.process, 10)
 
     def log_tail(self, lines: int = 30) -> str:
         try:

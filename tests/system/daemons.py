@@ -109,6 +109,52 @@ def wait_notified(
                 ) from None
 
 
+def launch(
+    args: Sequence[str], log_path: Path, start: int, notify: contextlib.ExitStack
+) -> tuple[subprocess.Popen[bytes], socket.socket]:
+    """Start a daemon's command with a ``NOTIFY_SOCKET`` of ours (kept in ``notify``),
+    its output appended to ``log_path`` under a ``--- start N ---`` line."""
+    notify.close()
+    sock, path = notify.enter_context(notify_socket())
+    with log_path.open("ab") as log:
+        log.write(f"--- start {start} ---\n".encode())
+        log.flush()
+        process = subprocess.Popen(
+            args,
+            env=clean_env(NOTIFY_SOCKET=path),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    return process, sock
+
+
+def await_ready(
+    process: subprocess.Popen[bytes],
+    sock: socket.socket,
+    notify: contextlib.ExitStack,
+    timeout: float,
+    explain: Callable[[], str],
+) -> None:
+    """Until a daemon started by :func:`launch` says ``READY=1``; then its socket goes."""
+    try:
+        wait_notified(sock, process, timeout=timeout, explain=explain)
+    finally:
+        notify.close()
+
+
+def terminate(process: subprocess.Popen[bytes], timeout: float) -> int:
+    """SIGTERM a daemon and wait for it, SIGKILL if it does not exit in time; its code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout)
+    return int(process.returncode)
+
+
 def follow_until(
     data_dir: Path,
     ids: set[bytes],
@@ -242,29 +288,14 @@ class Daemon:
         args = [*CLI, "--data-dir", str(self.data_dir), "daemon"]
         if self.port:
             args += ["--listen", self.address]
-        self._notify.close()
-        sock, path = self._notify.enter_context(notify_socket())
-        with self.log_path.open("ab") as log:
-            log.write(f"--- start {self.restarts} ---\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(
-                args,
-                env=clean_env(NOTIFY_SOCKET=path),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        self._ready = sock
+        self.process, self._ready = launch(args, self.log_path, self.restarts, self._notify)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         """Until the daemon says ``READY=1``; then learn the bound port."""
         assert self.process is not None
         assert self._ready is not None
-        try:
-            wait_notified(self._ready, self.process, timeout=timeout, explain=self.log_tail)
-        finally:
-            self._notify.close()
-            self._ready = None
+        await_ready(self.process, self._ready, self._notify, timeout, self.log_tail)
+        self._ready = None
         self.port = int(self.client.status().address.rpartition(":")[2])
 
     def start(self) -> None:
@@ -276,13 +307,7 @@ class Daemon:
         process = self.process
         if process is None:
             return 0
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=timeout)
+        terminate(process, timeout)
         self.process = None
         self.restarts += 1
         self._notify.close()
@@ -291,14 +316,8 @@ class Daemon:
     def kill(self) -> None:
         """Teardown: no daemon outlives its test, however it ended."""
         self._notify.close()
-        process = self.process
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        if self.process is not None:
+            terminate(self.process, 5)
         self.process = None
 
     def fill(self, channel: Channel, bulletins: Sequence[Bulletin]) -> None:

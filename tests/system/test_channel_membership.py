@@ -20,6 +20,7 @@ from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.channel import KEY_UPDATE_TYPE
 from meshnode.core.identity import Identity, fingerprint
 from meshnode.core.membership import CheckpointEntry, Frontier, KeyUpdate, OpType, epoch_id, sign_op
+from meshnode.core.views import NodeStatus
 from meshnode.errors import MeshError, PeerDisconnected
 from meshnode.home import DataDir
 from meshnode.net import transport
@@ -52,6 +53,11 @@ def refused(d: Daemon, code: int, *args: str) -> str:
     assert done.returncode == code, (args, done.returncode, done.stderr)
     assert done.stderr.count("\n") == 1, done.stderr
     return done.stderr
+
+
+def settle(d: Daemon, condition: Callable[[NodeStatus], object], what: str) -> None:
+    """Until ``condition`` holds of ``d``'s status stream (or CONVERGE passed)."""
+    wait_for(d.data_dir, condition, timeout=CONVERGE, what=what, explain=d.log_tail)
 
 
 def lines(out: str) -> list[dict[str, object]]:
@@ -96,13 +102,7 @@ def test_invite_join_members_remove(groups: list[Daemon]) -> None:
     members = lines(ok(a, "channel", "members", "strike", "--json"))
     assert [m["name"] for m in members][:1] == ["Local 12"]
     assert {bytes.fromhex(m["key"]) for m in members} == {a.key, b.key, c.key}
-    wait_for(
-        b.data_dir,
-        lambda _: [ch.members for ch in b.client.channels()] == [3],
-        timeout=CONVERGE,
-        what="Tenants to learn that Bakers joined",
-        explain=b.log_tail,
-    )
+    settle(b, lambda _: _members(b) == [3], "Tenants to learn that Bakers joined")
 
     before = {m.client.post("strike", f"{m.name} is here").id for m in (a, b, c)}
     follow_until(c.data_dir, before, "strike", timeout=CONVERGE, what="Bakers to read everyone")
@@ -110,20 +110,8 @@ def test_invite_join_members_remove(groups: list[Daemon]) -> None:
 
     removed = json.loads(ok(a, "channel", "remove", "strike", fingerprint(c.key), "--json"))
     assert removed["members"] == 2
-    wait_for(
-        b.data_dir,
-        lambda _: [ch.epoch for ch in b.client.channels()] == [removed["epoch"]],
-        timeout=CONVERGE,
-        what="Tenants to get the new epoch",
-        explain=b.log_tail,
-    )
-    wait_for(
-        c.data_dir,
-        lambda status: status.removed,
-        timeout=CONVERGE,
-        what="Bakers to learn it was removed",
-        explain=c.log_tail,
-    )
+    settle(b, lambda _: _epochs(b) == [removed["epoch"]], "Tenants to get the new epoch")
+    settle(c, lambda status: status.removed, "Bakers to learn it was removed")
     by = f"removed from strike by {fingerprint(a.key)}"  # (Bakers has no petname for A)
     assert by in ok(c, "channel", "list")
     assert by in ok(c, "status")
@@ -141,19 +129,17 @@ def _epochs(d: Daemon) -> list[int]:
     return [ch.epoch for ch in d.client.channels()]
 
 
+def _members(d: Daemon) -> list[int]:
+    return [ch.members for ch in d.client.channels()]
+
+
 def test_concurrent_rekeys_converge_without_the_removed(groups: list[Daemon]) -> None:
     a, b, c, d = groups
     a.client.create_channel("strike")
     for m in (b, c, d):
         m.client.join(a.client.invite("strike"))
     for m in (a, b, c, d):
-        wait_for(
-            m.data_dir,
-            lambda _, m=m: [ch.members for ch in m.client.channels()] == [4],
-            timeout=CONVERGE,
-            what=f"{m.name} to see four members",
-            explain=m.log_tail,
-        )
+        settle(m, lambda _, m=m: _members(m) == [4], f"{m.name} to see four members")
     # A removes C while B and C rekey, at the same moment: sibling epochs.
     with ThreadPoolExecutor(3) as pool:
         removed = pool.submit(a.client.remove, "strike", [c.key])
@@ -166,12 +152,10 @@ def test_concurrent_rekeys_converge_without_the_removed(groups: list[Daemon]) ->
     early = {a.client.post("strike", "in A's epoch 2").id, b.client.post("strike", "in B's").id}
     # A, the most senior, merges them into epoch 3, which leaves C out.
     for m in (a, b, d):
-        wait_for(
-            m.data_dir,
-            lambda _, m=m: _epochs(m) == [3] and [ch.members for ch in m.client.channels()] == [3],
-            timeout=CONVERGE,
-            what=f"{m.name} to reach the merged epoch",
-            explain=m.log_tail,
+        settle(
+            m,
+            lambda _, m=m: _epochs(m) == [3] and _members(m) == [3],
+            f"{m.name} to reach the merged epoch",
         )
     posted = {m.client.post("strike", f"{m.name} after the merge").id for m in (a, b, d)}
     for m in (a, b, d):  # every bulletin stays readable by every remaining member
@@ -185,20 +169,15 @@ def test_a_member_offline_across_two_rekeys_catches_up(groups: list[Daemon]) -> 
     a.client.create_channel("strike")
     for m in (b, d):
         m.client.join(a.client.invite("strike"))
-    wait_for(
-        d.data_dir,
-        lambda _: [ch.members for ch in d.client.channels()] == [3],
-        timeout=CONVERGE,
-        what="Nurses to see three members",
-        explain=d.log_tail,
-    )
+    settle(d, lambda _: _members(d) == [3], "Nurses to see three members")
     d.stop()
     a.client.rekey("strike")
     assert a.client.rekey("strike").epoch == 3
     news = a.client.post("strike", "while Nurses was away").id
     d.start()
-    follow_until(d.data_dir, {news}, "strike", timeout=CONVERGE, what="Nurses: the news",
-                 explain=d.log_tail)
+    follow_until(
+        d.data_dir, {news}, "strike", timeout=CONVERGE, what="Nurses: the news", explain=d.log_tail
+    )
     assert _epochs(d) == [3]
 
 
@@ -213,13 +192,7 @@ def test_a_removed_member_cannot_take_the_channel_back(groups: list[Daemon]) -> 
     a.client.create_channel("strike")
     for m in (b, c):
         m.client.join(a.client.invite("strike"))
-    wait_for(
-        a.data_dir,
-        lambda _: [ch.members for ch in a.client.channels()] == [3],
-        timeout=CONVERGE,
-        what="Local 12 to see three members",
-        explain=a.log_tail,
-    )
+    settle(a, lambda _: _members(a) == [3], "Local 12 to see three members")
     home = DataDir.resolve(c.data_dir)
     c.stop()  # (its data directory is what it keeps)
     after = a.client.remove("strike", [c.key])
@@ -233,19 +206,32 @@ def test_a_removed_member_cannot_take_the_channel_back(groups: list[Daemon]) -> 
         before = log.heads()  # (c's node did not hear of its removal: it was down)
         secret = os.urandom(32)
         fake_remove = sign_op(
-            identity, old.id, OpType.REMOVE, seq=log.next_seq(c.key), created_at=int(time.time()),
-            parents=before, targets=(Frontier(a.key, 0, None),),
+            identity,
+            old.id,
+            OpType.REMOVE,
+            seq=log.next_seq(c.key),
+            created_at=int(time.time()),
+            parents=before,
+            targets=(Frontier(a.key, 0, None),),
         )
         fake_epoch = sign_op(
-            identity, old.id, OpType.EPOCH, seq=fake_remove.seq + 1, created_at=int(time.time()),
-            parents=[fake_remove.id], parent_epochs=(old.current,), epoch_id=epoch_id(secret),
+            identity,
+            old.id,
+            OpType.EPOCH,
+            seq=fake_remove.seq + 1,
+            created_at=int(time.time()),
+            parents=[fake_remove.id],
+            parent_epochs=(old.current,),
+            epoch_id=epoch_id(secret),
             checkpoint=(CheckpointEntry(c.key, ()),),
         )
         update = KeyUpdate(old.id, (fake_remove.raw, fake_epoch.raw), secret)
         own = archive.key_update(update, [a.key, b.key])
         last = archive.seal(
-            [a.key, b.key], codec.pack([old.id, 2**32 - 1, secret]),
-            content_type=KEY_UPDATE_TYPE, kind=Kind.KEY_UPDATE,
+            [a.key, b.key],
+            codec.pack([old.id, 2**32 - 1, secret]),
+            content_type=KEY_UPDATE_TYPE,
+            kind=Kind.KEY_UPDATE,
         )
         post = archive.seal(old, b"still here, at the old epoch")
     finally:
@@ -253,13 +239,25 @@ def test_a_removed_member_cannot_take_the_channel_back(groups: list[Daemon]) -> 
 
     stranger = Identity.from_seed(os.urandom(32), "Mallory")
     own_epoch = sign_op(
-        stranger, old.id, OpType.EPOCH, seq=1, created_at=int(time.time()), parents=before,
-        parent_epochs=(old.current,), epoch_id=epoch_id(secret),
+        stranger,
+        old.id,
+        OpType.EPOCH,
+        seq=1,
+        created_at=int(time.time()),
+        parents=before,
+        parent_epochs=(old.current,),
+        epoch_id=epoch_id(secret),
         checkpoint=(CheckpointEntry(stranger.public_key, ()),),
     )
     foreign = Bulletin.seal(
-        stranger, [a.key], KeyUpdate(old.id, (own_epoch.raw,), secret).encode(), seq=1,
-        prev=None, now=int(time.time()), rng=os.urandom, content_type=KEY_UPDATE_TYPE,
+        stranger,
+        [a.key],
+        KeyUpdate(old.id, (own_epoch.raw,), secret).encode(),
+        seq=1,
+        prev=None,
+        now=int(time.time()),
+        rng=os.urandom,
+        content_type=KEY_UPDATE_TYPE,
         kind=Kind.KEY_UPDATE,
     )
 
@@ -291,13 +289,7 @@ def test_a_removed_member_cannot_take_the_channel_back(groups: list[Daemon]) -> 
         held.save_channel(old, now=int(time.time()))
     d.start()
     again = a.client.rekey("strike")
-    wait_for(
-        b.data_dir,
-        lambda _: _epochs(b) == [again.epoch],
-        timeout=CONVERGE,
-        what="Tenants to get the new epoch",
-        explain=b.log_tail,
-    )
+    settle(b, lambda _: _epochs(b) == [again.epoch], "Tenants to get the new epoch")
     assert _epochs(d) == [old.epoch]
     assert {m.key for m in a.client.members("strike")} == {a.key, b.key}
     assert again.members == 2  # the key went to Tenants alone
@@ -305,12 +297,10 @@ def test_a_removed_member_cannot_take_the_channel_back(groups: list[Daemon]) -> 
     c.start()
     code = b.client.invite("strike")
     assert "refused" in refused(c, 1, "channel", "join", code)
-    wait_for(
-        c.data_dir,
+    settle(
+        c,
         lambda status: status.removed,
-        timeout=CONVERGE,
-        what="Bakers to learn it was removed (its notice waited with holders)",
-        explain=c.log_tail,
+        "Bakers to learn it was removed (its notice waited with holders)",
     )
 
 
@@ -330,13 +320,19 @@ def test_an_offline_code_works_without_the_inviter_online(groups: list[Daemon]) 
     b.client.add_peer(a.address)  # (or found through the channel's rendezvous)
     wait_for(
         a.data_dir,
-        lambda _: [ch.members for ch in a.client.channels()] == [2],
+        lambda _: _members(a) == [2],
         timeout=CONVERGE,
         what="Local 12 to redeem the offline code when Tenants met it",
         explain=lambda: a.log_tail() + b.log_tail(),
     )
-    follow_until(a.data_dir, {posted}, "strike", timeout=CONVERGE,
-                 what="Local 12 to hear Tenants' post, held until the add", explain=a.log_tail)
+    follow_until(
+        a.data_dir,
+        {posted},
+        "strike",
+        timeout=CONVERGE,
+        what="Local 12 to hear Tenants' post, held until the add",
+        explain=a.log_tail,
+    )
     # A second holder of the code reads until the next rekey, as the warning says, but
     # the token is used: no member adds it.
     c = groups[2]
