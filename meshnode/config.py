@@ -51,6 +51,16 @@ class Timing:
 
 
 @dataclass(frozen=True, kw_only=True)
+class StoreSettings:
+    """How much the store may hold, and how that is shared (docs/spec/store.md, "Budget")."""
+
+    max_mb: int = 2048
+    channels_percent: int = 50
+    public_percent: int = 30
+    mail_percent: int = 20
+
+
+@dataclass(frozen=True, kw_only=True)
 class LogSettings:
     """What the daemon's log may say."""
 
@@ -70,6 +80,7 @@ class Config:
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
     timing: Timing = field(default_factory=Timing)
+    store: StoreSettings = field(default_factory=StoreSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
     def replace(self, **changes: Any) -> Config:
@@ -102,6 +113,12 @@ _TIMING_DOCS: Final = {
     "mail_interval": "seconds between collections of mail that holders keep for us",
     "rpc_timeout": "seconds to wait for the answer to one DHT request",
     "handshake_timeout": "seconds a session's handshake may take, dialled or accepted",
+}
+_STORE_DOCS: Final = {
+    "max_mb": "megabytes the store may hold in all (our own posts are always kept)",
+    "channels_percent": "percent of max_mb for our channels' bulletins and direct ones to us",
+    "public_percent": "percent of max_mb for the public topic (strangers are evicted first)",
+    "mail_percent": "percent of max_mb for mail held for groups that are offline",
 }
 _LOG_DOCS: Final = {
     "peers": "true: name peers (fingerprints, keys, addresses) at INFO and above, for debugging",
@@ -140,6 +157,7 @@ def from_mapping(data: dict[str, Any], *, source: str = "configuration") -> Conf
     data = dict(data)
     limits_data = _table(data, "limits", _LIMIT_DOCS, source)
     timing_data = _table(data, "timing", _TIMING_DOCS, source)
+    store_data = _table(data, "store", _STORE_DOCS, source)
     log_data = _table(data, "log", _LOG_DOCS, source)
     unknown = set(data) - set(_DOCS)
     if unknown:
@@ -150,11 +168,21 @@ def from_mapping(data: dict[str, Any], *, source: str = "configuration") -> Conf
     for key, value in timing_data.items():
         if type(value) not in (int, float) or not 0 < value <= 86400:
             raise ConfigError(f"{source}: timing.{key} must be a number of seconds, up to 86400")
+    for key, value in store_data.items():
+        if key == "max_mb" and (type(value) is not int or value < 1):
+            raise ConfigError(f"{source}: store.max_mb must be a positive whole number")
+        if key != "max_mb" and (type(value) is not int or not 0 <= value <= 100):
+            raise ConfigError(f"{source}: store.{key} must be a whole number from 0 to 100")
+    store = StoreSettings(**store_data)
+    if store.channels_percent + store.public_percent + store.mail_percent > 100:
+        raise ConfigError(f"{source}: the store's percentages add up to more than 100")
     for key, value in log_data.items():
         if type(value) is not bool:
             raise ConfigError(f"{source}: log.{key} must be true or false")
     timing = Timing(**{k: float(v) for k, v in timing_data.items()})
-    config = Config(limits=Limits(**limits_data), timing=timing, log=LogSettings(**log_data))
+    config = Config(
+        limits=Limits(**limits_data), timing=timing, store=store, log=LogSettings(**log_data)
+    )
     changes: dict[str, Any] = {}
     if "listen" in data:
         changes["listen"] = check_address(data["listen"], "listen")
@@ -225,6 +253,10 @@ def render(config: Config) -> str:
     for key, doc in _TIMING_DOCS.items():
         lines.append(f"# {doc}")
         lines.append(f"{key} = {getattr(config.timing, key)!r}")
+    lines.extend(["", "[store]"])
+    for key, doc in _STORE_DOCS.items():
+        lines.append(f"# {doc}")
+        lines.append(f"{key} = {getattr(config.store, key)}")
     lines.extend(["", "[log]"])
     for key, doc in _LOG_DOCS.items():
         lines.append(f"# {doc}")

@@ -50,6 +50,7 @@ RECORD_TYPES: Final[dict[str, type[Any]]] = {
     "invite": views.InviteInfo,
     "operation": views.OperationInfo,
     "unreadable": views.UnreadableInfo,
+    "share": views.ShareUse,
 }
 _TYPE_NAMES: Final = {cls: name for name, cls in RECORD_TYPES.items()}
 

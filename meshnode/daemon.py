@@ -491,7 +491,7 @@ async def serve_daemon(
                 bootstrap=config.bootstrap,
                 network_key=network_key,
                 passphrase=passphrase,
-                config=NodeConfig.from_limits(config.limits, config.timing),
+                config=NodeConfig.from_limits(config.limits, config.timing, config.store),
             ) as node,
             trio.open_nursery() as nursery,
         ):

@@ -20,7 +20,7 @@ from meshnode.api import Identity, now
 from meshnode.core.identity import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT
 from meshnode.errors import AlreadyInitialised, KeyfileError, NotInitialised
 from meshnode.paths import CONFIG, KEYFILE, STORE, resolve_data_dir
-from meshnode.store import DEFAULT_AUTHOR_QUOTA, Store
+from meshnode.store import DEFAULT_AUTHOR_QUOTA, Budget, Store
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,13 @@ class DataDir:
             raise self._not_initialised()
         return Identity.load(self.keyfile, passphrase)
 
-    def open_store(self, identity: Identity, *, author_quota: int = DEFAULT_AUTHOR_QUOTA) -> Store:
+    def open_store(
+        self,
+        identity: Identity,
+        *,
+        author_quota: int = DEFAULT_AUTHOR_QUOTA,
+        budget: Budget | None = None,
+    ) -> Store:
         """The node's store, its secrets sealed under the identity's key."""
         try:
             return Store.open(
@@ -92,6 +98,7 @@ class DataDir:
                 seal_key=identity.store_seal_key(),
                 owner=identity.public_key,
                 author_quota=author_quota,
+                budget=budget,
             )
         except OSError as exc:
             raise KeyfileError(f"cannot open the store in {self.path}: {exc.strerror}") from None

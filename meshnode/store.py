@@ -31,6 +31,16 @@ Rules:
 7. The schema is versioned with ``PRAGMA user_version``; :data:`MIGRATIONS`
    holds one script per version and opening a store runs the missing ones in
    one transaction. A file from a newer meshnode is refused, never altered.
+8. The store has a budget (:class:`Budget`), split into shares: our channels
+   (with direct bulletins to us), the public topic, and mail held for others.
+   Our own bulletins are always taken; the channels share refuses when full and
+   never evicts; the public share admits by trust (:class:`Trust`: own, known,
+   endorsed, stranger) and, when full, evicts what is trusted no more than the
+   newcomer, least trusted and oldest first, remembering the evicted ids
+   (:meth:`Store.known`) so that they are not fetched again. Strangers' public
+   bulletins are further bounded per author and per delivering peer key and
+   source network (:class:`Origin`). Every total is a running one, so admission
+   costs the same however much is held.
 
 The layout is in ``docs/spec/store.md``.
 """
@@ -44,10 +54,10 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from enum import Enum
+from enum import Enum, IntEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Concatenate, Final, ParamSpec, TypeVar
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 from meshnode.core import crypto
 from meshnode.core.bulletin import Bulletin, Kind
@@ -67,10 +77,104 @@ MAIL_BYTES_PER_AUTHOR: Final = 8 * 1024 * 1024
 """Bytes held for one author, over every recipient."""
 MAIL_BYTES_PER_RECIPIENT: Final = 16 * 1024 * 1024
 """Bytes held for one recipient, from every author: its share. Half of it (and half
-of :data:`MAIL_TOTAL_BYTES`) is kept for authors with standing, so throw-away keys
+of the budget's mail share) is kept for authors with standing, so throw-away keys
 together fill no more than the other half."""
-MAIL_TOTAL_BYTES: Final = 256 * 1024 * 1024
-"""Bytes of mail held in all."""
+EVICTED_KEPT: Final = 100_000
+"""Ids of evicted bulletins remembered, so that anti-entropy does not fetch them
+again (the oldest are forgotten first)."""
+_EVICT_SLACK: Final = 256
+"""Eviction frees at least 1/256 of the public share at a time, so that a full share
+does not evict on every insert."""
+
+_MIB: Final = 1024 * 1024
+
+
+class Share(IntEnum):
+    """Which part of the budget a held bulletin counts against (docs/spec/store.md,
+    "Budget"); mail held for others is the third, in its own table."""
+
+    CHANNELS = 1
+    """Our channels' bulletins and direct bulletins addressed to us: never evicted."""
+    PUBLIC = 2
+    """The public topic: admitted by trust, evicted least trusted and oldest first."""
+
+
+class Trust(IntEnum):
+    """How well this node knows a bulletin's author, best first: public admission
+    favours the lower values and eviction takes the highest first."""
+
+    OWN = 0
+    """This node's group: never evicted, never refused for room."""
+    KNOWN = 1
+    """A contact or a member of one of our channels."""
+    ENDORSED = 2
+    """An author one of the known groups endorsed."""
+    STRANGER = 3
+    """Anyone else: what strangers fill is also bounded per key and per peer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a relayed bulletin came from, as admission counts it.
+
+    Attributes:
+        trust: its author's standing with this node.
+        peer: the key of the session's peer that delivered it (empty: none).
+        network: that peer's source network, its /24 or /64
+            (:func:`meshnode.core.address.network_of`; empty: none).
+    """
+
+    trust: Trust
+    peer: bytes = b""
+    network: bytes = b""
+
+
+LOCAL: Final = Origin(Trust.KNOWN)
+"""The origin of what the node stores for itself: its posts, what it fetched on a
+join, direct bulletins delivered to it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """Bytes the store may hold, per share (``[store]`` in ``meshnode.toml``).
+
+    Our own bulletins are always taken (they may push a share past its bound) and
+    membership operations count nothing, as for the quota.
+    """
+
+    channels: int = 1024 * _MIB
+    public: int = 614 * _MIB
+    mail: int = 409 * _MIB
+    per_stranger: int | None = None
+    """Bytes of public bulletins held for one author without standing (default: a
+    64th of the public share)."""
+    per_source: int | None = None
+    """Bytes of strangers' public bulletins that one peer key, or one source network,
+    may make this node hold (default: a 16th of the public share)."""
+
+    @classmethod
+    def split(cls, total_mb: int, channels: int, public: int, mail: int) -> Budget:
+        """``total_mb`` megabytes split by percentages (which sum to 100 at most)."""
+        if min(channels, public, mail) < 0 or channels + public + mail > 100:
+            raise ValueError("the shares are percentages that add up to 100 at most")
+        part = total_mb * _MIB // 100
+        return cls(channels=part * channels, public=part * public, mail=part * mail)
+
+    @property
+    def stranger_per_author(self) -> int:
+        """:attr:`per_stranger`, or its default."""
+        return self.public // 64 if self.per_stranger is None else self.per_stranger
+
+    @property
+    def stranger_per_source(self) -> int:
+        """:attr:`per_source`, or its default."""
+        return self.public // 16 if self.per_source is None else self.per_source
+
+    @property
+    def mail_per_recipient(self) -> int:
+        """Bytes of mail held for one recipient (see :data:`MAIL_BYTES_PER_RECIPIENT`)."""
+        return min(MAIL_BYTES_PER_RECIPIENT, self.mail)
+
 
 _SEAL_NONCE_SIZE: Final = 24
 _CONTACT_CACHE: Final = 4096
@@ -240,6 +344,43 @@ MIGRATIONS: Final[tuple[str, ...]] = (
         SELECT x'', x'', sum(count), sum(bytes), sum(strangers) FROM mail_usage
         WHERE recipient != x'' AND author != x'' GROUP BY x'';
     """,
+    # 4: the budget (docs/spec/store.md, "Budget"). Each bulletin counts against a
+    # share (1: our channels and direct bulletins to us, 2: the public topic) at a
+    # trust (0 own .. 3 stranger); strangers' public bulletins also against the peer
+    # (via) and source network (net) that delivered them. Bulletins held before
+    # have neither peer nor network; the node raises its contacts' and members'
+    # trust when it starts, and the store its owner's.
+    """
+    ALTER TABLE bulletins ADD COLUMN share INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE bulletins ADD COLUMN trust INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE bulletins ADD COLUMN via BLOB;
+    ALTER TABLE bulletins ADD COLUMN net BLOB;
+    UPDATE bulletins SET share = 2, trust = 3 WHERE channel_id IS NULL AND kind NOT IN (2, 4);
+    CREATE INDEX bulletins_by_author ON bulletins (author, trust);
+    CREATE INDEX bulletins_evictable ON bulletins (trust DESC, cursor)
+        WHERE share = 2 AND trust > 0;
+    CREATE TABLE share_usage (
+        share INTEGER NOT NULL,
+        trust INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        PRIMARY KEY (share, trust)
+    ) WITHOUT ROWID;
+    INSERT INTO share_usage
+        SELECT share, trust, sum(CASE WHEN kind = 5 THEN 0 ELSE length(raw) END)
+        FROM bulletins GROUP BY share, trust;
+    CREATE TABLE source_usage (
+        source BLOB PRIMARY KEY,
+        bytes  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE evicted (
+        n  INTEGER PRIMARY KEY AUTOINCREMENT,
+        id BLOB NOT NULL UNIQUE
+    );
+    CREATE TABLE endorsed (
+        author BLOB PRIMARY KEY,
+        since  INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 
@@ -262,6 +403,9 @@ class Insert(Enum):
     """Added, and it conflicts with a held bulletin of the same author, stream and seq."""
     OVER_QUOTA = "over quota"
     """Refused: the author's quota is full."""
+    NO_ROOM = "no room"
+    """Refused: its share of the budget is full of what this node trusts as much or
+    more, or the peer or network that delivered it has made us hold all it may."""
     EXPIRED = "expired"
     """Refused: its expiry has passed."""
 
@@ -341,12 +485,21 @@ class Store:
     """
 
     def __init__(
-        self, db: sqlite3.Connection, seal_key: bytes, *, owner: bytes | None, quota: int
+        self,
+        db: sqlite3.Connection,
+        seal_key: bytes,
+        *,
+        owner: bytes | None,
+        quota: int,
+        budget: Budget,
     ) -> None:
         self._db = db
         self._seal_key = seal_key
         self._owner = owner
         self._quota = quota
+        self._budget = budget
+        self._evictions: list[bytes] = []
+        """Ids evicted since :meth:`take_evictions` last ran."""
         self._contact_cache: dict[bytes, Contact | None] = {}
         """Key -> its contact row (None: not a contact), for :meth:`contact`; emptied by
         every write to ``contacts``, all of which go through this object."""
@@ -364,14 +517,17 @@ class Store:
         seal_key: bytes,
         owner: bytes | None = None,
         author_quota: int = DEFAULT_AUTHOR_QUOTA,
+        budget: Budget | None = None,
     ) -> Store:
         """Open or create the store at ``path`` (mode 0600), migrating it if needed.
 
         Args:
             seal_key: 32 bytes that seal channel secrets; from
                 :meth:`~meshnode.core.identity.Identity.store_seal_key`.
-            owner: this node's group key, whose own bulletins the quota spares.
+            owner: this node's group key, whose own bulletins the quota and the
+                budget spare.
             author_quota: bytes of bulletins held per author.
+            budget: bytes held per share (default :class:`Budget`'s).
 
         Raises:
             StoreError: the file is not a meshnode store, is damaged, or was
@@ -401,7 +557,10 @@ class Store:
             raise
         for suffix in ("-wal", "-shm"):
             _chmod_private(path.with_name(path.name + suffix))
-        return cls(db, seal_key, owner=owner, quota=author_quota)
+        store = cls(db, seal_key, owner=owner, quota=author_quota, budget=budget or Budget())
+        if owner is not None:
+            store.raise_trust([owner], Trust.OWN)
+        return store
 
     def close(self) -> None:
         """Checkpoint the log into the main file and close."""
@@ -476,8 +635,7 @@ class Store:
                 (channel.current, root, channel.id),
             )
             self._db.executemany(
-                "INSERT INTO channel_secrets (channel_id, epoch, sealed_secret) "
-                "VALUES (?, ?, ?)",
+                "INSERT INTO channel_secrets (channel_id, epoch, sealed_secret) VALUES (?, ?, ?)",
                 [
                     (channel.id, k.number, self._seal(k.secret, channel.id, k.number))
                     for k in channel.keys
@@ -632,9 +790,11 @@ class Store:
         """Keep several verified bulletins in one durable transaction (one fsync)."""
         batch = list(bulletins)
         with self._transaction():
-            return self._insert_many(batch, now)
+            return self._insert_many(batch, [LOCAL] * len(batch), now)
 
-    def add_unsynced(self, bulletins: Sequence[Bulletin], *, now: int) -> list[Insert]:
+    def add_unsynced(
+        self, bulletins: Sequence[Bulletin], *, now: int, origins: Sequence[Origin] | None = None
+    ) -> list[Insert]:
         """:meth:`add_many` under ``synchronous=NORMAL``: committed, so the bulletins
         survive the process being killed, but not fsynced, so a power loss may take
         the last batches back (the log keeps its order: never a hole, and a later
@@ -644,23 +804,29 @@ class Store:
         anti-entropy fetches what a power loss took from the peers that still hold
         it. The node's own bulletins, deposits and mail go through the durable
         methods (rule 1). An fsync per batch cost more CPU than the rest of
-        receiving a bulletin.
+        receiving a bulletin. ``origins`` (one per bulletin; default :data:`LOCAL`)
+        is what public admission weighs (rule 8).
         """
+        if origins is None:
+            origins = [LOCAL] * len(bulletins)
         if not self._relaxed:  # (left so for the next batch: _transaction restores FULL)
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._relaxed = True
         with _Transaction(self._db, self._committed):
-            return self._insert_many(bulletins, now)
+            return self._insert_many(bulletins, origins, now)
 
-    def _insert_many(self, bulletins: Sequence[Bulletin], now: int) -> list[Insert]:
-        """Rules 3 and 4 for a batch, in a transaction the caller opened.
+    def _insert_many(
+        self, bulletins: Sequence[Bulletin], origins: Sequence[Origin], now: int
+    ) -> list[Insert]:
+        """Rules 3, 4 and 8 for a batch, in a transaction the caller opened.
 
         The queries are per batch, not per bulletin: one lookup of the ids already
-        held, one of usage per author and of the frontier per (author, stream), then
-        one ``executemany`` per table. A rival (a held bulletin with the same author,
-        stream and seq) is looked for only where one can exist: at a seq no higher
-        than the frontier (``max_seq`` never falls, not even when a bulletin expires),
-        or one taken earlier in this batch.
+        held, one of usage per author, per source and of the frontier per (author,
+        stream), then one ``executemany`` per table. A rival (a held bulletin with the
+        same author, stream and seq) is looked for only where one can exist: at a seq
+        no higher than the frontier (``max_seq`` never falls, not even when a bulletin
+        expires or is evicted), or one taken earlier in this batch. Eviction, when a
+        share is full, deletes held rows at once (never this batch's).
         """
         held: set[bytes] = set()
         ids = list(dict.fromkeys(b.id for b in bulletins))
@@ -671,19 +837,17 @@ class Store:
                 bytes(r[0])
                 for r in self._db.execute(f"SELECT id FROM bulletins WHERE id IN ({marks})", chunk)
             )
-        usage: dict[bytes, int] = {}
-        """Author -> bytes held, this batch's additions included."""
+        tally = _Tally(self._db)
         frontier: dict[tuple[bytes, bytes], int] = {}
         """(stream, author) -> the highest seq held before this batch (0 if none)."""
         taken: dict[tuple[bytes, bytes, int], bytes] = {}
         """(stream, author, seq) -> the first id this batch added there."""
-        added_usage: dict[bytes, int] = {}
         added_frontier: dict[tuple[bytes, bytes], list[int]] = {}
         """(stream, author) -> [highest seq added, how many added]."""
         rows: list[tuple[object, ...]] = []
         forks: list[tuple[bytes, bytes, int, bytes, bytes, int]] = []
         results: list[Insert] = []
-        for b in bulletins:
+        for b, origin in zip(bulletins, origins, strict=True):
             if b.id in held:
                 results.append(Insert.DUPLICATE)
                 continue
@@ -691,16 +855,17 @@ class Store:
                 results.append(Insert.EXPIRED)
                 continue
             author, stream, seq = b.author, b.stream, b.seq
+            share = share_of(b)
+            trust = Trust.OWN if author == self._owner else origin.trust
+            if share is Share.CHANNELS:
+                trust = min(trust, Trust.KNOWN)
             # Membership operations are never charged (docs/spec/membership.md).
             size = 0 if b.kind == Kind.MEMBERSHIP else len(b.raw)
-            used = usage.get(author)
-            if used is None:
-                row = self._db.execute(
-                    "SELECT bytes FROM usage WHERE author = ?", (author,)
-                ).fetchone()
-                used = usage[author] = row[0] if row else 0
-            if author != self._owner and used + size > self._quota:
-                results.append(Insert.OVER_QUOTA)
+            stranger = share is Share.PUBLIC and trust is Trust.STRANGER
+            sources = _sources(origin.peer, origin.network) if stranger else ()
+            refusal = self._admit(tally, author, share, trust, size, sources)
+            if refusal is not None:
+                results.append(refusal)
                 continue
             key = (stream, author)
             top = frontier.get(key)
@@ -720,15 +885,15 @@ class Store:
                 rival = taken.get((stream, author, seq))
             taken.setdefault((stream, author, seq), b.id)
             held.add(b.id)
-            usage[author] = used + size
-            added_usage[author] = added_usage.get(author, 0) + size
+            tally.add(author, share, trust, sources, size)
             counts = added_frontier.setdefault(key, [seq, 0])
             counts[0] = max(counts[0], seq)
             counts[1] += 1
+            via, net = (origin.peer or None, origin.network or None) if sources else (None, None)
             rows.append(
                 (
                     b.id, author, stream, seq, int(b.kind), b.channel_id, b.created_at,
-                    b.expires_at, now, b.raw,
+                    b.expires_at, now, b.raw, int(share), int(trust), via, net,
                 )
             )  # fmt: skip
             if rival is None:
@@ -740,14 +905,11 @@ class Store:
             return results
         self._db.executemany(
             "INSERT INTO bulletins (id, author, stream, seq, kind, channel_id, created_at, "
-            "expires_at, received_at, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "expires_at, received_at, raw, share, trust, via, net) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
-        self._db.executemany(
-            "INSERT INTO usage (author, bytes) VALUES (?, ?) "
-            "ON CONFLICT (author) DO UPDATE SET bytes = bytes + excluded.bytes",
-            added_usage.items(),
-        )
+        tally.write()
         self._db.executemany(
             "INSERT INTO frontiers (stream, author, max_seq, held) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (stream, author) DO UPDATE SET "
@@ -761,6 +923,160 @@ class Store:
                 forks,
             )
         return results
+
+    def _admit(
+        self,
+        tally: _Tally,
+        author: bytes,
+        share: Share,
+        trust: Trust,
+        size: int,
+        sources: Sequence[bytes],
+    ) -> Insert | None:
+        """Why a bulletin is refused (rules 4 and 8), or None to take it, after
+        evicting what it may displace."""
+        if trust is Trust.OWN:
+            return None
+        used = tally.author(author)
+        if used + size > self._quota:
+            return Insert.OVER_QUOTA
+        if trust is Trust.STRANGER and share is Share.PUBLIC:
+            if used + size > self._budget.stranger_per_author:
+                return Insert.OVER_QUOTA
+            if any(tally.source(s) + size > self._budget.stranger_per_source for s in sources):
+                return Insert.NO_ROOM
+        bound = self._budget.channels if share is Share.CHANNELS else self._budget.public
+        over = tally.share(share) + size - bound
+        if over <= 0:
+            return None
+        if share is Share.CHANNELS or tally.evictable(trust) < over:
+            return Insert.NO_ROOM
+        self._evict(tally, trust, max(over, self._budget.public // _EVICT_SLACK))
+        return None
+
+    def _evict(self, tally: _Tally, trust: Trust, amount: int) -> None:
+        """Delete public bulletins trusted no more than ``trust`` (and not our own),
+        least trusted and oldest first, until ``amount`` bytes are freed or none is
+        left; remember their ids (:data:`EVICTED_KEPT`)."""
+        freed = 0
+        while freed < amount:
+            rows = self._db.execute(
+                f"{_DROPPED} WHERE share = 2 AND trust > 0 AND trust >= ? "
+                "ORDER BY trust DESC, cursor LIMIT 64",
+                (int(trust),),
+            ).fetchall()
+            if not rows:
+                break
+            freed += self._drop(rows, tally)
+            ids = [(r[0],) for r in rows]
+            self._db.executemany("INSERT OR IGNORE INTO evicted (id) VALUES (?)", ids)
+            self._evictions.extend(bytes(r[0]) for r in rows)
+        self._db.execute(
+            "DELETE FROM evicted WHERE n <= (SELECT max(n) FROM evicted) - ?", (EVICTED_KEPT,)
+        )
+
+    def _drop(self, rows: Sequence[Sequence[Any]], tally: _Tally | None = None) -> int:
+        """Delete bulletins selected with :data:`_DROPPED` and take them off every
+        running total; returns the bytes they were charged."""
+        own = tally if tally is not None else _Tally(self._db)
+        freed = 0
+        held: dict[tuple[bytes, bytes], int] = {}
+        for _, author, stream, size, share, trust, via, net in rows:
+            author, stream = bytes(author), bytes(stream)
+            sources = _sources(via, net)
+            own.charge(author, Share(share), Trust(trust), sources, -size)
+            held[(stream, author)] = held.get((stream, author), 0) + 1
+            freed += size
+        self._db.executemany(
+            "UPDATE frontiers SET held = held - ? WHERE stream = ? AND author = ?",
+            [(n, stream, author) for (stream, author), n in held.items()],
+        )
+        self._db.executemany("DELETE FROM bulletins WHERE id = ?", [(r[0],) for r in rows])
+        if tally is None:
+            own.write()
+        return freed
+
+    def take_evictions(self) -> list[bytes]:
+        """The ids evicted since the last call (for the indexes above the store)."""
+        evicted, self._evictions = self._evictions, []
+        return evicted
+
+    def raise_trust(self, authors: Iterable[bytes], trust: Trust) -> None:
+        """These authors are now trusted ``trust``: their bulletins held at a lower
+        trust are moved up (so eviction spares them, and strangers' bounds no longer
+        count them)."""
+        keys = [a for a in authors if self._db.execute(
+            "SELECT 1 FROM bulletins WHERE author = ? AND trust > ? LIMIT 1", (a, int(trust))
+        ).fetchone()]  # fmt: skip
+        if not keys:
+            return
+        with self._transaction():
+            tally = _Tally(self._db)
+            for author in keys:
+                rows = self._db.execute(
+                    f"{_DROPPED} WHERE author = ? AND trust > ?", (author, int(trust))
+                ).fetchall()
+                for _, _, _, size, share, old, via, net in rows:
+                    sources = _sources(via, net)
+                    tally.move(Share(share), Trust(old), trust, sources, size)
+                self._db.execute(
+                    "UPDATE bulletins SET trust = ?, via = NULL, net = NULL "
+                    "WHERE author = ? AND trust > ?",
+                    (int(trust), author, int(trust)),
+                )
+            tally.write()
+
+    def endorse(self, author: bytes, *, now: int) -> None:
+        """A known group endorsed a bulletin of ``author``: it is trusted
+        :attr:`Trust.ENDORSED` from now on (remembered across restarts)."""
+        if self.endorsed(author):
+            return
+        with self._transaction():
+            self._db.execute(
+                "INSERT OR IGNORE INTO endorsed (author, since) VALUES (?, ?)", (author, now)
+            )
+        self.raise_trust([author], Trust.ENDORSED)
+
+    def endorsed(self, author: bytes) -> bool:
+        """Whether a known group endorsed one of ``author``'s bulletins."""
+        row = self._db.execute("SELECT 1 FROM endorsed WHERE author = ?", (author,)).fetchone()
+        return row is not None
+
+    def known(self, bulletin_id: bytes) -> bool:
+        """Whether the bulletin is held, or was evicted (and is not to be fetched again)."""
+        row = self._db.execute(
+            "SELECT EXISTS (SELECT 1 FROM bulletins WHERE id = ?) "
+            "OR EXISTS (SELECT 1 FROM evicted WHERE id = ?)",
+            (bulletin_id, bulletin_id),
+        ).fetchone()
+        return bool(row[0])
+
+    def author_of(self, bulletin_id: bytes) -> bytes | None:
+        """The author of a held bulletin."""
+        row = self._db.execute(
+            "SELECT author FROM bulletins WHERE id = ?", (bulletin_id,)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def budget_use(self) -> dict[str, tuple[int, int]]:
+        """Per share, (bytes held, bytes it may hold): ``channels``, ``public``, ``mail``."""
+        held = dict.fromkeys(Share, 0)
+        for share, total in self._db.execute(
+            "SELECT share, sum(bytes) FROM share_usage GROUP BY share"
+        ):
+            held[Share(share)] = int(total)
+        mail = self._db.execute(
+            "SELECT bytes FROM mail_usage WHERE recipient = x'' AND author = x''"
+        ).fetchone()
+        return {
+            "channels": (held[Share.CHANNELS], self._budget.channels),
+            "public": (held[Share.PUBLIC], self._budget.public),
+            "mail": (int(mail[0]) if mail else 0, self._budget.mail),
+        }
+
+    def evicted_count(self) -> int:
+        """How many evicted ids are remembered."""
+        return int(self._db.execute("SELECT count(*) FROM evicted").fetchone()[0])
 
     def has(self, bulletin_id: bytes) -> bool:
         """Whether the bulletin is held."""
@@ -895,21 +1211,9 @@ class Store:
         """Delete bulletins whose expiry has passed; returns how many."""
         with self._transaction():
             rows = self._db.execute(
-                "SELECT author, stream, sum(length(raw)), count(*) FROM bulletins "
-                "WHERE expires_at IS NOT NULL AND expires_at <= ? GROUP BY author, stream",
-                (now,),
+                f"{_DROPPED} WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
             ).fetchall()
-            for author, stream, size, count in rows:
-                self._db.execute(
-                    "UPDATE usage SET bytes = bytes - ? WHERE author = ?", (size, author)
-                )
-                self._db.execute(
-                    "UPDATE frontiers SET held = held - ? WHERE stream = ? AND author = ?",
-                    (count, stream, author),
-                )
-            cur = self._db.execute(
-                "DELETE FROM bulletins WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
-            )
+            self._drop(rows)
             self._charge_mail(
                 [
                     (bytes(r), bytes(a), -n, -size, -strangers)
@@ -925,7 +1229,7 @@ class Store:
             self._db.execute("DELETE FROM outbox WHERE expires_at <= ?", (now,))
             self._db.execute("DELETE FROM dht_records WHERE expires_at <= ?", (now,))
         # Frontiers keep max_seq: an expired bulletin is not a gap to fetch again.
-        return cur.rowcount
+        return len(rows)
 
     # Direct delivery: what we send, and what we hold for others ------------------
 
@@ -971,15 +1275,13 @@ class Store:
                 (bulletin_id, recipient),
             )
 
-    def hold_mail(
-        self, recipient: bytes, bulletin: Bulletin, *, now: int, standing: bool
-    ) -> bool:
+    def hold_mail(self, recipient: bytes, bulletin: Bulletin, *, now: int, standing: bool) -> bool:
         """Keep a verified direct bulletin for an offline recipient; False if refused.
 
         Bounded (docs/spec/gossip.md, "Direct delivery"): per (author, recipient)
         :data:`MAIL_PER_SENDER` bulletins and :data:`MAIL_BYTES_PER_SENDER` bytes,
         :data:`MAIL_BYTES_PER_AUTHOR` per author, :data:`MAIL_BYTES_PER_RECIPIENT`
-        per recipient and :data:`MAIL_TOTAL_BYTES` in all, of which authors without
+        per recipient and the budget's mail share in all, of which authors without
         ``standing`` (neither a contact nor a member of a channel shared with the
         recipient: the node decides) fill half at most; nothing already expired,
         nothing kept past its expiry. The bounds are read from running totals, so
@@ -1008,10 +1310,10 @@ class Store:
                 pair[0] >= MAIL_PER_SENDER
                 or pair[1] + size > MAIL_BYTES_PER_SENDER
                 or sender[1] + size > MAIL_BYTES_PER_AUTHOR
-                or share[1] + size > MAIL_BYTES_PER_RECIPIENT
-                or share[2] + stranger > MAIL_BYTES_PER_RECIPIENT // 2
-                or total[1] + size > MAIL_TOTAL_BYTES
-                or total[2] + stranger > MAIL_TOTAL_BYTES // 2
+                or share[1] + size > self._budget.mail_per_recipient
+                or share[2] + stranger > self._budget.mail_per_recipient // 2
+                or total[1] + size > self._budget.mail
+                or total[2] + stranger > self._budget.mail // 2
             ):
                 return False
             cur = self._db.execute(
@@ -1132,9 +1434,124 @@ class Store:
 
 
 _STORED: Final = "SELECT cursor, id, raw, received_at FROM bulletins"
+_DROPPED: Final = (
+    "SELECT id, author, stream, CASE WHEN kind = 5 THEN 0 ELSE length(raw) END, "
+    "share, trust, via, net FROM bulletins"
+)
+"""What :meth:`Store._drop` needs of each row it deletes (its charged size third)."""
+_USAGE: Final = "SELECT bytes FROM usage WHERE author = ?"
 _LIVE: Final = "(expires_at IS NULL OR expires_at > ?)"
 """The condition on ``bulletins`` that leaves out what has expired at ``now``."""
 _CONTACT: Final = "SELECT key, petname, verified, blocked, added_at FROM contacts"
+
+
+def share_of(bulletin: Bulletin) -> Share:
+    """The share a bulletin counts against: public bulletins and endorsements of the
+    public topic, or ours (a channel's, or direct)."""
+    if bulletin.channel_id is None and bulletin.kind not in (Kind.DIRECT, Kind.KEY_UPDATE):
+        return Share.PUBLIC
+    return Share.CHANNELS
+
+
+def _sources(peer: bytes | None, network: bytes | None) -> tuple[bytes, ...]:
+    """The ``source_usage`` keys a stranger's bulletin delivered by ``peer`` from
+    ``network`` counts against (a row's ``via`` and ``net``, or an :class:`Origin`'s)."""
+    return tuple(tag + bytes(v) for v, tag in ((peer, b"p"), (network, b"n")) if v)
+
+
+class _Tally:
+    """The running totals (``usage``, ``share_usage``, ``source_usage``) for one
+    transaction: each value read once, changes kept and written back by :meth:`write`."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._authors: dict[bytes, list[int]] = {}
+        """Author -> [bytes held, change]."""
+        self._sources: dict[bytes, list[int]] = {}
+        self._shares: dict[tuple[int, int], list[int]] = {
+            (s, t): [b, 0] for s, t, b in db.execute("SELECT share, trust, bytes FROM share_usage")
+        }
+        self._pending: dict[tuple[int, int], int] = {}
+        """What this batch added, per (share, trust): not yet rows, so not evictable."""
+
+    def author(self, author: bytes) -> int:
+        return self._cell(self._authors, author, _USAGE)[0]
+
+    def source(self, source: bytes) -> int:
+        return self._cell(self._sources, source, "SELECT bytes FROM source_usage WHERE source = ?")[
+            0
+        ]
+
+    def share(self, share: Share) -> int:
+        return sum(v[0] for (s, _), v in self._shares.items() if s == share)
+
+    def evictable(self, trust: Trust) -> int:
+        """Public bytes that a bulletin trusted ``trust`` may displace."""
+        low = max(int(trust), int(Trust.KNOWN))
+        return sum(
+            v[0] - self._pending.get((s, t), 0)
+            for (s, t), v in self._shares.items()
+            if s == Share.PUBLIC and t >= low
+        )
+
+    def add(
+        self, author: bytes, share: Share, trust: Trust, sources: Sequence[bytes], size: int
+    ) -> None:
+        """:meth:`charge` for a bulletin this batch adds."""
+        self.charge(author, share, trust, sources, size)
+        key = (int(share), int(trust))
+        self._pending[key] = self._pending.get(key, 0) + size
+
+    def charge(
+        self, author: bytes, share: Share, trust: Trust, sources: Sequence[bytes], size: int
+    ) -> None:
+        self._add(self._cell(self._authors, author, _USAGE), size)
+        self._add(self._shares.setdefault((int(share), int(trust)), [0, 0]), size)
+        for source in sources:
+            self.source(source)
+            self._add(self._sources[source], size)
+
+    def move(
+        self, share: Share, old: Trust, new: Trust, sources: Sequence[bytes], size: int
+    ) -> None:
+        self._add(self._shares.setdefault((int(share), int(old)), [0, 0]), -size)
+        self._add(self._shares.setdefault((int(share), int(new)), [0, 0]), size)
+        for source in sources:
+            self.source(source)
+            self._add(self._sources[source], -size)
+
+    def write(self) -> None:
+        self._db.executemany(
+            "INSERT INTO usage (author, bytes) VALUES (?, ?) "
+            "ON CONFLICT (author) DO UPDATE SET bytes = bytes + excluded.bytes",
+            [(a, d) for a, (_, d) in self._authors.items() if d],
+        )
+        self._db.executemany(
+            "INSERT INTO share_usage (share, trust, bytes) VALUES (?, ?, ?) "
+            "ON CONFLICT (share, trust) DO UPDATE SET bytes = bytes + excluded.bytes",
+            [(s, t, d) for (s, t), (_, d) in self._shares.items() if d],
+        )
+        self._db.executemany(
+            "INSERT INTO source_usage (source, bytes) VALUES (?, ?) "
+            "ON CONFLICT (source) DO UPDATE SET bytes = bytes + excluded.bytes",
+            [(s, d) for s, (_, d) in self._sources.items() if d],
+        )
+        self._db.executemany(
+            "DELETE FROM source_usage WHERE source = ? AND bytes <= 0",
+            [(s,) for s, (_, d) in self._sources.items() if d < 0],
+        )
+
+    def _cell(self, cache: dict[bytes, list[int]], key: bytes, query: str) -> list[int]:
+        cell = cache.get(key)
+        if cell is None:
+            row = self._db.execute(query, (key,)).fetchone()
+            cell = cache[key] = [int(row[0]) if row else 0, 0]
+        return cell
+
+    @staticmethod
+    def _add(cell: list[int], amount: int) -> None:
+        cell[0] += amount
+        cell[1] += amount
 
 
 def _stored(row: tuple[int, bytes, bytes, int]) -> StoredBulletin:

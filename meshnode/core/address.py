@@ -77,3 +77,28 @@ def _usable_host(host: str) -> bool:
         except ValueError:
             return all(label and label.replace("-", "").isalnum() for label in host.split("."))
     return not (ip.is_unspecified or ip.is_multicast)
+
+
+def network_of(address: str) -> bytes:
+    """The source network an address is counted in, where one operator's addresses are
+    cheap to multiply: its IPv4 /24 (``b"4"`` and three bytes) or IPv6 /64 (``b"6"``
+    and eight bytes; an IPv4-mapped IPv6 address counts as its IPv4 one). Empty for
+    anything else (a DNS name, say), which counts against no network.
+
+    Args:
+        address: ``host:port``, ``[v6]:port`` or a bare host.
+    """
+    host = address
+    if address.startswith("["):
+        host = address[1 : address.find("]")] if "]" in address else address
+    elif address.count(":") == 1:
+        host = address.partition(":")[0]
+    try:
+        ip = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return b""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv4Address):
+        return b"4" + ip.packed[:3]
+    return b"6" + ip.packed[:8]

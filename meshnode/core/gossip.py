@@ -86,6 +86,7 @@ class Offence(Enum):
     GRAFT_BACKOFF = "grafted during its backoff"
     REJECTED = "sent a bulletin this node refused"
     UNANSWERED = "did not send a bulletin it announced"
+    MISDIRECTED = "deposited mail that this node is not a holder for"
 
 
 DEFAULT_PENALTIES: Final[Mapping[Offence, float]] = {
@@ -98,6 +99,7 @@ DEFAULT_PENALTIES: Final[Mapping[Offence, float]] = {
     Offence.GRAFT_BACKOFF: 10.0,
     Offence.REJECTED: 10.0,
     Offence.UNANSWERED: 2.0,
+    Offence.MISDIRECTED: 5.0,
 }
 
 

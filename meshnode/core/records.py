@@ -88,6 +88,15 @@ def node_id(public_key: bytes) -> bytes:
     return crypto.derive(public_key, NODE_ID_LABEL, NODE_ID_SIZE)
 
 
+def among_nearest(own: bytes, target: bytes, others: Iterable[bytes], n: int) -> bool:
+    """Whether node ID ``own`` is among the ``n`` IDs nearest ``target`` (XOR distance)
+    of ``others`` and itself: how a node decides, from its own routing table, that it
+    is one of a recipient's holders (docs/spec/gossip.md, "Direct delivery")."""
+    goal = int.from_bytes(target)
+    mine = int.from_bytes(own) ^ goal
+    return sum(1 for o in others if o != own and int.from_bytes(o) ^ goal < mine) < n
+
+
 def contact_key(group_key: bytes) -> bytes:
     """The DHT key under which a group's contact record is stored."""
     return crypto.derive(group_key, CONTACT_KEY_LABEL, NODE_ID_SIZE)

@@ -152,6 +152,16 @@ class ContactInfo:
     blocked: bool
 
 
+@dataclass(frozen=True, slots=True)
+class ShareUse:
+    """One share of the store's budget: bytes held and bytes it may hold. ``channels``
+    (our channels and direct bulletins to us), ``public`` or ``mail`` (held for others)."""
+
+    name: str
+    used: int
+    budget: int
+
+
 @dataclass(frozen=True, kw_only=True)
 class NodeStatus:
     """What ``meshnode status`` shows."""
@@ -176,3 +186,8 @@ class NodeStatus:
     """``"ok"``; ``"full"`` when the last write found the disk full (the node serves
     what it holds and refuses new data until a write succeeds again); ``"error"``
     after another store error (see the daemon's log)."""
+    shares: tuple[ShareUse, ...] = ()
+    """How full each share of the store's budget is (``[store]`` in meshnode.toml)."""
+    evicted: int = 0
+    """Ids of public bulletins evicted to make room, remembered so that they are not
+    fetched again."""

@@ -54,7 +54,7 @@ from meshnode.errors import (
 )
 from meshnode.net import redact
 from meshnode.net.memberships import Memberships
-from meshnode.store import Insert, Store, StoredBulletin
+from meshnode.store import Insert, Origin, Store, StoredBulletin
 
 log = logging.getLogger("meshnode.archive")
 
@@ -142,7 +142,8 @@ class Archive:
     # Holdings (read by gossip and sync) ----------------------------------------
 
     def has(self, bulletin_id: bytes) -> bool:
-        return self.store.has(bulletin_id)
+        """Held, or evicted (not to be fetched again: docs/spec/store.md, "Budget")."""
+        return self.store.known(bulletin_id)
 
     def get(self, topic: Topic, ids: Sequence[bytes]) -> list[bytes]:
         index = self.index(topic)
@@ -284,7 +285,10 @@ class Archive:
     def hand_over(self, grant: Grant, recipients: Sequence[bytes]) -> Bulletin:
         """Seal a grant for ``recipients`` (at most 16), as direct mail."""
         return self.seal(
-            list(recipients), grant.encode(), content_type=GRANT_TYPE, kind=Kind.KEY_UPDATE,
+            list(recipients),
+            grant.encode(),
+            content_type=GRANT_TYPE,
+            kind=Kind.KEY_UPDATE,
             expires_in=7 * 86400,
         )
 
@@ -365,22 +369,36 @@ class Archive:
 
     def ingest(self, bulletin: Bulletin) -> Ingested:
         """Store a verified bulletin; index it; apply it if it is a key update for us."""
-        return self._taken(bulletin, self.store.add(bulletin, now=self._clock()))
+        result = self.store.add(bulletin, now=self._clock())
+        self._forget_evicted()
+        return self._taken(bulletin, result)
 
     def ingest_many(self, bulletins: Sequence[Bulletin]) -> list[Ingested]:
         """:meth:`ingest` for several bulletins in one durable transaction (one fsync):
         when it returns, every one it stored is durable."""
-        return self.taken(bulletins, self.store.add_many(bulletins, now=self._clock()))
+        results = self.store.add_many(bulletins, now=self._clock())
+        self._forget_evicted()
+        return self.taken(bulletins, results)
 
-    def store_unsynced(self, bulletins: Sequence[Bulletin]) -> list[Insert]:
+    def store_unsynced(
+        self, bulletins: Sequence[Bulletin], origins: Sequence[Origin]
+    ) -> list[Insert]:
         """Relayed bulletins, in two steps: this commits them without an fsync
-        (``Store.add_unsynced``); then :meth:`taken` indexes them. Until then nothing
-        serves them: gossip and sync read the index."""
-        results = self.store.add_unsynced(bulletins, now=self._clock())
+        (``Store.add_unsynced``, which weighs each one's origin); then :meth:`taken`
+        indexes them. Until then nothing serves them: gossip and sync read the index."""
+        results = self.store.add_unsynced(bulletins, now=self._clock(), origins=origins)
+        self._forget_evicted()
         for b, r in zip(bulletins, results, strict=True):
             if r.stored:
                 self._remember(b)
         return results
+
+    def _forget_evicted(self) -> None:
+        """Take what the store evicted out of the indexes, so that nothing serves it."""
+        for bulletin_id in self.store.take_evictions():
+            for index in self._indexes.values():
+                index.discard(bulletin_id)
+            self._recent.pop(bulletin_id, None)
 
     def taken(self, bulletins: Sequence[Bulletin], results: Sequence[Insert]) -> list[Ingested]:
         """Index bulletins the store took (and apply key updates)."""

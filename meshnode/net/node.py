@@ -45,8 +45,9 @@ from typing import Final
 
 import trio
 
-from meshnode.config import Limits, Timing
+from meshnode.config import Limits, StoreSettings, Timing
 from meshnode.core import crypto, records, views, wire
+from meshnode.core.address import network_of
 from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.channel import Channel, day_of
 from meshnode.core.gossip import (
@@ -84,7 +85,7 @@ from meshnode.net import dht as _dht
 from meshnode.net import redact, transport
 from meshnode.net.archive import Archive
 from meshnode.net.memberships import refusal
-from meshnode.store import Contact, Insert, Store, StoredBulletin
+from meshnode.store import LOCAL, Budget, Contact, Insert, Origin, Store, StoredBulletin, Trust
 
 log = logging.getLogger("meshnode.node")
 
@@ -119,6 +120,7 @@ class NodeConfig:
             the first session read or post after the interval, or half an interval
             later at the latest. The first after a quiet spell runs at once.
         author_quota: bytes of bulletins stored per author.
+        budget: bytes the store may hold, per share.
         merge_delay: seconds a member other than the most senior waits before it
             starts the epoch that merges sibling epochs itself.
     """
@@ -133,13 +135,18 @@ class NodeConfig:
     purge_interval: float = 3600.0
     store_interval: float = 0.05
     author_quota: int = 64 * 1024 * 1024
+    budget: Budget = field(default_factory=Budget)
     merge_delay: float = 60.0
 
     @classmethod
-    def from_limits(cls, limits: Limits, timing: Timing | None = None) -> NodeConfig:
-        """The configuration a daemon's ``[limits]`` and ``[timing]`` tables ask for."""
+    def from_limits(
+        cls, limits: Limits, timing: Timing | None = None, store: StoreSettings | None = None
+    ) -> NodeConfig:
+        """The configuration a daemon's ``[limits]``, ``[timing]`` and ``[store]``
+        tables ask for."""
         base = cls()
         timing = timing or Timing()
+        store = store or StoreSettings()
         gossip = GossipConfig(
             d=limits.mesh_degree,
             d_low=min(base.gossip.d_low, limits.mesh_degree),
@@ -162,6 +169,9 @@ class NodeConfig:
             delivery_interval=timing.delivery_interval,
             mail_interval=timing.mail_interval,
             author_quota=limits.quota_mb_per_author * 1024 * 1024,
+            budget=Budget.split(
+                store.max_mb, store.channels_percent, store.public_percent, store.mail_percent
+            ),
         )
 
 
@@ -206,9 +216,12 @@ class Node:
         """Set (and replaced) whenever bulletins were stored: wakes ``bulletins()`` readers."""
         self._status_changed = trio.Event()
         """Set (and replaced) by ``_changed``: wakes ``changes()`` watchers."""
-        self._to_store: list[Bulletin] = []
-        """Received bulletins for the next group commit (each is pending in gossip, so
-        ``max_pending`` bounds this); none is relayed before it is stored."""
+        self._to_store: list[tuple[Bulletin, Origin]] = []
+        """Received bulletins for the next group commit, with where each came from (each
+        is pending in gossip, so ``max_pending`` bounds this); none is relayed before it
+        is stored."""
+        self._known: frozenset[bytes] | None = None
+        """Contacts and members of our channels (None: to be read again)."""
         self._store_now = trio.Event()
         """Set when the next pass has work: bulletins to store, or our own to publish."""
         self._store_due = trio.Event()
@@ -234,6 +247,7 @@ class Node:
         )
         self.gossip.subscribe(PUBLIC_TOPIC, now=trio.current_time())
         archive.store.watch(self._changed)
+        self._know_again()
         for channel in archive.channels():
             self._subscribe(channel)
 
@@ -407,7 +421,7 @@ class Node:
         for event in events:
             match event:
                 case BulletinReceived():
-                    self._to_store.append(event.bulletin)
+                    self._to_store.append((event.bulletin, self._origin(event)))
                     self._store_now.set()
                 case ForkDetected():
                     log.warning(
@@ -457,12 +471,13 @@ class Node:
                 self._store_due = trio.Event()
             last = trio.current_time()
             self._store_now = trio.Event()
-            batch, self._to_store = self._admitted(self._to_store), []
-            if not batch:  # only our own to publish
+            admitted, self._to_store = self._admitted(self._to_store), []
+            if not admitted:  # only our own to publish
                 self._flush()
                 continue
+            batch = [b for b, _ in admitted]
             try:
-                results = self.archive.store_unsynced(batch)
+                results = self.archive.store_unsynced(batch, [o for _, o in admitted])
                 self._on_stored(batch, results, trio.current_time())
             except StoreError as exc:
                 # Our disk, not the senders' doing: refused without a charge (those
@@ -473,25 +488,63 @@ class Node:
                     self.gossip.reject(bulletin.id, now)
             self._flush()
 
-    def _admitted(self, batch: list[Bulletin]) -> list[Bulletin]:
+    def _admitted(self, batch: list[tuple[Bulletin, Origin]]) -> list[tuple[Bulletin, Origin]]:
         """The received bulletins that are heard: an expired one is neither stored nor
         relayed (docs/spec/gossip.md, "Expiry"), nor is a channel bulletin whose
         author is not a member; one whose author the log does not know yet is held
         until the log says (docs/spec/membership.md)."""
         now, wall = trio.current_time(), int(time.time())
         heard = []
-        for bulletin in batch:
+        for bulletin, origin in batch:
             if bulletin.expired(wall):
                 self._handle(self.gossip.reject(bulletin.id, now))
                 continue
             verdict = self.archive.memberships.admit(bulletin)
             if verdict is Post.ACCEPT:
-                heard.append(bulletin)
+                heard.append((bulletin, origin))
                 continue
             if verdict is Post.HOLD:
                 self.archive.memberships.hold(bulletin)
             self._handle(self.gossip.reject(bulletin.id, now))
         return heard
+
+    def _origin(self, received: BulletinReceived) -> Origin:
+        """Where a received bulletin comes from, as the store's admission weighs it
+        (docs/spec/store.md, "Budget"): its author's trust, and the peer and source
+        network that delivered it."""
+        author = received.bulletin.author
+        if author == self.identity.public_key:
+            trust = Trust.OWN
+        elif author in self._known_groups():
+            trust = Trust.KNOWN
+        elif self.archive.store.endorsed(author):
+            trust = Trust.ENDORSED
+        else:
+            trust = Trust.STRANGER
+        peer = self._peers.get(bytes(received.peer))
+        network = b"" if peer is None else network_of(peer.session.remote_address)
+        return Origin(trust, peer=bytes(received.peer), network=network)
+
+    def _known_groups(self) -> frozenset[bytes]:
+        """Our contacts (unless blocked) and the members of our channels."""
+        if self._known is None:
+            known = {c.key for c in self.archive.store.contacts() if not c.blocked}
+            for channel in self.archive.channels():
+                log = self.archive.memberships.log(channel.id)
+                if log is not None:
+                    known.update(log.members())
+            known.discard(self.identity.public_key)
+            self._known = frozenset(known)
+        return self._known
+
+    def _know_again(self) -> None:
+        """Contacts or members changed: their held bulletins rank as known (so eviction
+        spares them and strangers' bounds stop counting them)."""
+        self._known = None
+        try:
+            self.archive.store.raise_trust(self._known_groups(), Trust.KNOWN)
+        except StoreError as exc:
+            log.error("could not rank the bulletins of known groups: %s", exc)
 
     def _catch_up(self, peer: bytes, shared: frozenset[Topic]) -> None:
         """A member of one of our channels who shares no epoch with us may be on a
@@ -541,12 +594,14 @@ class Node:
             me = self.identity.public_key
             delay = 0.0 if log.merge_starter() == me else self._config.merge_delay
             self._nursery.start_soon(self._merge, channel.id, delay)
+        self._know_again()
         released = self.archive.memberships.released(channel.id)
         if released:
-            self._to_store.extend(released)
+            self._to_store.extend((b, LOCAL) for b in released)
             self._store_now.set()
 
     def _on_stored(self, batch: list[Bulletin], results: list[Insert], now: float) -> None:
+        self._endorsed(batch, results)
         unreadable = self.archive.unreadable_count()
         for got in self.archive.taken(batch, results):
             if got.channel_changed is not None:
@@ -554,11 +609,26 @@ class Node:
         if self.archive.unreadable_count() != unreadable:
             self._changed()
         for bulletin, result in zip(batch, results, strict=True):
-            if result in (Insert.OVER_QUOTA, Insert.EXPIRED):
+            if result in (Insert.OVER_QUOTA, Insert.NO_ROOM, Insert.EXPIRED):
                 self.gossip.reject(bulletin.id, now)
             else:
                 self.gossip.accept(bulletin.id, now)
         self._notify()
+
+    def _endorsed(self, batch: list[Bulletin], results: list[Insert]) -> None:
+        """A known group's endorsement vouches for the endorsed bulletin's author."""
+        me, known = self.identity.public_key, self._known_groups()
+        for bulletin, result in zip(batch, results, strict=True):
+            if not (
+                result.stored
+                and bulletin.kind == Kind.ENDORSEMENT
+                and bulletin.endorses is not None
+                and bulletin.author in known
+            ):
+                continue
+            author = self.archive.store.author_of(bulletin.endorses)
+            if author is not None and author != me and author not in known:
+                self.archive.store.endorse(author, now=int(time.time()))
 
     def _notify(self) -> None:
         self._arrived.set()
@@ -585,7 +655,7 @@ class Node:
                 stored: list[wire.BulletinId] = []
                 refused: list[wire.BulletinId] = []
                 for b in self._direct_bulletins(peer, message.raws, now):
-                    ok = self._take_deposit(bytes(peer), message.recipient, b)
+                    ok = self._take_deposit(peer, message.recipient, b)
                     (stored if ok else refused).append(wire.BulletinId(b.id))
                 self.gossip.send(
                     peer, wire.DepositAck(stored=tuple(stored), refused=tuple(refused))
@@ -643,7 +713,7 @@ class Node:
             found.append(b)
         return found
 
-    def _take_deposit(self, sender: bytes, recipient: bytes, b: Bulletin) -> bool:
+    def _take_deposit(self, sender: PeerId, recipient: bytes, b: Bulletin) -> bool:
         if b.expired(int(time.time())):
             return False
         if recipient == self.identity.public_key:
@@ -651,11 +721,24 @@ class Node:
                 return False  # (deposited for us, but it holds no slot for us)
             self._ingest_direct(b)
             return True
-        if self._blocked(sender) or self._blocked(b.author):
+        if not self._holds_for(recipient):
+            self._handle(self.gossip.penalize(sender, Offence.MISDIRECTED, trio.current_time()))
+            return False
+        if self._blocked(bytes(sender)) or self._blocked(b.author):
             return False
         return self.archive.store.hold_mail(
             recipient, b, now=int(time.time()), standing=self._standing(b.author, recipient)
         )
+
+    def _holds_for(self, recipient: bytes) -> bool:
+        """Whether this node is one of ``recipient``'s holders by the spec's rule
+        (docs/spec/gossip.md, "Direct delivery"): among the ``2 * MAX_HOLDERS`` node
+        IDs nearest the recipient's that our routing table knows (twice the holders a
+        sender picks, so that a sender whose view of the DHT differs from ours is
+        not refused, nor charged, for it)."""
+        known = [node_id for node_id, _, _ in self.dht.routing_snapshot()]
+        target = records.node_id(recipient)
+        return records.among_nearest(self.dht.node_id, target, known, 2 * MAX_HOLDERS)
 
     def _standing(self, author: bytes, recipient: bytes) -> bool:
         """Whether mail from ``author`` to ``recipient`` may use the half of the mail
@@ -754,15 +837,24 @@ class Node:
         token = crypto.signing_keypair(seed)[0]
         now = int(time.time())
         op = self.archive.memberships.write(
-            held, OpType.INVITE, token=token, expires_at=now + lifetime, for_group=group,
+            held,
+            OpType.INVITE,
+            token=token,
+            expires_at=now + lifetime,
+            for_group=group,
             with_history=with_history,
         )
         self._publish(self.archive.carry(held, op))
         grant = self.archive.memberships.grant(held, with_history=with_history) if offline else None
         try:
             return make_code(
-                self.identity, channel=held, token_seed=seed, addresses=[self.announce],
-                now=now, expires_at=now + lifetime, grant=grant,
+                self.identity,
+                channel=held,
+                token_seed=seed,
+                addresses=[self.announce],
+                now=now,
+                expires_at=now + lifetime,
+                grant=grant,
             )
         except ValueError as exc:
             raise MeshError(str(exc)) from None
@@ -1033,9 +1125,7 @@ class Node:
         epochs = log.epochs()
         out = []
         for op in log.ops():
-            groups = (
-                (op.key,) if op.type == OpType.ADD else tuple(t.key for t in op.targets)
-            )
+            groups = (op.key,) if op.type == OpType.ADD else tuple(t.key for t in op.targets)
             epoch = epochs.get(op.epoch_id) if op.type in (OpType.EPOCH, OpType.CREATE) else None
             out.append(
                 views.OperationInfo(
@@ -1142,7 +1232,10 @@ class Node:
         if channel is not None:
             self._check_member(channel)
         bulletin = self.archive.seal(channel, b"", endorses=target.id, kind=Kind.ENDORSEMENT)
-        return self._published(bulletin)
+        record = self._published(bulletin)
+        if target.author != self.identity.public_key and target.author not in self._known_groups():
+            self.archive.store.endorse(target.author, now=int(time.time()))
+        return record
 
     async def send(
         self, recipient_keys: Sequence[str | bytes], text: str, expires: int | None = None
@@ -1239,7 +1332,9 @@ class Node:
     def add_contact(self, petname: str, key: str | bytes) -> views.ContactInfo:
         """Name a group (``key`` is its key text ``mk1...`` or 32 bytes)."""
         raw = key if isinstance(key, bytes) else parse_key(key)
-        return _contact_info(self.archive.store.add_contact(petname, raw, now=int(time.time())))
+        contact = self.archive.store.add_contact(petname, raw, now=int(time.time()))
+        self._know_again()
+        return _contact_info(contact)
 
     def verify_contact(self, petname: str) -> views.ContactInfo:
         """Mark a contact verified (its fingerprint was compared in person)."""
@@ -1257,6 +1352,7 @@ class Node:
             raise UnknownContact(f"no contact {petname!r} (see 'meshnode contact list')")
         updated = self.archive.store.update_contact(contact.key, **change)
         assert updated is not None
+        self._known = None
         return _contact_info(updated)
 
     def _blocked(self, key: bytes) -> bool:
@@ -1285,6 +1381,11 @@ class Node:
             reachable=self._reachable,
             unreadable=self.archive.unreadable_count(),
             storage=self.archive.store.state.value,
+            shares=tuple(
+                views.ShareUse(name, used, budget)
+                for name, (used, budget) in self.archive.store.budget_use().items()
+            ),
+            evicted=self.archive.store.evicted_count(),
         )
 
     async def changes(self) -> AsyncIterator[views.NodeStatus]:
@@ -1603,7 +1704,7 @@ async def open_node(
         _split(b)
     if announce is not None and _split(announce)[0] in ("0.0.0.0", "::", ""):
         raise ValueError("announce the address other nodes can dial, not 0.0.0.0")
-    store = home.open_store(identity, author_quota=cfg.author_quota)
+    store = home.open_store(identity, author_quota=cfg.author_quota, budget=cfg.budget)
     try:
         archive = Archive(identity, store, clock=lambda: int(time.time()))
         async with contextlib.AsyncExitStack() as stack:

@@ -15,7 +15,7 @@ from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity
 from meshnode.errors import StorageFull, StoreError
-from meshnode.store import MAIL_PER_SENDER, MIGRATIONS, Insert, StorageState, Store
+from meshnode.store import MAIL_PER_SENDER, MIGRATIONS, Budget, Insert, StorageState, Store
 from tests.conftest import Rng, make_identity, seeded_rng
 
 KEY = bytes(range(32))
@@ -427,13 +427,18 @@ def test_holding_mail_reads_as_much_however_much_is_held(
     assert costs[0] == costs[1]
 
 
-@pytest.mark.parametrize("bound", ["MAIL_BYTES_PER_RECIPIENT", "MAIL_TOTAL_BYTES"])
+@pytest.mark.parametrize("bound", ["MAIL_BYTES_PER_RECIPIENT", "mail share"])
 def test_throw_away_senders_fill_half_a_share_and_half_of_all(
-    store: Store, alice: Identity, bob: Identity, monkeypatch: pytest.MonkeyPatch, bound: str
+    tmp_path: Path, alice: Identity, bob: Identity, monkeypatch: pytest.MonkeyPatch, bound: str
 ) -> None:
     rng = seeded_rng()
     size = len(mail(alice, bob, 1, rng).raw)  # every mail below has this size
-    monkeypatch.setattr(store_module, bound, 10 * size)
+    budget = Budget()
+    if bound == "mail share":
+        budget = Budget(mail=10 * size)
+    else:
+        monkeypatch.setattr(store_module, bound, 10 * size)
+    store = Store.open(tmp_path / "meshnode.db", seal_key=KEY, budget=budget)
     # Twenty throw-away keys, to one recipient or (for the total) to twenty.
     one = bound == "MAIL_BYTES_PER_RECIPIENT"
     recipients = [bob.public_key if one else n.to_bytes(32) for n in range(20)]
@@ -503,7 +508,7 @@ def test_migration_3_totals_the_mail_held(
                  for r, b in zip(to, held, strict=True)],
             )  # fmt: skip
     with Store.open(path, seal_key=KEY) as s:
-        assert s.schema_version == 3
+        assert s.schema_version == len(MIGRATIONS)
         kept, computed = mail_totals(s)
         assert kept == computed
         assert kept[(bob.public_key, b"")] == (3, *[sum(len(b.raw) for b in held[:3])] * 2)
