@@ -7,10 +7,12 @@ Theory of operation (normative text: docs/spec/session.md):
 - The handshake runs first, under ``handshake_timeout``. A responder whose
   machine refuses message 1 (wrong network key) closes the connection
   without writing a byte: an outsider learns nothing, not even our key.
-- An open session does its own non-blocking I/O on the plain socket (taken
-  from the trio stream after the handshake), so a message costs a system call
-  and no task switch. Writes go out at once, from the caller: what the socket
-  does not take waits in a buffer for the *writer* task, which also sends a
+- A session runs over any trio Stream (tests use ``memory_stream_pair`` and a
+  mock clock: :func:`start_session`). Over TCP it does its own non-blocking I/O
+  on the plain socket (taken from the trio stream after the handshake), so a
+  message costs a system call and no task switch: writes go out at once, from
+  the caller. What the socket does not take (over another stream: everything)
+  waits in a buffer for the *writer* task, which also sends a
   keepalive after ``keepalive_interval`` with nothing sent and closes the
   session when a write makes no progress for ``write_timeout`` (a peer that
   stopped reading). The send queue is bounded in messages not yet written,
@@ -151,6 +153,73 @@ def parse_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+class _SocketIO:
+    """The fast path over TCP: non-blocking calls on the plain socket."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self._sock = socket.socket(fileno=stream.socket.detach())
+        self._sock.setblocking(False)
+
+    def write_now(self, data: bytearray) -> int:
+        """Bytes of ``data`` the socket took at once (raises OSError if it broke)."""
+        try:
+            return self._sock.send(data)
+        except BlockingIOError:
+            return 0
+
+    async def write(self, data: bytearray) -> int:
+        await trio.lowlevel.wait_writable(self._sock)
+        return self.write_now(data)
+
+    async def read(self) -> tuple[list[bytes], bool]:
+        """What one wake-up reads, and whether the peer closed."""
+        await trio.lowlevel.wait_readable(self._sock)
+        chunks: list[bytes] = []
+        for _ in range(_READS_PER_WAKE):
+            try:
+                data = self._sock.recv(_READ_SIZE)
+            except BlockingIOError:
+                break
+            if not data:
+                return chunks, True
+            chunks.append(data)
+            if len(data) < _READ_SIZE:
+                break  # (most likely drained: no second call to learn so)
+        return chunks, False
+
+    async def aclose(self) -> None:
+        try:
+            trio.lowlevel.notify_closing(self._sock)
+        finally:
+            self._sock.close()
+
+
+class _StreamIO:
+    """Any other trio Stream: every write goes through the writer task."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+
+    def write_now(self, data: bytearray) -> int:
+        return 0
+
+    async def write(self, data: bytearray) -> int:
+        chunk = bytes(data)  # (``data`` may grow while this waits: count what went)
+        await self._stream.send_all(chunk)
+        return len(chunk)
+
+    async def read(self) -> tuple[list[bytes], bool]:
+        data = await self._stream.receive_some(_READ_SIZE)
+        return ([bytes(data)], False) if data else ([], True)
+
+    async def aclose(self) -> None:
+        await trio.aclose_forcefully(self._stream)
+
+
+_BROKEN: Final = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+"""What a broken connection raises: the socket's errors, or a trio stream's."""
+
+
 class Session:
     """An open, authenticated session with a peer.
 
@@ -165,10 +234,11 @@ class Session:
 
     def __init__(
         self,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
         machine: SessionMachine,
         opened: HandshakeComplete,
         config: SessionConfig,
+        remote_address: str | None = None,
     ) -> None:
         self._machine = machine
         self._config = config
@@ -176,12 +246,14 @@ class Session:
         """The peer's Ed25519 group key, proved by the handshake."""
         self.handshake_hash: Final = opened.handshake_hash
         """The Noise handshake hash: the same on both ends, unique to this session."""
-        self.remote_address: Final = _format_address(stream.socket.getpeername())
+        if remote_address is None:
+            assert isinstance(stream, trio.SocketStream)
+            remote_address = _format_address(stream.socket.getpeername())
+        self.remote_address: Final = remote_address
         """The peer's ``host:port`` as this side sees it."""
-        # The open session does its own non-blocking I/O on the plain socket: a
-        # message costs no task switch and no stream wrapper, only the system call.
-        self._sock = socket.socket(fileno=stream.socket.detach())
-        self._sock.setblocking(False)
+        # Over TCP the open session does its own non-blocking I/O on the plain socket:
+        # a message costs no task switch and no stream wrapper, only the system call.
+        self._io = _SocketIO(stream) if isinstance(stream, trio.SocketStream) else _StreamIO(stream)
         self._out = bytearray()
         """Encrypted bytes the socket has not taken yet."""
         self._ends: deque[int] = deque()
@@ -282,12 +354,14 @@ class Session:
         if not self._out or self._reason is not None:
             return
         try:
-            n = self._sock.send(self._out)
-        except BlockingIOError:
-            n = 0
+            n = self._io.write_now(self._out)
         except OSError:
             self._abort("the connection broke")
             return
+        self._wrote(n)
+
+    def _wrote(self, n: int) -> None:
+        """``n`` bytes of ``_out`` went out: free them; wake the writer for the rest."""
         if n:
             del self._out[:n]
             self._written += n
@@ -394,9 +468,9 @@ class Session:
             self._recv_tx.close()
             self._space.set()  # wakes senders waiting for room: they see the close
             try:
-                trio.lowlevel.notify_closing(self._sock)
+                with trio.CancelScope(shield=True):
+                    await self._io.aclose()
             finally:
-                self._sock.close()
                 # Set even when an outer cancellation escapes the close, or a
                 # shielded aclose() elsewhere would wait for it forever.
                 self._done.set()
@@ -420,7 +494,7 @@ class Session:
             self._abort(f"the peer broke the session protocol: {exc}")
         except NonceExhausted as exc:
             self._abort(str(exc))
-        except OSError:
+        except _BROKEN:
             self._abort("the connection broke")
 
     async def _read(self, idle: trio.CancelScope) -> None:
@@ -429,7 +503,7 @@ class Session:
         What the handshake read beyond its last message is in the machine already,
         so each pass takes the machine's events before it waits for the socket.
         """
-        sock, machine = self._sock, self._machine
+        io, machine = self._io, self._machine
         ended = False
         while True:
             messages: list[bytes] = []
@@ -442,18 +516,9 @@ class Session:
             if ended:
                 self._abort("the peer closed the connection")
                 return
-            await trio.lowlevel.wait_readable(sock)
-            for _ in range(_READS_PER_WAKE):
-                try:
-                    data = sock.recv(_READ_SIZE)
-                except BlockingIOError:
-                    break
-                if not data:
-                    ended = True
-                    break
+            chunks, ended = await io.read()
+            for data in chunks:
                 machine.receive_data(data)
-                if len(data) < _READ_SIZE:
-                    break  # (most likely drained: no second call to learn so)
 
     async def _deliver(self, messages: list[bytes], idle: trio.CancelScope) -> None:
         if self._handler is not None:
@@ -478,8 +543,11 @@ class Session:
             if self._out:
                 stalled = self._stalled_at if self._stalled_at is not None else trio.current_time()
                 with trio.move_on_at(stalled + config.write_timeout):
-                    await trio.lowlevel.wait_writable(self._sock)
-                    self._write()
+                    try:
+                        self._wrote(await self._io.write(self._out))
+                    except _BROKEN:
+                        self._abort("the connection broke")
+                        return
                     continue
                 self._abort(f"the peer read nothing for {config.write_timeout} s")
                 return
@@ -503,7 +571,7 @@ class Session:
 
 
 async def _handshake(
-    stream: trio.SocketStream, machine: SessionMachine, config: SessionConfig
+    stream: trio.abc.Stream, machine: SessionMachine, config: SessionConfig
 ) -> HandshakeComplete:
     """Run the machine until HandshakeComplete (spec: "Handshake", steps 2-6).
 
@@ -530,7 +598,7 @@ async def _handshake(
                             "nodes are probably in different meshes (check the network key), "
                             "or the peer is at its session limit"
                         )
-                    machine.receive_data(data)
+                    machine.receive_data(bytes(data))
     except trio.TooSlowError:
         raise OperationTimeout(f"the handshake did not finish within {timeout} s") from None
     except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -611,6 +679,39 @@ async def connect_session(
             ``handshake_timeout``.
     """
     session = await _dial(address, identity, network_key, config, local_host, rng)
+    nursery.start_soon(session._run)
+    return session
+
+
+async def start_session(
+    nursery: trio.Nursery,
+    stream: trio.abc.Stream,
+    *,
+    initiator: bool,
+    identity: Identity,
+    network_key: bytes = OPEN_MESH_KEY,
+    config: SessionConfig = SessionConfig(),  # frozen, so sharing it is safe
+    remote_address: str = "stream",
+    rng: crypto.Rng = os.urandom,
+) -> Session:
+    """Run the handshake over any trio Stream and start the session's tasks in
+    ``nursery``: a session over ``trio.testing.memory_stream_pair``, under a mock
+    clock, is the same session as over TCP (only slower: no socket fast path).
+
+    Args:
+        initiator: whether this end starts the handshake (the dialling side).
+        remote_address: what the session reports as the peer's address.
+
+    Raises:
+        HandshakeError, OperationTimeout, PeerDisconnected: as :func:`connect_session`.
+    """
+    machine = _machine(identity, initiator, network_key, config, rng)
+    try:
+        opened = await _handshake(stream, machine, config)
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    session = Session(stream, machine, opened, config, remote_address)
     nursery.start_soon(session._run)
     return session
 

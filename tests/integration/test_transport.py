@@ -454,19 +454,6 @@ async def test_the_idle_timeout_closes_a_silent_peer() -> None:
             assert "no message or keepalive" in reasons[0]
 
 
-async def test_keepalives_keep_an_idle_session_open() -> None:
-    config = SessionConfig(keepalive_interval=0.05, idle_timeout=0.3)
-    with trio.fail_after(TIMEOUT):
-        async with (
-            _listening(_echo, "127.0.0.18", config) as address,
-            open_session(address, identity=ALICE, config=config) as session,
-        ):
-            await trio.sleep(1.0)  # the time under test: several idle timeouts
-            await session.send(b"still there?")
-            assert await session.receive() == crypto.blake2b_256(b"still there?")
-            assert session.statistics().counters.keepalives_received >= 5
-
-
 async def test_an_oversize_message_is_refused_on_both_ends() -> None:
     reasons: list[str] = []
 
