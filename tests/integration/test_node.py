@@ -86,7 +86,11 @@ async def test_first_node_binds_one_port_for_tcp_and_udp(tmp_path: Path) -> None
             assert int(port) == a.dht.port
             assert a.announce == a.address
             assert a.peers() == []
-            assert (await a.lookup(a.identity.public_key)) is not None or a.dht.contact is None
+            await a.dht.publish_contact([a.announce])  # (alone: it holds its record itself)
+            own = await a.lookup(a.identity.public_key)
+            assert own is not None
+            assert own.group_key == a.identity.public_key
+            assert list(own.addresses) == [a.announce]
 
 
 async def test_connect_peers_and_lookup_through_the_dht(tmp_path: Path) -> None:
