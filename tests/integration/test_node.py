@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from pathlib import Path
 
@@ -67,6 +67,34 @@ async def relay_chain(tmp_path: Path, name: str) -> AsyncIterator[tuple[Node, No
         await c.join(await b.invite(name))
         assert [p.key for p in c.peers()] == [b.identity.public_key]
         yield a, b, c
+
+
+async def settle(until: Callable[[], bool], *nodes: Node) -> None:
+    """Wait on the nodes' status streams (sessions, channels, syncs, deliveries, held
+    mail) until ``until`` holds; the test's ``fail_after`` bounds the wait."""
+    async with trio.open_nursery() as watchers:
+
+        async def watch(n: Node) -> None:
+            async with aclosing(n.changes()) as changes:
+                async for _ in changes:
+                    if until():
+                        watchers.cancel_scope.cancel()
+
+        for n in nodes:
+            watchers.start_soon(watch, n)
+
+
+async def arrived(n: Node, ids: Collection[bytes]) -> None:
+    """Wait until ``n`` has stored every bulletin of ``ids`` (its arrivals stream)."""
+    missing = {i for i in ids if not n.archive.store.has(i)}
+    if not missing:
+        return
+    async with aclosing(n.bulletins(since=None)) as arrivals:
+        async for record in arrivals:
+            missing.discard(record.id)
+            missing = {i for i in missing if not n.archive.store.has(i)}
+            if not missing:
+                return
 
 
 async def wait_for(predicate: Callable[[], bool]) -> None:
@@ -151,7 +179,7 @@ async def test_simultaneous_dials_keep_one_shared_session(tmp_path: Path) -> Non
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(a.connect, b.address)
                     nursery.start_soon(b.connect, a.address)
-                await wait_for(lambda: len(a.peers()) == 1 and len(b.peers()) == 1)
+                await settle(lambda: len(a.peers()) == 1 and len(b.peers()) == 1, a, b)
                 (ab,) = a.peers()
                 (ba,) = b.peers()
                 smaller = min(a.identity.public_key, b.identity.public_key)
@@ -159,7 +187,7 @@ async def test_simultaneous_dials_keep_one_shared_session(tmp_path: Path) -> Non
                 assert ab.outbound == (a.identity.public_key == smaller)
                 assert ba.outbound == (b.identity.public_key == smaller)
                 await a._close(b.identity.public_key)
-                await wait_for(lambda: a.peers() == [] and b.peers() == [])
+                await settle(lambda: a.peers() == [] and b.peers() == [], a, b)
 
 
 async def test_a_bulletin_is_stored_then_relayed(tmp_path: Path) -> None:
