@@ -84,10 +84,6 @@ class StoreError(MeshError):
     """The local store could not do what was asked."""
 
 
-class QuotaExceeded(StoreError):
-    """An author has used up its storage quota on this node."""
-
-
 class StorageFull(StoreError):
     """The disk holding the store is full: free space there; the node keeps serving
     what it holds and takes new data again once there is room."""

@@ -18,7 +18,7 @@ Theory of operation:
 - A rekey draws a new epoch secret from randomness, not from anything a member
   holds, so a removed member can derive neither the new key nor the new tags.
   The secret reaches the remaining members in key-update bulletins
-  (see :func:`encode_key_update`). Old epoch secrets are kept: history stays
+  (:class:`meshnode.core.membership.KeyUpdate`). Old epoch secrets are kept: history stays
   readable for those who had it.
 - An invite is a signed, checksummed text code (``mni1...``) carrying the name,
   the founding secret, the current epoch and its secret, bootstrap addresses,
@@ -337,29 +337,3 @@ def _invite_fields(
     if epoch == 0 and epoch_secret != secret:
         raise bad
     return version, name, secret, epoch, epoch_secret, checked, created, expires, inviter
-
-
-def encode_key_update(channel: Channel, epoch: int | None = None) -> bytes:
-    """The content of a key-update bulletin handing ``epoch``'s secret to members."""
-    e = channel.epoch if epoch is None else epoch
-    return codec.pack([channel.id, e, channel.epochs[e]])
-
-
-def decode_key_update(data: bytes) -> tuple[bytes, int, bytes]:
-    """(channel id, epoch, epoch secret) from a key update's content."""
-    try:
-        doc = codec.unpack_canonical(data, max_size=256, max_bin=32, max_array=3, max_str=0)
-    except codec.DecodeError:
-        raise MeshError("a key update with damaged contents") from None
-    if not (
-        isinstance(doc, list)
-        and len(doc) == 3
-        and isinstance(doc[0], bytes)
-        and len(doc[0]) == crypto.KEY_SIZE
-        and type(doc[1]) is int
-        and 0 < doc[1] <= MAX_EPOCH
-        and isinstance(doc[2], bytes)
-        and len(doc[2]) == crypto.KEY_SIZE
-    ):
-        raise MeshError("a key update with damaged contents")
-    return doc[0], doc[1], doc[2]

@@ -373,13 +373,6 @@ class Archive:
         self._forget_evicted()
         return self._taken(bulletin, result)
 
-    def ingest_many(self, bulletins: Sequence[Bulletin]) -> list[Ingested]:
-        """:meth:`ingest` for several bulletins in one durable transaction (one fsync):
-        when it returns, every one it stored is durable."""
-        results = self.store.add_many(bulletins, now=self._clock())
-        self._forget_evicted()
-        return self.taken(bulletins, results)
-
     def store_unsynced(
         self, bulletins: Sequence[Bulletin], origins: Sequence[Origin]
     ) -> list[Insert]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 
 from meshnode.core import crypto
 from meshnode.core.bulletin import Bulletin, Kind
@@ -56,14 +55,6 @@ MAX_WAITING_UPDATES = 16
 """Key updates a channel keeps waiting for an earlier epoch's (the newest)."""
 CATCH_UP_EPOCHS = 4
 """Epoch numbers handed again to a member seen on a stale epoch."""
-
-
-@dataclass(frozen=True, slots=True)
-class Written:
-    """An operation of ours: kept, and to be carried to the channel."""
-
-    channel: Channel
-    op: Op
 
 
 class Memberships:

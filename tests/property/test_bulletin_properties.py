@@ -20,7 +20,7 @@ from test_codec_properties import Value, count_nodes, noncanonical, values
 
 from meshnode.core import codec, crypto
 from meshnode.core.bulletin import MAX_RECIPIENTS, MAX_SEQ, MAX_TIME, SIGN_LABEL, Bulletin, Kind
-from meshnode.core.channel import KEY_UPDATE_TYPE, Channel, encode_key_update
+from meshnode.core.channel import KEY_UPDATE_TYPE, Channel
 from meshnode.core.identity import Identity
 from meshnode.errors import InvalidBulletin, MeshError
 
@@ -74,7 +74,7 @@ def samples(draw: st.DrawFn, kinds: list[str] = KINDS) -> Sample:
         bulletin_kind, endorses = Kind.ENDORSEMENT, draw(ids)
     if kind == "key-update":
         bulletin_kind = Kind.KEY_UPDATE
-        content_type, data = KEY_UPDATE_TYPE, encode_key_update(CHANNEL_1)
+        content_type, data = KEY_UPDATE_TYPE, CHANNEL_1.id + bytes(32)
     bulletin = _seal(
         author, audience, data, seq, prev, created, seed, content_type, expires, reply_to,
         endorses, bulletin_kind,

@@ -24,8 +24,6 @@ from meshnode.core.channel import (
     Channel,
     EpochKey,
     day_of,
-    decode_key_update,
-    encode_key_update,
 )
 from meshnode.core.identity import MAX_NAME_CHARS, Identity
 from meshnode.errors import InvalidInvite, InviteExpired, MeshError, WrongEpoch
@@ -429,45 +427,6 @@ def test_old_epochs_stay_readable_and_removed_members_cannot_read_new_ones(
     assert Bulletin.from_bytes(after.raw).open(rekeyed).text == "after"
     with pytest.raises(WrongEpoch):
         Bulletin.from_bytes(after.raw).open(ch)  # what a removed member holds
-
-
-def test_key_update_round_trip(rng: crypto.Rng) -> None:
-    ch = _channel().next_epoch(rng).next_epoch(rng)
-    data = encode_key_update(ch)
-    assert decode_key_update(data) == (ch.id, 2, ch.epochs[2])
-    assert decode_key_update(encode_key_update(ch, 1)) == (ch.id, 1, ch.epochs[1])
-    joined = _channel().with_epoch(2, decode_key_update(data)[2])
-    assert joined.epoch == 2
-    assert joined.epoch_key() == ch.epoch_key()
-    assert joined.epoch_key(0) == ch.epoch_key(0)
-
-
-@pytest.mark.parametrize(
-    "doc",
-    [
-        [SECRET, 0, SECRET],  # epoch 0 is never sent: it is the founding secret
-        [SECRET, -1, SECRET],
-        [SECRET, MAX_EPOCH + 1, SECRET],
-        [SECRET[:31], 1, SECRET],
-        [SECRET, 1, SECRET[:31]],
-        [SECRET, True, SECRET],
-        [SECRET, 1],
-        [SECRET, 1, SECRET, None],
-        "text",
-    ],
-)
-def test_damaged_key_updates_are_refused(doc: object) -> None:
-    with pytest.raises(MeshError, match="key update"):
-        decode_key_update(codec.pack(doc))
-
-
-def test_non_canonical_key_update_is_refused(rng: crypto.Rng) -> None:
-    data = encode_key_update(_channel().next_epoch(rng))
-    with pytest.raises(MeshError, match="key update"):
-        decode_key_update(b"\xdc\x00\x03" + data[1:])
-    for junk in (b"", data + b"\x00", data[:-1]):
-        with pytest.raises(MeshError, match="key update"):
-            decode_key_update(junk)
 
 
 def test_every_epoch_number_used() -> None:
