@@ -32,6 +32,7 @@ from meshnode.errors import (
     OperationTimeout,
     PeerDisconnected,
     ProtocolError,
+    UsageError,
 )
 
 if TYPE_CHECKING:
@@ -59,10 +60,6 @@ class ExitStatus(IntEnum):
     TIMEOUT = 4
     PEER_FAILURE = 5
     INTERRUPTED = 130
-
-
-class UsageError(MeshError):
-    """The command line itself is wrong."""
 
 
 PASSPHRASE_ENV = "MESHNODE_PASSPHRASE"
@@ -111,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def command(
-        group: Any, name: str, help_text: str, run: Callable[[argparse.Namespace], int]
+        group: Any, name: str, help_text: str, run: Callable[[argparse.Namespace], None]
     ) -> Any:
         p = group.add_parser(name, help=help_text, description=help_text)
         _common(p, top=False)
@@ -263,8 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
 _PASSPHRASE_HELP = f"ask for the identity's passphrase (scripts: set ${PASSPHRASE_ENV})"
 
 
-def _needs_subcommand(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], int]:
-    def run(args: argparse.Namespace) -> int:
+def _needs_subcommand(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], None]:
+    def run(args: argparse.Namespace) -> None:
         raise UsageError(f"'{parser.prog}' needs an action (see '{parser.prog} --help')")
 
     return run
@@ -403,13 +400,13 @@ def _identity_view(identity: Any, home: Any) -> dict[str, str]:
     }
 
 
-def _cmd_init(args: argparse.Namespace) -> int:
+def _cmd_init(args: argparse.Namespace) -> None:
     from meshnode.config import Config, check_address, render
 
     home = _data_dir(args)
     if home.is_initialised():
         if args.if_missing:
-            return ExitStatus.OK
+            return
         raise AlreadyInitialised(f"{home.path} already holds an identity: see 'meshnode id'")
     try:
         config = Config().replace(
@@ -449,10 +446,9 @@ def _cmd_init(args: argparse.Namespace) -> int:
             f"Hand {network_key_file} to the other groups of this private mesh "
             "(over a channel you trust): 'meshnode init --network-key FILE'."
         )
-    return ExitStatus.OK
 
 
-def _cmd_id(args: argparse.Namespace) -> int:
+def _cmd_id(args: argparse.Namespace) -> None:
     home = _data_dir(args)
     identity = home.load_identity(_passphrase_for(home))
     view = _identity_view(identity, home)
@@ -464,10 +460,9 @@ def _cmd_id(args: argparse.Namespace) -> int:
         segno.make(card, error="m").terminal(
             out=sys.stdout if not args.json else sys.stderr, compact=True
         )
-    return ExitStatus.OK
 
 
-def _cmd_daemon(args: argparse.Namespace) -> int:
+def _cmd_daemon(args: argparse.Namespace) -> None:
     from meshnode.daemon import run_daemon
 
     home = _data_dir(args)
@@ -485,10 +480,9 @@ def _cmd_daemon(args: argparse.Namespace) -> int:
         log_format=args.log_format,
         passphrase=_passphrase_for(home),
     )
-    return ExitStatus.OK
 
 
-def _cmd_status(args: argparse.Namespace) -> int:
+def _cmd_status(args: argparse.Namespace) -> None:
     client = _client(args)
     show = _emit_json if args.json else _print_status
     if args.follow:
@@ -496,9 +490,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
             if n and not args.json:
                 print()  # (a blank line between two blocks)
             show(status)
-        return ExitStatus.OK
+        return
     show(client.status())
-    return ExitStatus.OK
 
 
 _STORAGE = {
@@ -564,7 +557,7 @@ def _channel_line(c: ChannelInfo) -> str:
     return line
 
 
-def _cmd_create(args: argparse.Namespace) -> int:
+def _cmd_create(args: argparse.Namespace) -> None:
     info = _client(args).create_channel(args.name)
     if args.json:
         _emit_json(info)
@@ -573,10 +566,9 @@ def _cmd_create(args: argparse.Namespace) -> int:
             f"Created channel {info.name!r}. Invite groups with 'meshnode channel invite "
             f"{shlex.quote(info.name)}'."
         )
-    return ExitStatus.OK
 
 
-def _cmd_invite(args: argparse.Namespace) -> int:
+def _cmd_invite(args: argparse.Namespace) -> None:
     expires = parse_duration(args.expires) if args.expires else 7 * 86400
     code = _client(args).invite(
         args.name,
@@ -595,10 +587,9 @@ def _cmd_invite(args: argparse.Namespace) -> int:
         _emit_json({"channel": args.name, "code": code, "expires_in": expires})
     else:
         print(code)
-    return ExitStatus.OK
 
 
-def _cmd_join(args: argparse.Namespace) -> int:
+def _cmd_join(args: argparse.Namespace) -> None:
     client = _client(args)
     info = client.join(args.code)
     members = client.members(info.id.hex())
@@ -615,7 +606,6 @@ def _cmd_join(args: argparse.Namespace) -> int:
         _emit_json({**_jsonable(info), "invited_by": inviter})
     else:
         print(f"Joined {info.name!r} ({info.members} members), invited by {inviter}.")
-    return ExitStatus.OK
 
 
 def _member_line(m: MemberInfo) -> str:
@@ -623,12 +613,11 @@ def _member_line(m: MemberInfo) -> str:
     return f"{m.name:<28} {_fingerprint(m.key)}  {added}"
 
 
-def _cmd_members(args: argparse.Namespace) -> int:
+def _cmd_members(args: argparse.Namespace) -> None:
     _print_list(args, _client(args).members(args.name), _member_line, "No members.")
-    return ExitStatus.OK
 
 
-def _cmd_remove(args: argparse.Namespace) -> int:
+def _cmd_remove(args: argparse.Namespace) -> None:
     info = _client(args).remove(args.name, args.groups)
     if args.json:
         _emit_json(info)
@@ -637,7 +626,6 @@ def _cmd_remove(args: argparse.Namespace) -> int:
             f"Removed {', '.join(args.groups)} from {info.name!r}: it is now at epoch "
             f"{info.epoch} with {info.members} members."
         )
-    return ExitStatus.OK
 
 
 def _invite_line(i: InviteInfo) -> str:
@@ -657,18 +645,16 @@ def _fingerprint(key: bytes) -> str:
     return fingerprint(key)
 
 
-def _cmd_invites(args: argparse.Namespace) -> int:
+def _cmd_invites(args: argparse.Namespace) -> None:
     _print_list(args, _client(args).invites(args.name), _invite_line, "No invites.")
-    return ExitStatus.OK
 
 
-def _cmd_revoke(args: argparse.Namespace) -> int:
+def _cmd_revoke(args: argparse.Namespace) -> None:
     _client(args).revoke_invite(args.name, args.invite_id)
     if args.json:
         _emit_json({"revoked": args.invite_id})
     else:
         print(f"Revoked invite {args.invite_id}.")
-    return ExitStatus.OK
 
 
 def _operation_line(op: OperationInfo) -> str:
@@ -686,7 +672,7 @@ def _operation_line(op: OperationInfo) -> str:
     return f"{_when(op.created_at)}  {op.author_name} {what}{void}"
 
 
-def _cmd_upgrade(args: argparse.Namespace) -> int:
+def _cmd_upgrade(args: argparse.Namespace) -> None:
     info = _client(args).upgrade(args.name, keep=args.keep)
     if args.json:
         _emit_json(info)
@@ -695,40 +681,35 @@ def _cmd_upgrade(args: argparse.Namespace) -> int:
             f"{info.name!r} has a membership log now: {info.members} members, epoch "
             f"{info.epoch}. The kept groups get its key."
         )
-    return ExitStatus.OK
 
 
-def _cmd_log(args: argparse.Namespace) -> int:
+def _cmd_log(args: argparse.Namespace) -> None:
     _print_list(args, _client(args).log(args.name), _operation_line, "No operations.")
-    return ExitStatus.OK
 
 
-def _cmd_channels(args: argparse.Namespace) -> int:
+def _cmd_channels(args: argparse.Namespace) -> None:
     _print_list(
         args,
         _client(args).channels(),
         _channel_line,
         "No channels yet: 'meshnode channel create NAME' or 'meshnode channel join CODE'.",
     )
-    return ExitStatus.OK
 
 
-def _cmd_leave(args: argparse.Namespace) -> int:
+def _cmd_leave(args: argparse.Namespace) -> None:
     _client(args).leave(args.name)
     if args.json:
         _emit_json({"left": args.name})
     else:
         print(f"Left channel {args.name!r}.")
-    return ExitStatus.OK
 
 
-def _cmd_rekey(args: argparse.Namespace) -> int:
+def _cmd_rekey(args: argparse.Namespace) -> None:
     info = _client(args).rekey(args.name, remove=args.remove)
     if args.json:
         _emit_json(info)
     else:
         print(f"Channel {info.name!r} is now at epoch {info.epoch}.")
-    return ExitStatus.OK
 
 
 def _show_posted(args: argparse.Namespace, record: BulletinRecord) -> None:
@@ -738,7 +719,7 @@ def _show_posted(args: argparse.Namespace, record: BulletinRecord) -> None:
         print(f"Posted {record.id.hex()}")
 
 
-def _cmd_post(args: argparse.Namespace) -> int:
+def _cmd_post(args: argparse.Namespace) -> None:
     expires = parse_duration(args.expires) if args.expires else None
     client = _client(args)
     if args.public:
@@ -753,15 +734,13 @@ def _cmd_post(args: argparse.Namespace) -> int:
             args.channel, _read_text(args.text), reply_to=reply_to, expires=expires
         )
     _show_posted(args, record)
-    return ExitStatus.OK
 
 
-def _cmd_send(args: argparse.Namespace) -> int:
+def _cmd_send(args: argparse.Namespace) -> None:
     _show_posted(args, _client(args).send([args.group], _read_text(args.text)))
-    return ExitStatus.OK
 
 
-def _cmd_read(args: argparse.Namespace) -> int:
+def _cmd_read(args: argparse.Namespace) -> None:
     since = parse_when(args.since, time.time()) if args.since else None
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit takes a positive number")
@@ -770,23 +749,21 @@ def _cmd_read(args: argparse.Namespace) -> int:
     client = _client(args)
     if args.unreadable:
         _print_list(args, client.unreadable(), _unreadable_line, "No unreadable bulletins.")
-        return ExitStatus.OK
+        return
     show = _emit_json if args.json else _print_bulletin
     if args.follow:
         for record in client.follow(args.channel, since=since):
             show(record)
-        return ExitStatus.OK
+        return
     records = client.read(args.channel, since=since, limit=args.limit)
     if not records and not args.json:
         print("No bulletins yet.")
     for record in records:
         show(record)
-    return ExitStatus.OK
 
 
-def _cmd_endorse(args: argparse.Namespace) -> int:
+def _cmd_endorse(args: argparse.Namespace) -> None:
     _show_posted(args, _client(args).endorse(_bulletin_id(args.id)))
-    return ExitStatus.OK
 
 
 def _contact_line(c: ContactInfo) -> str:
@@ -803,29 +780,25 @@ def _show_contact(args: argparse.Namespace, contact: ContactInfo) -> None:
         print(_contact_line(contact))
 
 
-def _cmd_contact_add(args: argparse.Namespace) -> int:
+def _cmd_contact_add(args: argparse.Namespace) -> None:
     _show_contact(args, _client(args).add_contact(args.name, args.key))
-    return ExitStatus.OK
 
 
-def _cmd_contact_list(args: argparse.Namespace) -> int:
+def _cmd_contact_list(args: argparse.Namespace) -> None:
     _print_list(
         args,
         _client(args).contacts(),
         _contact_line,
         "No contacts yet: 'meshnode contact add NAME KEY'.",
     )
-    return ExitStatus.OK
 
 
-def _cmd_contact_verify(args: argparse.Namespace) -> int:
+def _cmd_contact_verify(args: argparse.Namespace) -> None:
     _show_contact(args, _client(args).verify_contact(args.name))
-    return ExitStatus.OK
 
 
-def _cmd_contact_block(args: argparse.Namespace) -> int:
+def _cmd_contact_block(args: argparse.Namespace) -> None:
     _show_contact(args, _client(args).block_contact(args.name))
-    return ExitStatus.OK
 
 
 def _peer_line(p: PeerInfo) -> str:
@@ -833,23 +806,21 @@ def _peer_line(p: PeerInfo) -> str:
     return f"{p.name:<20} {p.address:<22} {direction:<3}  {p.key.hex()[:16]}"
 
 
-def _cmd_peer_list(args: argparse.Namespace) -> int:
+def _cmd_peer_list(args: argparse.Namespace) -> None:
     _print_list(
         args,
         _client(args).peers(),
         _peer_line,
         "No peers yet: 'meshnode peer add HOST:PORT' or wait for the DHT.",
     )
-    return ExitStatus.OK
 
 
-def _cmd_peer_add(args: argparse.Namespace) -> int:
+def _cmd_peer_add(args: argparse.Namespace) -> None:
     peer = _client(args).add_peer(args.address)
     if args.json:
         _emit_json(peer)
     else:
         print(_peer_line(peer))
-    return ExitStatus.OK
 
 
 _EXIT_FOR: tuple[tuple[type[BaseException], ExitStatus], ...] = (
@@ -878,7 +849,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         if not hasattr(args, "run"):
             build_parser().print_help(sys.stderr)
             return ExitStatus.USAGE
-        return int(args.run(args))
+        args.run(args)
+        return ExitStatus.OK
     except KeyboardInterrupt:
         if traceback_wanted:
             raise
