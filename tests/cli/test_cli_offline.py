@@ -9,15 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from meshnode.cli import (
-    ExitStatus,
-    _print_bulletin,
-    _unreadable_line,
-    build_parser,
-    exit_status_for,
-    render_docs,
-    run,
-)
+from meshnode.cli import ExitStatus, build_parser, exit_status_for, render_docs, run
+from meshnode.cli.rendering import print_bulletin, unreadable_line
 from meshnode.client import Client
 from meshnode.core.views import BulletinRecord, UnreadableInfo
 from meshnode.errors import (
@@ -86,12 +79,12 @@ def test_an_unreadable_bulletin_reads_as_its_reason() -> None:
         channel="strike-support", channel_id=bytes(32), created_at=0,
         reason="unknown epoch 3", author_at_fault=False,
     )  # fmt: skip
-    head, tail = _unreadable_line(info).splitlines()
+    head, tail = unreadable_line(info).splitlines()
     assert head.endswith("#strike-support local12: unknown epoch 3")
     assert tail == "    id cdcdcdcdcdcdcdcd"
     altered = dataclasses.replace(info, kind="direct", channel=None, author_at_fault=True)
-    assert "direct local12: " in _unreadable_line(altered)
-    assert _unreadable_line(altered).splitlines()[0].endswith("(the author's doing)")
+    assert "direct local12: " in unreadable_line(altered)
+    assert unreadable_line(altered).splitlines()[0].endswith("(the author's doing)")
 
 
 def test_bare_noun_asks_for_an_action(capsys: pytest.CaptureFixture[str]) -> None:
@@ -205,5 +198,5 @@ def test_an_endorsement_reads_as_what_it_endorses(capsys: pytest.CaptureFixture[
         channel=None, channel_id=None, text="", created_at=0, expires_at=None,
         reply_to=None, endorses=bytes([0xAB]) * 32, seq=1, cursor=1,
     )  # fmt: skip
-    _print_bulletin(record)
+    print_bulletin(record)
     assert "local12: stands behind abababababababab" in capsys.readouterr().out

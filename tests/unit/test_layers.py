@@ -58,8 +58,8 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
         "meshnode.errors", CORE, "meshnode.store", "meshnode.api", "meshnode.paths",
     ),
     "meshnode.cli": (
-        "meshnode.errors", CORE, "meshnode.client", "meshnode.store", "meshnode.daemon",
-        "meshnode.config", "meshnode.paths", "meshnode.home", "meshnode.api",
+        "meshnode.errors", CORE, "meshnode.cli", "meshnode.client", "meshnode.store",
+        "meshnode.daemon", "meshnode.config", "meshnode.paths", "meshnode.home", "meshnode.api",
     ),
     # make demo: drives real daemons through the command line and the client.
     "meshnode.demo": ("meshnode.errors", "meshnode.client"),
