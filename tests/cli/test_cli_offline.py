@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -200,3 +202,15 @@ def test_an_endorsement_reads_as_what_it_endorses(capsys: pytest.CaptureFixture[
     )  # fmt: skip
     print_bulletin(record)
     assert "local12: stands behind abababababababab" in capsys.readouterr().out
+
+
+def test_python_dash_m_runs_the_command(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "meshnode.cli", "--data-dir", str(tmp_path), "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == ExitStatus.DAEMON_UNREACHABLE
+    assert done.stderr.startswith("meshnode: error: no meshnode daemon")
