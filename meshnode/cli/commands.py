@@ -117,22 +117,34 @@ def _passphrase_for(home: Any) -> str | None:
     return _ask_passphrase("Passphrase: ", confirm=False) if home.needs_passphrase() else None
 
 
+def _address(value: str, flag: str) -> str:
+    """A ``host:port`` given with ``flag``, or a UsageError naming the flag."""
+    from meshnode.config import check_address
+
+    try:
+        return check_address(value, flag)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _bootstrap(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """Every ``--bootstrap`` address, however given (``A B`` or ``A --bootstrap B``)."""
+    return tuple(_address(a, "--bootstrap") for a in args.bootstrap or ()) or None
+
+
 def cmd_init(args: argparse.Namespace) -> None:
-    from meshnode.config import Config, check_address, render
+    from meshnode.config import Config, render
 
     home = _data_dir(args)
     if home.is_initialised():
         if args.if_missing:
             return
         raise AlreadyInitialised(f"{home.path} already holds an identity: see 'meshnode id'")
-    try:
-        config = Config().replace(
-            listen=args.listen and check_address(args.listen, "--listen"),
-            announce=args.announce and check_address(args.announce, "--announce"),
-            bootstrap=tuple(check_address(a, "--bootstrap") for a in args.bootstrap) or None,
-        )
-    except ConfigError as exc:
-        raise UsageError(str(exc)) from None
+    config = Config().replace(
+        listen=args.listen and _address(args.listen, "--listen"),
+        announce=args.announce and _address(args.announce, "--announce"),
+        bootstrap=_bootstrap(args),
+    )
     network_key_file = None
     if args.network_key:
         from meshnode.daemon import read_network_key
@@ -183,17 +195,10 @@ def cmd_daemon(args: argparse.Namespace) -> None:
     from meshnode.daemon import run_daemon
 
     home = _data_dir(args)
-    if args.listen:
-        from meshnode.config import check_address
-
-        try:
-            check_address(args.listen, "--listen")
-        except ConfigError as exc:
-            raise UsageError(str(exc)) from None
     run_daemon(
         home.path,
-        listen=args.listen,
-        bootstrap=tuple(args.bootstrap) if args.bootstrap else None,
+        listen=args.listen and _address(args.listen, "--listen"),
+        bootstrap=_bootstrap(args),
         log_format=args.log_format,
         passphrase=_passphrase_for(home),
     )

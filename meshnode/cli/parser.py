@@ -110,7 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", metavar="HOST:PORT", help="listen address (default 0.0.0.0:7447)")
     p.add_argument("--announce", metavar="HOST:PORT", help="public address other nodes dial")
     p.add_argument(
-        "--bootstrap", metavar="HOST:PORT", nargs="+", default=[], help="nodes to join through"
+        "--bootstrap",
+        metavar="HOST:PORT",
+        nargs="+",
+        action="extend",
+        default=[],
+        help="nodes to join through (several, or the option again)",
     )
     mesh = p.add_mutually_exclusive_group()
     mesh.add_argument("--network-key", metavar="FILE", help="join the private mesh of this key")
@@ -129,7 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command(sub, "daemon", "run this group's node in the foreground", cmd_daemon)
     p.add_argument("--listen", metavar="HOST:PORT", help="override the configured listen address")
-    p.add_argument("--bootstrap", metavar="HOST:PORT", nargs="+", help="override bootstrap nodes")
+    p.add_argument(
+        "--bootstrap",
+        metavar="HOST:PORT",
+        nargs="+",
+        action="extend",
+        help="override the bootstrap nodes (several, or the option again)",
+    )
     p.add_argument("--log-format", choices=("text", "json"), help="logs for people or machines")
     p.add_argument("--passphrase", action="store_true", help=_PASSPHRASE_HELP)
 
@@ -178,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep",
         metavar="GROUP",
         nargs="+",
+        action="extend",
         default=[],
         help="the groups that stay members (petname, fingerprint or key)",
     )

@@ -1,0 +1,63 @@
+"""How the command line reads what is typed: options that add up, options and
+positionals in any order, texts that say something."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meshnode.cli import ExitStatus, build_parser, run
+
+# --bootstrap (and --keep) add up: repeated, listed, or both -------------------------------
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        ["--bootstrap", "10.0.0.1:7447", "--bootstrap", "10.0.0.2:7447", "10.0.0.3:7447"],
+        ["--bootstrap", "10.0.0.1:7447", "10.0.0.2:7447", "--bootstrap", "10.0.0.3:7447"],
+        ["--bootstrap", "10.0.0.1:7447", "10.0.0.2:7447", "10.0.0.3:7447"],
+    ],
+)
+@pytest.mark.parametrize("command", ["init", "daemon"])
+def test_bootstrap_addresses_add_up(command: str, given: list[str]) -> None:
+    args = build_parser().parse_args([command, *given])
+    assert args.bootstrap == ["10.0.0.1:7447", "10.0.0.2:7447", "10.0.0.3:7447"]
+
+
+def test_upgrade_keeps_every_group_named() -> None:
+    args = build_parser().parse_args(["channel", "upgrade", "strike", "--keep", "a", "--keep", "b"])
+    assert args.keep == ["a", "b"]
+
+
+def test_init_writes_every_bootstrap_address(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["init", "--data-dir", str(tmp_path), "--name", "Local 12", "--json"]
+    argv += ["--bootstrap", "10.0.0.1:7447", "--bootstrap", "10.0.0.2:7447"]
+    assert run(argv) == ExitStatus.OK
+    config = tomllib.loads((tmp_path / "meshnode.toml").read_text())
+    assert config["bootstrap"] == ["10.0.0.1:7447", "10.0.0.2:7447"]
+    assert json.loads(capsys.readouterr().out)["name"] == "Local 12"
+
+
+def test_the_daemon_gets_every_bootstrap_address(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import meshnode.daemon
+
+    assert run(["init", "--data-dir", str(tmp_path), "--name", "Local 12"]) == ExitStatus.OK
+    started: dict[str, Any] = {}
+    monkeypatch.setattr(meshnode.daemon, "run_daemon", lambda path, **kw: started.update(kw))
+    argv = ["daemon", "--data-dir", str(tmp_path), "--bootstrap", "10.0.0.1:7447"]
+    assert run([*argv, "--bootstrap", "10.0.0.2:7447", "10.0.0.3:7447"]) == ExitStatus.OK
+    assert started["bootstrap"] == ("10.0.0.1:7447", "10.0.0.2:7447", "10.0.0.3:7447")
+    capsys.readouterr()
+    assert run([*argv, "--bootstrap", "nowhere"]) == ExitStatus.USAGE
+    assert capsys.readouterr().err == (
+        'meshnode: error: --bootstrap: expected "host:port", got \'nowhere\'\n'
+    )
