@@ -72,10 +72,14 @@ def parse_when(text: str, now: float) -> int:
 
 
 def _read_text(text: str | None) -> str:
+    """The text of a post or send: given, or read from standard input (``-``, or none
+    given on a pipe). A text of nothing but whitespace is a mistake, not a bulletin."""
     if text is None or text == "-":
         if text is None and sys.stdin.isatty():
             raise UsageError("give the text, or - to read it from standard input")
-        return sys.stdin.read().rstrip("\n")
+        text = sys.stdin.read().rstrip("\n")
+    if not text.strip():
+        raise UsageError("the text is empty: a bulletin needs something to say")
     return text
 
 

@@ -3,6 +3,7 @@ positionals in any order, texts that say something."""
 
 from __future__ import annotations
 
+import io
 import json
 import tomllib
 from pathlib import Path
@@ -59,5 +60,26 @@ def test_the_daemon_gets_every_bootstrap_address(
     capsys.readouterr()
     assert run([*argv, "--bootstrap", "nowhere"]) == ExitStatus.USAGE
     assert capsys.readouterr().err == (
-        'meshnode: error: --bootstrap: expected "host:port", got \'nowhere\'\n'
+        "meshnode: error: --bootstrap: expected \"host:port\", got 'nowhere'\n"
     )
+
+
+# An empty text is refused before anything is posted ---------------------------------------
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t \n"])
+@pytest.mark.parametrize("command", [["post", "strike"], ["post", "--public"], ["send", "tenants"]])
+def test_an_empty_text_is_a_usage_error(
+    command: list[str],
+    text: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # No daemon runs on tmp_path: exit 2, not 3, shows that nothing was sent.
+    for argv in ([*command, text], [*command, "-"]):
+        monkeypatch.setattr("sys.stdin", io.StringIO(text))
+        assert run(["--data-dir", str(tmp_path), *argv]) == ExitStatus.USAGE, argv
+        assert capsys.readouterr().err == (
+            "meshnode: error: the text is empty: a bulletin needs something to say\n"
+        )
