@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from meshnode.cli.commands import (
@@ -51,10 +51,31 @@ _PASSPHRASE_HELP = f"ask for the identity's passphrase (scripts: set ${PASSPHRAS
 
 
 class _Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose mistakes become UsageError, handled by the dispatcher."""
+    """An ArgumentParser whose mistakes become UsageError, handled by the dispatcher.
+
+    A command's options and positionals mix freely (``post CH --reply-to ID TEXT``
+    as well as ``post --reply-to ID CH TEXT``): a parser without subcommands reads
+    its options first, then the positionals left, as ``parse_intermixed_args`` does.
+    Plain argparse gives two optional positionals to the words before the first
+    option, so a TEXT after an option was an unrecognized argument.
+    """
+
+    _intermixing = False
 
     def error(self, message: str) -> NoReturn:
         raise UsageError(f"{message} (see '{self.prog} --help')")
+
+    def parse_known_args(  # type: ignore[override]  # (one signature for typeshed's overloads)
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        # parse_known_intermixed_args calls this method back for its two passes.
+        if self._subparsers is not None or self._intermixing:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
 
 def _common(parser: argparse.ArgumentParser, *, top: bool) -> None:

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from meshnode.cli import ExitStatus, build_parser, run
+from meshnode.client import Client
+from meshnode.errors import MeshError
 
 # --bootstrap (and --keep) add up: repeated, listed, or both -------------------------------
 
@@ -83,3 +85,55 @@ def test_an_empty_text_is_a_usage_error(
         assert capsys.readouterr().err == (
             "meshnode: error: the text is empty: a bulletin needs something to say\n"
         )
+
+
+# Options and positionals in any order ------------------------------------------------------
+
+REPLY_TO = "ab" * 32
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["post", "strike", "--reply-to", REPLY_TO, "Bring banners"],
+        ["post", "--reply-to", REPLY_TO, "strike", "Bring banners"],
+        ["post", "strike", "Bring banners", "--reply-to", REPLY_TO],
+        ["post", "--json", "strike", "--reply-to", REPLY_TO, "Bring banners"],
+    ],
+)
+def test_options_and_positionals_mix(argv: list[str]) -> None:
+    args = build_parser().parse_args(argv)
+    assert (args.channel, args.text, args.reply_to) == ("strike", "Bring banners", REPLY_TO)
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["read", "--since", "2h", "strike"], {"channel": "strike", "since": "2h"}),
+        (["channel", "invite", "--expires", "1d", "strike"], {"name": "strike", "expires": "1d"}),
+        (["channel", "remove", "strike", "a", "--json", "b"], {"groups": ["a", "b"]}),
+        (["send", "--json", "tenants", "hello"], {"group": "tenants", "text": "hello"}),
+        (["post", "strike", "--", "--public"], {"text": "--public", "public": False}),
+    ],
+)
+def test_every_command_takes_options_anywhere(argv: list[str], expected: dict[str, Any]) -> None:
+    args = vars(build_parser().parse_args(argv))
+    assert {k: args[k] for k in expected} == expected
+
+
+def test_a_reply_after_the_channel_reaches_the_daemon(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sent: dict[str, object] = {}
+
+    def call(self: Client, op: str, **args: object) -> object:
+        sent.update(op=op, **args)
+        raise MeshError("stop here")
+
+    monkeypatch.setattr(Client, "call", call)
+    argv = ["post", "strike", "--reply-to", REPLY_TO, "Bring banners"]
+    assert run(argv) == ExitStatus.ERROR
+    assert capsys.readouterr().err == "meshnode: error: stop here\n"
+    assert sent["op"] == "post"
+    assert (sent["channel"], sent["text"]) == ("strike", "Bring banners")
+    assert sent["reply_to"] == bytes.fromhex(REPLY_TO)
