@@ -16,7 +16,6 @@ import shlex
 import socket
 import sys
 import time
-import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -189,8 +188,7 @@ def cmd_id(args: argparse.Namespace) -> None:
     if args.qr:
         import segno
 
-        card = f"meshnode:{identity.key_text}?name={urllib.parse.quote(identity.name)}"
-        segno.make(card, error="m").terminal(
+        segno.make(view["contact_card"], error="m").terminal(
             out=sys.stdout if not args.json else sys.stderr, compact=True
         )
 

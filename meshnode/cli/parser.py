@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     contact = noun("contact", "name the groups you know")
     p = command(contact, "add", "give a group's key a petname", cmd_contact_add)
     p.add_argument("name")
-    p.add_argument("key", help="the group's key text (mk1...)")
+    p.add_argument("key", help="the group's key text (mk1...) or contact card (meshnode:mk1...)")
     command(contact, "list", "list contacts", cmd_contact_list)
     p = command(contact, "verify", "mark a contact as verified in person", cmd_contact_verify)
     p.add_argument("name")

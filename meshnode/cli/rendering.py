@@ -12,6 +12,7 @@ import dataclasses
 import json
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -75,11 +76,18 @@ def unreadable_line(u: UnreadableInfo) -> str:
     return f"{head}\n    id {u.id.hex()[:16]}"
 
 
+def contact_card(identity: Any) -> str:
+    """``meshnode:<key text>?name=<name, percent-encoded>``: what another group needs to
+    name this one, as text (``id``, ``id --json``) and in ``id --qr``'s QR code."""
+    return f"meshnode:{identity.key_text}?name={urllib.parse.quote(identity.name)}"
+
+
 def identity_view(identity: Any, home: Any) -> dict[str, str]:
     return {
         "name": identity.name,
         "fingerprint": identity.fingerprint,
         "key": identity.key_text,
+        "contact_card": contact_card(identity),
         "data_dir": str(home.path),
     }
 

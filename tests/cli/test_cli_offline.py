@@ -14,6 +14,7 @@ import pytest
 from meshnode.cli import ExitStatus, build_parser, exit_status_for, render_docs, run
 from meshnode.cli.rendering import print_bulletin, unreadable_line
 from meshnode.client import Client
+from meshnode.core.identity import parse_key
 from meshnode.core.views import BulletinRecord, UnreadableInfo
 from meshnode.errors import (
     AmbiguousChannel,
@@ -214,3 +215,20 @@ def test_python_dash_m_runs_the_command(tmp_path: Path) -> None:
     )
     assert done.returncode == ExitStatus.DAEMON_UNREACHABLE
     assert done.stderr.startswith("meshnode: error: no meshnode daemon")
+
+
+def test_id_shows_the_contact_card(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["init", "--data-dir", str(tmp_path), "--name", "Local 12", "--json"]) == 0
+    created = json.loads(capsys.readouterr().out)
+    card = f"meshnode:{created['key']}?name=Local%2012"
+    assert created["contact_card"] == card
+    assert run(["id", "--data-dir", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["contact_card"] == card
+    assert run(["id", "--data-dir", str(tmp_path)]) == 0
+    assert f"contact card  {card}\n" in capsys.readouterr().out
+    assert run(["id", "--data-dir", str(tmp_path), "--json", "--qr"]) == 0
+    shown = capsys.readouterr()
+    assert json.loads(shown.out)["contact_card"] == card
+    assert shown.err.count("\n") > 10  # the same card as a QR code, off stdout
+    # What 'contact add NAME CARD' reads: the card names the key.
+    assert parse_key(card) == parse_key(created["key"])
