@@ -44,7 +44,8 @@ from meshnode.client import MAX_TEXT, connect, connect_async
 from meshnode.core.bulletin import MAX_SIZE
 from meshnode.core.invite import make_code, parse_code
 from meshnode.errors import AmbiguousChannel, UnknownChannel
-from tests.system.daemons import clean_env, follow_until, notify_socket, wait_notified
+from meshnode.supervise import follow_until, notify_socket, wait_notified
+from tests.system.daemons import clean_env
 
 _SCRIPT = Path(sys.executable).with_name("meshnode")
 CLI: tuple[str, ...] = (

@@ -61,8 +61,10 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
         "meshnode.errors", CORE, "meshnode.cli", "meshnode.client", "meshnode.store",
         "meshnode.daemon", "meshnode.config", "meshnode.paths", "meshnode.home", "meshnode.api",
     ),
+    # Daemons as child processes: readiness, streams awaited through the client, stop.
+    "meshnode.supervise": ("meshnode.errors", CORE, "meshnode.client"),
     # make demo: drives real daemons through the command line and the client.
-    "meshnode.demo": ("meshnode.errors", "meshnode.client"),
+    "meshnode.demo": ("meshnode.errors", "meshnode.client", "meshnode.supervise"),
     # The Python API, embedded (net) or through a running daemon (client).
     "meshnode.api": (
         "meshnode.errors", CORE, "meshnode.store", "meshnode.net", "meshnode.client",
