@@ -337,7 +337,7 @@ def cmd_rekey(args: argparse.Namespace) -> None:
 
 
 def cmd_post(args: argparse.Namespace) -> None:
-    expires = parse_duration(args.expires) if args.expires else None
+    expires = _expires(args)
     client = _client(args)
     if args.public:
         if args.text is not None:
@@ -354,7 +354,13 @@ def cmd_post(args: argparse.Namespace) -> None:
 
 
 def cmd_send(args: argparse.Namespace) -> None:
-    show_posted(args, _client(args).send([args.group], _read_text(args.text)))
+    text = _read_text(args.text)
+    show_posted(args, _client(args).send([args.group], text, expires=_expires(args)))
+
+
+def _expires(args: argparse.Namespace) -> int | None:
+    """``--expires`` in seconds, or None for the default of the command's bulletin."""
+    return parse_duration(args.expires) if args.expires else None
 
 
 def cmd_read(args: argparse.Namespace) -> None:

@@ -236,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(sub, "send", "send a direct bulletin to a group", cmd_send)
     p.add_argument("group", help="a contact's petname or a group key (mk1...)")
     p.add_argument("text", nargs="?", help="the text, or - to read it from standard input")
+    p.add_argument("--expires", metavar="DURATION", help="e.g. 1d, 12h (default: 7d)")
 
     p = command(sub, "read", "read bulletins, and with --follow wait for new ones", cmd_read)
     p.add_argument("channel", nargs="?", help=f"only this channel: {_CHANNEL_HELP}")

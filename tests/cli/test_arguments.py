@@ -121,19 +121,36 @@ def test_every_command_takes_options_anywhere(argv: list[str], expected: dict[st
     assert {k: args[k] for k in expected} == expected
 
 
-def test_a_reply_after_the_channel_reaches_the_daemon(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    sent: dict[str, object] = {}
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:
+    """What a command asks of the daemon: the op and its arguments, recorded by
+    ``Client.call``, which then fails as a daemon may (exit 1)."""
+    request: dict[str, object] = {}
 
     def call(self: Client, op: str, **args: object) -> object:
-        sent.update(op=op, **args)
+        request.update(op=op, **args)
         raise MeshError("stop here")
 
     monkeypatch.setattr(Client, "call", call)
+    return request
+
+
+def test_a_reply_after_the_channel_reaches_the_daemon(
+    sent: dict[str, object], capsys: pytest.CaptureFixture[str]
+) -> None:
     argv = ["post", "strike", "--reply-to", REPLY_TO, "Bring banners"]
     assert run(argv) == ExitStatus.ERROR
     assert capsys.readouterr().err == "meshnode: error: stop here\n"
     assert sent["op"] == "post"
     assert (sent["channel"], sent["text"]) == ("strike", "Bring banners")
     assert sent["reply_to"] == bytes.fromhex(REPLY_TO)
+
+
+@pytest.mark.parametrize(("given", "expires"), [([], None), (["--expires", "1d"], 86400)])
+def test_send_takes_expires_as_post_does(
+    given: list[str], expires: int | None, sent: dict[str, object]
+) -> None:
+    assert run(["send", "tenants", "Bring banners", *given]) == ExitStatus.ERROR
+    assert sent == {
+        "op": "send", "recipients": ["tenants"], "text": "Bring banners", "expires": expires
+    }  # fmt: skip

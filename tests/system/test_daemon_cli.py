@@ -375,6 +375,19 @@ def test_the_client_names_a_channel_by_what_it_received(procs: Procs) -> None:
     assert procs.stop(b) == 0
 
 
+def test_send_expires_flows_to_the_bulletin(procs: Procs) -> None:
+    a = procs.init("Local 12")
+    procs.start(a)
+    for given, lifetime in (([], 7 * 86400), (["--expires", "1h"], 3600)):
+        sent = json.loads(procs.ok(a, "send", a.key, "note to self", *given, "--json"))
+        assert sent["kind"] == "direct"
+        assert sent["expires_at"] - sent["created_at"] == lifetime
+    record = connect(a.home, timeout=STEP).send([a.key], "by the client", expires=60)
+    assert record.expires_at is not None
+    assert record.expires_at - record.created_at == 60
+    assert procs.stop(a) == 0
+
+
 def test_wrong_passphrase(procs: Procs) -> None:
     a = procs.init("Local 12", env=clean_env(MESHNODE_PASSPHRASE="correct horse"))
     wrong = clean_env(MESHNODE_PASSPHRASE="battery staple")
