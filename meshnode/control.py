@@ -36,7 +36,6 @@ from typing import Any, Final, Generic, TypeVar
 
 from meshnode import errors
 from meshnode.core import codec, views
-from meshnode.core.crypto import KEY_SIZE
 from meshnode.errors import BulletinTooLarge, MeshError, RemoteProtocolError
 
 VERSION: Final = 1
@@ -224,6 +223,9 @@ def _exactly(*kinds: type) -> Callable[[str, Any], Any]:
 
 def _group(name: str, value: Any) -> str | bytes:
     """A group named by petname, key text or fingerprint (str) or by key (bytes)."""
+    # (imported here: the client never checks, and `meshnode post` need not load nacl)
+    from meshnode.core.crypto import KEY_SIZE
+
     group: str | bytes = _typed(name, value, (str, bytes))
     if type(group) is bytes and len(group) != KEY_SIZE:
         raise ControlProtocolError(f"a group key in {name!r} is {KEY_SIZE} bytes")

@@ -244,3 +244,15 @@ def test_importing_the_api_and_cli_loads_no_asyncio_island() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_the_client_side_loads_neither_trio_nor_nacl() -> None:
+    """``meshnode post`` goes through the CLI, the client and the control table only."""
+    code = (
+        "import sys, meshnode.cli.commands, meshnode.client, meshnode.control\n"
+        "print(sorted({'trio', 'nacl', 'sqlite3'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
