@@ -30,7 +30,7 @@ from meshnode.core.views import (
     PeerInfo,
     UnreadableInfo,
 )
-from meshnode.errors import BulletinTooLarge, DaemonUnreachable, OperationTimeout
+from meshnode.errors import DaemonUnreachable, OperationTimeout
 from meshnode.paths import resolve_data_dir
 
 P = ParamSpec("P")
@@ -40,9 +40,8 @@ T = TypeVar("T")
 SOCKET_POINTER = "control.path"
 """A file in the data directory naming the socket when it lives elsewhere (long paths)."""
 
-MAX_TEXT: Final = 64 * 1024
-"""A bulletin's whole envelope is at most this many bytes (``core.bulletin.MAX_SIZE``), so
-longer text is refused here, before it could overflow a control frame."""
+MAX_TEXT: Final = control.MAX_TEXT
+"""The longest text (in UTF-8 bytes) a Client sends for one bulletin (BulletinTooLarge)."""
 
 
 def socket_path(data_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -139,40 +138,55 @@ class Client:
             elif not message.get("ok"):
                 control.raise_failure(message)
 
-    # The operations. A channel is a ChannelRef (a ChannelInfo, an id, a name or the id
-    # in hex: the daemon resolves it as Node does); groups are petnames or key texts.
+    def _run(self, operation: control.Operation[R], /, **args: Any) -> R:
+        """One operation of the table (``control.OPERATIONS``) that answers once or with
+        a list: its request from ``args`` (by Python name), its checked answer."""
+        request = operation.request(**args)
+        if operation.answer is control.Answer.ONE:
+            return operation.result(self.call(operation.name, **request))
+        assert operation.answer is control.Answer.LIST, operation
+        return operation.result(list(self.stream(operation.name, **request)))
+
+    def _follow(self, operation: control.Operation[R], /, **args: Any) -> Generator[R, None, None]:
+        """One ``FOLLOW`` operation of the table: its checked items, until the caller stops."""
+        assert operation.answer is control.Answer.FOLLOW, operation
+        for value in self.stream(operation.name, **operation.request(**args)):
+            yield operation.result(value)
+
+    # The operations, each one call through its row of control.OPERATIONS (which pairs it
+    # with its Node method). A channel is a ChannelRef (a ChannelInfo, an id, a name or
+    # the id in hex: the daemon resolves it as Node does); groups are petnames or key texts.
 
     def status(self) -> NodeStatus:
         """Peers, DHT size, channels, last sync, pending deliveries, held mail,
         reachability."""
-        return control.expect(self.call("status"), NodeStatus)
+        return self._run(control.STATUS)
 
     def watch(self) -> Generator[NodeStatus, None, None]:
         """The status now, then again after each change (sessions, channels, syncs,
         deliveries, held mail), until the caller stops: wait on the daemon instead of
         asking it again and again."""
-        for status in self.stream("status", follow=True):
-            yield control.expect(status, NodeStatus)
+        return self._follow(control.WATCH)
 
     def identity(self) -> dict[str, str]:
         """This node's name, fingerprint, key text and address."""
-        return control.expect(self.call("identity"), dict)
+        return self._run(control.IDENTITY)
 
     def peers(self) -> list[PeerInfo]:
         """The open sessions with other nodes."""
-        return control.expect(self.call("peers"), list)
+        return self._run(control.PEERS)
 
     def add_peer(self, address: str) -> PeerInfo:
         """Open a session with the node at ``host:port``."""
-        return control.expect(self.call("peer_add", address=address), PeerInfo)
+        return self._run(control.PEER_ADD, address=address)
 
     def channels(self) -> list[ChannelInfo]:
         """The channels this group is a member of."""
-        return control.expect(self.call("channels"), list)
+        return self._run(control.CHANNELS)
 
     def create_channel(self, name: str) -> ChannelInfo:
         """Create a channel; this group is its first member."""
-        return control.expect(self.call("channel_create", name=name), ChannelInfo)
+        return self._run(control.CHANNEL_CREATE, name=name)
 
     def invite(
         self,
@@ -189,54 +203,50 @@ class Client:
             UnknownChannel: the daemon's node has no such channel.
             AmbiguousChannel: the name (or id prefix) fits several: pass the id.
         """
-        code = self.call(
-            "channel_invite",
-            channel=_channel_arg(channel),
+        return self._run(
+            control.CHANNEL_INVITE,
+            channel=channel,
             expires=expires,
             offline=offline,
             with_history=with_history,
             for_group=for_group,
         )
-        return control.expect(code, str)
 
     def members(self, channel: ChannelRef) -> list[MemberInfo]:
         """The members of ``channel`` by seniority, from its membership log."""
-        return control.expect(self.call("channel_members", channel=_channel_arg(channel)), list)
+        return self._run(control.CHANNEL_MEMBERS, channel=channel)
 
     def remove(self, channel: ChannelRef, groups: Sequence[str | bytes]) -> ChannelInfo:
         """Remove groups from ``channel`` and start the epoch they cannot read."""
-        info = self.call("channel_remove", channel=_channel_arg(channel), groups=list(groups))
-        return control.expect(info, ChannelInfo)
+        return self._run(control.CHANNEL_REMOVE, channel=channel, groups=groups)
 
     def invites(self, channel: ChannelRef) -> list[InviteInfo]:
         """The invites of ``channel``, oldest first."""
-        return control.expect(self.call("channel_invites", channel=_channel_arg(channel)), list)
+        return self._run(control.CHANNEL_INVITES, channel=channel)
 
     def revoke_invite(self, channel: ChannelRef, invite_id: bytes | str) -> None:
         """Revoke an unused invite of ``channel``."""
-        self.call("channel_revoke", channel=_channel_arg(channel), invite_id=invite_id)
+        return self._run(control.CHANNEL_REVOKE, channel=channel, invite_id=invite_id)
 
     def upgrade(self, channel: ChannelRef, keep: Sequence[str | bytes] = ()) -> ChannelInfo:
         """Give a channel made by meshnode 0.1.0 its membership log, keeping ``keep``."""
-        info = self.call("channel_upgrade", channel=_channel_arg(channel), keep=list(keep))
-        return control.expect(info, ChannelInfo)
+        return self._run(control.CHANNEL_UPGRADE, channel=channel, keep=keep)
 
     def log(self, channel: ChannelRef) -> list[OperationInfo]:
         """The membership operations of ``channel``, oldest first."""
-        return control.expect(self.call("channel_log", channel=_channel_arg(channel)), list)
+        return self._run(control.CHANNEL_LOG, channel=channel)
 
     def join(self, code: str) -> ChannelInfo:
         """Join the channel an invite code admits to."""
-        return control.expect(self.call("channel_join", code=code), ChannelInfo)
+        return self._run(control.CHANNEL_JOIN, code=code)
 
     def leave(self, channel: ChannelRef) -> None:
         """Leave a channel and forget its keys."""
-        self.call("channel_leave", channel=_channel_arg(channel))
+        return self._run(control.CHANNEL_LEAVE, channel=channel)
 
     def rekey(self, channel: ChannelRef, remove: Sequence[str | bytes] = ()) -> ChannelInfo:
         """Start a new epoch of ``channel``, leaving out the groups in ``remove``."""
-        info = self.call("channel_rekey", channel=_channel_arg(channel), remove=list(remove))
-        return control.expect(info, ChannelInfo)
+        return self._run(control.CHANNEL_REKEY, channel=channel, remove=remove)
 
     def post(
         self,
@@ -246,27 +256,29 @@ class Client:
         reply_to: bytes | None = None,
         expires: int | None = None,
     ) -> BulletinRecord:
-        """Post to a channel; returns once the bulletin is durable on disk."""
-        _check_text(text)
-        record = self.call(
-            "post", channel=_channel_arg(channel), text=text, reply_to=reply_to, expires=expires
+        """Post to a channel; returns once the bulletin is durable on disk.
+
+        Raises:
+            BulletinTooLarge: ``text`` does not fit one bulletin (checked before sending).
+        """
+        return self._run(
+            control.POST, channel=channel, text=text, reply_to=reply_to, expires=expires
         )
-        return control.expect(record, BulletinRecord)
 
     def post_public(self, text: str, *, expires: int | None = None) -> BulletinRecord:
         """Post a public bulletin, readable by the whole mesh."""
-        _check_text(text)
-        return control.expect(self.call("post_public", text=text, expires=expires), BulletinRecord)
+        return self._run(control.POST_PUBLIC, text=text, expires=expires)
 
-    def send(self, recipients: Sequence[str], text: str) -> BulletinRecord:
-        """A direct bulletin to 1 to 16 groups (petnames or key texts)."""
-        _check_text(text)
-        record = self.call("send", recipients=list(recipients), text=text)
-        return control.expect(record, BulletinRecord)
+    def send(
+        self, recipients: Sequence[str], text: str, *, expires: int | None = None
+    ) -> BulletinRecord:
+        """A direct bulletin to 1 to 16 groups (petnames or key texts); it waits for an
+        offline recipient with holders near it for ``expires`` seconds (None: 7 days)."""
+        return self._run(control.SEND, recipients=recipients, text=text, expires=expires)
 
     def endorse(self, bulletin_id: bytes) -> BulletinRecord:
         """State publicly that this group stands behind a bulletin."""
-        return control.expect(self.call("endorse", id=bulletin_id), BulletinRecord)
+        return self._run(control.ENDORSE, bulletin_id=bulletin_id)
 
     def read(
         self,
@@ -277,54 +289,34 @@ class Client:
     ) -> list[BulletinRecord]:
         """Stored bulletins (all readable ones, or one channel's), oldest first; with
         ``limit``, the newest ``limit`` of them."""
-        stream = self.stream(
-            "read", channel=_channel_arg(channel), since=since, limit=limit, follow=False
-        )
-        return [control.expect(record, BulletinRecord) for record in stream]
+        return self._run(control.READ, channel=channel, since=since, limit=limit)
 
     def follow(
         self, channel: ChannelRef | None = None, *, since: int | None = None
     ) -> Generator[BulletinRecord, None, None]:
         """Stored bulletins, then new ones as they arrive, until the caller stops."""
-        yield from self.stream(
-            "read", channel=_channel_arg(channel), since=since, limit=None, follow=True
-        )
+        return self._follow(control.FOLLOW, channel=channel, since=since)
 
     def unreadable(self) -> list[UnreadableInfo]:
         """Stored bulletins addressed to this group that do not open, oldest first, each
         with why (``read`` skips them)."""
-        return [control.expect(u, UnreadableInfo) for u in self.stream("unreadable")]
+        return self._run(control.UNREADABLE)
 
     def contacts(self) -> list[ContactInfo]:
         """The groups this node knows by petname."""
-        return control.expect(self.call("contacts"), list)
+        return self._run(control.CONTACTS)
 
     def add_contact(self, petname: str, key: str) -> ContactInfo:
         """Name a group's key (``mk1...``) with a petname."""
-        return control.expect(self.call("contact_add", petname=petname, key=key), ContactInfo)
+        return self._run(control.CONTACT_ADD, petname=petname, key=key)
 
     def verify_contact(self, petname: str) -> ContactInfo:
         """Mark a contact as verified (its fingerprint was compared in person)."""
-        return control.expect(self.call("contact_verify", petname=petname), ContactInfo)
+        return self._run(control.CONTACT_VERIFY, petname=petname)
 
     def block_contact(self, petname: str) -> ContactInfo:
         """Refuse this group's bulletins and sessions from now on."""
-        return control.expect(self.call("contact_block", petname=petname), ContactInfo)
-
-
-def _channel_arg(channel: ChannelRef | None) -> str | bytes | None:
-    """A channel as the control socket carries it: a record travels as its id (bytes),
-    which the daemon resolves exactly; texts and ids go as they are."""
-    return channel.id if isinstance(channel, ChannelInfo) else channel
-
-
-def _check_text(text: str) -> None:
-    size = len(text.encode("utf-8"))
-    if size > MAX_TEXT:
-        raise BulletinTooLarge(
-            f"the text is too long for one bulletin ({size} bytes; "
-            "a bulletin is at most 64 KiB with its envelope)"
-        )
+        return self._run(control.CONTACT_BLOCK, petname=petname)
 
 
 def _recv_exact(sock: socket.socket, size: int) -> bytes:
@@ -349,6 +341,7 @@ def _async_twin(
     call.__name__ = method.__name__
     call.__qualname__ = f"AsyncClient.{method.__name__}"
     call.__doc__ = method.__doc__
+    call.__wrapped__ = method  # type: ignore[attr-defined]  # (inspect.signature follows it)
     return call
 
 

@@ -18,17 +18,25 @@ Theory of operation (normative text: docs/spec/control.md):
   :class:`~meshnode.errors.MeshError`.
 - Records (:mod:`meshnode.core.views`) travel as maps of their fields and are
   rebuilt strictly: unknown or missing fields are a protocol error.
+- The operations are one table, :data:`OPERATIONS`: each row pairs an op on the wire
+  with the ``Node`` method that does it and the ``Client`` method that asks for it,
+  with their arguments. The daemon dispatches through it (:meth:`Operation.bind`)
+  and every Client method is one call through its row (:meth:`Operation.request`,
+  :attr:`Operation.result`), so the three cannot drift; tests/unit/test_operations.py
+  holds the signatures of both against it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import enum
 import struct
-from typing import Any, Final, TypeVar
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Generic, TypeVar
 
 from meshnode import errors
 from meshnode.core import codec, views
-from meshnode.errors import MeshError, RemoteProtocolError
+from meshnode.errors import BulletinTooLarge, MeshError, RemoteProtocolError
 
 VERSION: Final = 1
 MAX_FRAME: Final = 1 << 20
@@ -37,8 +45,14 @@ MAX_DEPTH: Final = 16
 far fewer levels; a deep nest is an attack on a recursive walk."""
 SOCKET_NAME: Final = "control.sock"
 _HEADER: Final = struct.Struct(">I")
+MAX_INT_ARG: Final = 2**63 - 1
+"""Integer arguments (times, counts) fit SQLite's signed 64 bits, as the store needs."""
+MAX_TEXT: Final = 64 * 1024
+"""A bulletin's whole envelope is at most this many bytes (``core.bulletin.MAX_SIZE``), so
+longer text is refused by the client, before it could overflow a control frame."""
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 RECORD_TYPES: Final[dict[str, type[Any]]] = {
     "bulletin": views.BulletinRecord,
@@ -184,3 +198,313 @@ def expect(value: Any, cls: type[T]) -> T:
     if not isinstance(value, cls):
         raise ControlProtocolError(f"expected a {cls.__name__}, got {type(value).__name__}")
     return value
+
+
+# The table of operations -----------------------------------------------------------------
+
+
+def _typed(name: str, value: Any, kinds: tuple[type, ...]) -> Any:
+    """``value`` if its type is exactly one of ``kinds``, else a protocol error.
+
+    Exact, because msgpack's ``true`` is a Python bool and bool is a subclass of int.
+    """
+    if type(value) not in kinds:
+        wanted = " or ".join(k.__name__ for k in kinds)
+        raise ControlProtocolError(
+            f"argument {name!r} must be {wanted}, not {type(value).__name__}"
+        )
+    if type(value) is int and not 0 <= value <= MAX_INT_ARG:
+        raise ControlProtocolError(f"argument {name!r} is out of range")
+    return value
+
+
+def _exactly(*kinds: type) -> Callable[[str, Any], Any]:
+    return lambda name, value: _typed(name, value, kinds)
+
+
+def _group(name: str, value: Any) -> str | bytes:
+    """A group named by petname, key text or fingerprint (str) or by key (bytes)."""
+    # (imported here: the client never checks, and `meshnode post` need not load nacl)
+    from meshnode.core.crypto import KEY_SIZE
+
+    group: str | bytes = _typed(name, value, (str, bytes))
+    if type(group) is bytes and len(group) != KEY_SIZE:
+        raise ControlProtocolError(f"a group key in {name!r} is {KEY_SIZE} bytes")
+    return group
+
+
+def _groups(name: str, value: Any) -> list[str | bytes]:
+    return [_group(name, one) for one in _typed(name, value, (list,))]
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def _bulletin_text(text: Any) -> Any:
+    if isinstance(text, str) and (size := len(text.encode("utf-8"))) > MAX_TEXT:
+        raise BulletinTooLarge(
+            f"the text is too long for one bulletin ({size} bytes; "
+            "a bulletin is at most 64 KiB with its envelope)"
+        )
+    return text
+
+
+def _channel_ref(channel: Any) -> Any:
+    """A record travels as its id (bytes), which the daemon resolves exactly; texts and
+    ids go as they are."""
+    return channel.id if isinstance(channel, views.ChannelInfo) else channel
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """What an argument may be on the socket (checked by the daemon, exactly), and how
+    the client puts a Python value there."""
+
+    check: Callable[[str, Any], Any]
+    encode: Callable[[Any], Any] = _as_is
+
+
+STR: Final = Kind(_exactly(str))
+TEXT: Final = Kind(_exactly(str), encode=_bulletin_text)
+"""A bulletin's text: the client refuses one too long for a bulletin (BulletinTooLarge)."""
+INT: Final = Kind(_exactly(int))
+BOOL: Final = Kind(_exactly(bool))
+BYTES: Final = Kind(_exactly(bytes))
+HEX_ID: Final = Kind(_exactly(str, bytes))
+"""An id as bytes, or in hex (whole or a unique prefix)."""
+CHANNEL: Final = Kind(_exactly(str, bytes), encode=_channel_ref)
+"""A name or hex id (str), or an id (bytes), resolved by the node (``Archive.find_channel``)."""
+GROUP: Final = Kind(_group)
+GROUPS: Final = Kind(_groups, encode=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class Arg:
+    """One argument, named as both the Node and the Client method name it.
+
+    ``optional``: the methods give it a default; nil or absent on the wire means that
+    default (the daemon leaves it out of the Node call). ``wire``: its name in the
+    request, where that differs. ``node``: False for an argument the daemon applies
+    itself (``limit``: only the newest N items of a history).
+    """
+
+    name: str
+    kind: Kind
+    optional: bool = False
+    wire: str = ""
+    node: bool = True
+
+    @property
+    def key(self) -> str:
+        """The argument's name in a request's argument map."""
+        return self.wire or self.name
+
+
+class Answer(enum.Enum):
+    """How an operation answers, and what its Client method returns."""
+
+    ONE = "one"
+    """One result frame: the value."""
+    LIST = "list"
+    """Item frames, then a nil result: the client collects them into a list (a channel's
+    whole history, or all an attacker left, would not fit one frame)."""
+    FOLLOW = "follow"
+    """Item frames until the client stops reading: its method is a generator."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Operation(Generic[R]):
+    """One row of the table: an op on the wire, the Node method that does it, the Client
+    method that asks for it, their arguments, and how the answer comes back.
+
+    ``result`` checks what the daemon sent (each item, for ``FOLLOW``) and gives the
+    Client method's return value. Two rows may share an op: ``when`` names the boolean
+    argument that selects this row when true (the other row is the op without it), and
+    ``fixed`` holds Node arguments the row sets itself (``bulletins(follow=True)``).
+    ``node`` is None where the daemon answers without the node's methods (``identity``).
+    """
+
+    name: str
+    node: str | None
+    client: str
+    result: Callable[[Any], R]
+    args: tuple[Arg, ...] = ()
+    answer: Answer = Answer.ONE
+    when: str | None = None
+    fixed: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def request(self, **values: Any) -> dict[str, Any]:
+        """The request arguments for the Client method's ``values`` (by Python name)."""
+        wire = {a.key: a.kind.encode(values[a.name]) for a in self.args}
+        if self.when is not None:
+            wire[self.when] = True
+        return wire
+
+    def bind(self, args: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A request's arguments, each checked for its exact type: the keyword arguments of
+        the Node call (``fixed`` included; nil ones left to the Node's default), and
+        those the daemon applies itself."""
+        for_node: dict[str, Any] = dict(self.fixed)
+        for_daemon: dict[str, Any] = {}
+        for arg in self.args:
+            value = args.get(arg.key)
+            if value is None and arg.optional:
+                continue
+            (for_node if arg.node else for_daemon)[arg.name] = arg.kind.check(arg.key, value)
+        return for_node, for_daemon
+
+
+def _one(cls: type[T]) -> Callable[[Any], T]:
+    return lambda value: expect(value, cls)
+
+
+def _many(cls: type[T]) -> Callable[[Any], list[T]]:
+    return lambda value: [expect(v, cls) for v in expect(value, list)]
+
+
+def _nothing(value: Any) -> None:
+    if value is not None:
+        raise ControlProtocolError(f"expected no result, got a {type(value).__name__}")
+
+
+_CHANNEL: Final = Arg("channel", CHANNEL)
+_EXPIRES: Final = Arg("expires", INT, optional=True)
+
+# fmt: off
+STATUS: Final = Operation(
+    name="status", node="status", client="status", result=_one(views.NodeStatus)
+)
+WATCH: Final = Operation(
+    name="status", node="changes", client="watch", result=_one(views.NodeStatus),
+    answer=Answer.FOLLOW, when="follow",
+)
+IDENTITY: Final = Operation(name="identity", node=None, client="identity", result=_one(dict))
+PEERS: Final = Operation(name="peers", node="peers", client="peers", result=_many(views.PeerInfo))
+PEER_ADD: Final = Operation(
+    name="peer_add", node="connect", client="add_peer", result=_one(views.PeerInfo),
+    args=(Arg("address", STR),),
+)
+CHANNELS: Final = Operation(
+    name="channels", node="channels", client="channels", result=_many(views.ChannelInfo)
+)
+CHANNEL_CREATE: Final = Operation(
+    name="channel_create", node="create_channel", client="create_channel",
+    result=_one(views.ChannelInfo), args=(Arg("name", STR),),
+)
+CHANNEL_INVITE: Final = Operation(
+    name="channel_invite", node="invite", client="invite", result=_one(str),
+    args=(
+        _CHANNEL, _EXPIRES, Arg("offline", BOOL, optional=True),
+        Arg("with_history", BOOL, optional=True), Arg("for_group", GROUP, optional=True),
+    ),
+)
+CHANNEL_JOIN: Final = Operation(
+    name="channel_join", node="join", client="join", result=_one(views.ChannelInfo),
+    args=(Arg("code", STR),),
+)
+CHANNEL_LEAVE: Final = Operation(
+    name="channel_leave", node="leave", client="leave", result=_nothing, args=(_CHANNEL,)
+)
+CHANNEL_REKEY: Final = Operation(
+    name="channel_rekey", node="rekey", client="rekey", result=_one(views.ChannelInfo),
+    args=(_CHANNEL, Arg("remove", GROUPS, optional=True)),
+)
+CHANNEL_REMOVE: Final = Operation(
+    name="channel_remove", node="remove", client="remove", result=_one(views.ChannelInfo),
+    args=(_CHANNEL, Arg("groups", GROUPS)),
+)
+CHANNEL_MEMBERS: Final = Operation(
+    name="channel_members", node="members", client="members",
+    result=_many(views.MemberInfo), args=(_CHANNEL,),
+)
+CHANNEL_INVITES: Final = Operation(
+    name="channel_invites", node="invites", client="invites",
+    result=_many(views.InviteInfo), args=(_CHANNEL,),
+)
+CHANNEL_REVOKE: Final = Operation(
+    name="channel_revoke", node="revoke_invite", client="revoke_invite", result=_nothing,
+    args=(_CHANNEL, Arg("invite_id", HEX_ID)),
+)
+CHANNEL_LOG: Final = Operation(
+    name="channel_log", node="log", client="log", result=_many(views.OperationInfo),
+    args=(_CHANNEL,),
+)
+CHANNEL_UPGRADE: Final = Operation(
+    name="channel_upgrade", node="upgrade", client="upgrade", result=_one(views.ChannelInfo),
+    args=(_CHANNEL, Arg("keep", GROUPS, optional=True)),
+)
+POST: Final = Operation(
+    name="post", node="post", client="post", result=_one(views.BulletinRecord),
+    args=(_CHANNEL, Arg("text", TEXT), Arg("reply_to", BYTES, optional=True), _EXPIRES),
+)
+POST_PUBLIC: Final = Operation(
+    name="post_public", node="post_public", client="post_public",
+    result=_one(views.BulletinRecord), args=(Arg("text", TEXT), _EXPIRES),
+)
+SEND: Final = Operation(
+    name="send", node="send", client="send", result=_one(views.BulletinRecord),
+    args=(Arg("recipients", GROUPS), Arg("text", TEXT), _EXPIRES),
+)
+ENDORSE: Final = Operation(
+    name="endorse", node="endorse", client="endorse", result=_one(views.BulletinRecord),
+    args=(Arg("bulletin_id", BYTES, wire="id"),),
+)
+READ: Final = Operation(
+    name="read", node="bulletins", client="read", result=_many(views.BulletinRecord),
+    args=(
+        Arg("channel", CHANNEL, optional=True), Arg("since", INT, optional=True),
+        Arg("limit", INT, optional=True, node=False),
+    ),
+    answer=Answer.LIST, fixed={"follow": False},
+)
+FOLLOW: Final = Operation(
+    name="read", node="bulletins", client="follow", result=_one(views.BulletinRecord),
+    args=(Arg("channel", CHANNEL, optional=True), Arg("since", INT, optional=True)),
+    answer=Answer.FOLLOW, when="follow", fixed={"follow": True},
+)
+UNREADABLE: Final = Operation(
+    name="unreadable", node="unreadable", client="unreadable",
+    result=_many(views.UnreadableInfo), answer=Answer.LIST,
+)
+CONTACTS: Final = Operation(
+    name="contacts", node="contacts", client="contacts", result=_many(views.ContactInfo)
+)
+CONTACT_ADD: Final = Operation(
+    name="contact_add", node="add_contact", client="add_contact",
+    result=_one(views.ContactInfo), args=(Arg("petname", STR), Arg("key", STR)),
+)
+CONTACT_VERIFY: Final = Operation(
+    name="contact_verify", node="verify_contact", client="verify_contact",
+    result=_one(views.ContactInfo), args=(Arg("petname", STR),),
+)
+CONTACT_BLOCK: Final = Operation(
+    name="contact_block", node="block_contact", client="block_contact",
+    result=_one(views.ContactInfo), args=(Arg("petname", STR),),
+)
+
+OPERATIONS: Final[tuple[Operation[Any], ...]] = (
+    STATUS, WATCH, IDENTITY, PEERS, PEER_ADD, CHANNELS, CHANNEL_CREATE, CHANNEL_INVITE,
+    CHANNEL_JOIN, CHANNEL_LEAVE, CHANNEL_REKEY, CHANNEL_REMOVE, CHANNEL_MEMBERS,
+    CHANNEL_INVITES, CHANNEL_REVOKE, CHANNEL_LOG, CHANNEL_UPGRADE, POST, POST_PUBLIC, SEND,
+    ENDORSE, READ, FOLLOW, UNREADABLE, CONTACTS, CONTACT_ADD, CONTACT_VERIFY, CONTACT_BLOCK,
+)
+"""Every operation of the control socket, in the order of docs/spec/control.md."""
+# fmt: on
+
+
+def find_operation(op: str, args: Mapping[str, Any]) -> Operation[Any]:
+    """The row that answers ``op`` with these arguments: the one whose ``when`` argument is
+    true, else the one without ``when``.
+
+    Raises:
+        ControlProtocolError: no such op, or a ``when`` argument that is not a bool.
+    """
+    rows = [row for row in OPERATIONS if row.name == op]
+    if not rows:
+        raise ControlProtocolError(f"unknown operation {op!r}")
+    for row in rows:
+        flag = None if row.when is None else args.get(row.when)
+        if flag is not None and _typed(str(row.when), flag, (bool,)):
+            return row
+    return next(row for row in rows if row.when is None)

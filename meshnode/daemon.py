@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import grp
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ import socket
 import stat
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, Final, TextIO
 
@@ -40,8 +41,6 @@ import trio
 from meshnode import control
 from meshnode.config import Config
 from meshnode.config import load as load_config
-from meshnode.core import views
-from meshnode.core.crypto import KEY_SIZE
 from meshnode.errors import AlreadyRunning, ConfigError, MeshError
 from meshnode.net import redact
 from meshnode.paths import resolve_data_dir
@@ -145,62 +144,6 @@ def control_socket_path(data_dir: Path) -> Path:
 
 # The control server --------------------------------------------------------------------
 
-Handler = Callable[[Any, dict[str, Any]], Awaitable[Any]]
-StreamHandler = Callable[[Any, dict[str, Any]], AsyncIterator[Any]]
-
-
-MAX_INT_ARG: Final = 2**63 - 1
-"""Integer arguments (times, counts) fit SQLite's signed 64 bits, as the store needs."""
-
-
-def _typed(name: str, value: Any, kind: type | tuple[type, ...]) -> Any:
-    """``value`` if its type is exactly ``kind`` (or one of them), else a protocol error.
-
-    Exact, because msgpack's ``true`` is a Python bool and bool is a subclass of int.
-    """
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    if type(value) not in kinds:
-        wanted = " or ".join(k.__name__ for k in kinds)
-        raise control.ControlProtocolError(
-            f"argument {name!r} must be {wanted}, not {type(value).__name__}"
-        )
-    if type(value) is int and not 0 <= value <= MAX_INT_ARG:
-        raise control.ControlProtocolError(f"argument {name!r} is out of range")
-    return value
-
-
-def _arg(args: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
-    return _typed(name, args.get(name), kind)
-
-
-def _opt(args: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
-    value = args.get(name)
-    return None if value is None else _typed(name, value, kind)
-
-
-def _group(name: str, value: Any) -> str | bytes:
-    """A group named by petname, key text or fingerprint (str) or by key (bytes)."""
-    group: str | bytes = _typed(name, value, (str, bytes))
-    if type(group) is bytes and len(group) != KEY_SIZE:
-        raise control.ControlProtocolError(f"a group key in {name!r} is {KEY_SIZE} bytes")
-    return group
-
-
-def _opt_group(args: dict[str, Any], name: str) -> str | bytes | None:
-    value = args.get(name)
-    return None if value is None else _group(name, value)
-
-
-def _groups(args: dict[str, Any], name: str) -> list[str | bytes]:
-    return [_group(name, value) for value in _arg(args, name, list)]
-
-
-def _channel(args: dict[str, Any]) -> str | bytes:
-    """A channel argument: a text (name or id in hex) or an id (bytes), resolved by
-    the node as any API caller's (``Archive.find_channel``)."""
-    value: str | bytes = _arg(args, "channel", (str, bytes))
-    return value
-
 
 def _identity(node: Any) -> dict[str, str]:
     return {
@@ -211,86 +154,36 @@ def _identity(node: Any) -> dict[str, str]:
     }
 
 
-OPERATIONS: Final[dict[str, Handler]] = {
-    "status": lambda n, a: _value(n.status()),
-    "identity": lambda n, a: _value(_identity(n)),
-    "peers": lambda n, a: _value(n.peers()),
-    "peer_add": lambda n, a: n.connect(_arg(a, "address", str)),
-    "channels": lambda n, a: _value(n.channels()),
-    "channel_create": lambda n, a: n.create_channel(_arg(a, "name", str)),
-    "channel_invite": lambda n, a: n.invite(
-        _channel(a),
-        expires=_opt(a, "expires", int),
-        offline=bool(_opt(a, "offline", bool)),
-        with_history=bool(_opt(a, "with_history", bool)),
-        for_group=_opt_group(a, "for_group"),
-    ),
-    "channel_members": lambda n, a: _value(n.members(_channel(a))),
-    "channel_remove": lambda n, a: n.remove(_channel(a), _groups(a, "groups")),
-    "channel_invites": lambda n, a: _value(n.invites(_channel(a))),
-    "channel_revoke": lambda n, a: n.revoke_invite(_channel(a), _arg(a, "invite_id", (str, bytes))),
-    "channel_log": lambda n, a: _value(n.log(_channel(a))),
-    "channel_upgrade": lambda n, a: n.upgrade(_channel(a), keep=_groups(a, "keep")),
-    "channel_join": lambda n, a: n.join(_arg(a, "code", str)),
-    "channel_leave": lambda n, a: n.leave(_channel(a)),
-    "channel_rekey": lambda n, a: n.rekey(_channel(a), remove=_groups(a, "remove")),
-    "post": lambda n, a: n.post(
-        _channel(a),
-        _arg(a, "text", str),
-        reply_to=_opt(a, "reply_to", bytes),
-        expires=_opt(a, "expires", int),
-    ),
-    "post_public": lambda n, a: n.post_public(
-        _arg(a, "text", str), expires=_opt(a, "expires", int)
-    ),
-    "send": lambda n, a: n.send(_groups(a, "recipients"), _arg(a, "text", str)),
-    "endorse": lambda n, a: n.endorse(_arg(a, "id", bytes)),
-    "contacts": lambda n, a: _value(n.contacts()),
-    "contact_add": lambda n, a: _value(n.add_contact(_arg(a, "petname", str), _arg(a, "key", str))),
-    "contact_verify": lambda n, a: _value(n.verify_contact(_arg(a, "petname", str))),
-    "contact_block": lambda n, a: _value(n.block_contact(_arg(a, "petname", str))),
-}
+LOCAL: Final[dict[str, Callable[[Any], Any]]] = {"identity": _identity}
+"""The operations the daemon answers from the node's attributes (``node`` None in
+:data:`meshnode.control.OPERATIONS`); every other op calls the node's method its row names."""
 
 
-async def _value(value: Any) -> Any:
-    return value
+def _call(node: Any, row: control.Operation[Any], args: dict[str, Any]) -> Any:
+    """What the row's Node method returns for the checked ``args``: a value, an awaitable,
+    or a streamed answer's items (a list or an async iterator)."""
+    if row.node is None:
+        return LOCAL[row.name](node)
+    return getattr(node, row.node)(**args)
 
 
-async def _read(node: Any, args: dict[str, Any]) -> AsyncIterator[views.BulletinRecord]:
-    channel = _opt(args, "channel", (str, bytes))
-    limit = _opt(args, "limit", int)
-    follow = bool(_opt(args, "follow", bool))
-    since = _opt(args, "since", int)
-    if follow or limit is None:
-        async for record in node.bulletins(channel, since=since, follow=follow):
-            yield record
+async def _newest(items: AsyncIterator[Any], limit: int | None) -> AsyncIterator[Any]:
+    """``items``, or with ``limit`` only the newest ``limit`` of them, oldest first: what an
+    organizer catching up wants."""
+    if limit is None:
+        async for value in items:
+            yield value
         return
-    # The newest ``limit`` bulletins, oldest first: what an organizer catching up wants.
-    newest: collections.deque[views.BulletinRecord] = collections.deque(maxlen=max(limit, 0))
-    async for record in node.bulletins(channel, since=since, follow=False):
-        newest.append(record)
-    for record in newest:
-        yield record
-
-
-async def _each(values: list[Any]) -> AsyncIterator[Any]:
-    for value in values:
+    newest: collections.deque[Any] = collections.deque(maxlen=limit)
+    async for value in items:
+        newest.append(value)
+    for value in newest:
         yield value
 
 
-def _streamed(node: Any, op: str, args: dict[str, Any]) -> AsyncIterator[Any] | None:
-    """The items of a streaming request, or None for a one-answer one. ``read`` and
-    ``unreadable`` always stream (a channel's whole history, or what an attacker left,
-    would not fit one control message);
-    ``status`` streams with ``follow``: the status, then again at each change."""
-    if op == "read":
-        return _read(node, args)
-    if op == "unreadable":
-        return _each(node.unreadable())
-    if op == "status" and _opt(args, "follow", bool):
-        changes: AsyncIterator[views.NodeStatus] = node.changes()
-        return changes
-    return None
+async def _each(values: Iterable[Any]) -> AsyncIterator[Any]:
+    for value in values:
+        yield value
 
 
 async def _receive_exact(stream: trio.abc.ReceiveStream, size: int) -> bytes:
@@ -313,16 +206,18 @@ async def answer(node: Any, body: bytes) -> AsyncGenerator[bytes, None]:
     op = "(unparsed)"
     try:
         op, args = control.parse_request(control.parse_frame(body))
-        items = _streamed(node, op, args)
-        if items is not None:
-            async for value in items:
-                yield control.frame(control.item(value))
-            yield control.frame(control.result(None))
+        row = control.find_operation(op, args)
+        for_node, for_daemon = row.bind(args)
+        value = _call(node, row, for_node)
+        if row.answer is control.Answer.ONE:
+            if inspect.isawaitable(value):
+                value = await value
+            yield control.frame(control.result(value))
             return
-        handler = OPERATIONS.get(op)
-        if handler is None:
-            raise control.ControlProtocolError(f"unknown operation {op!r}")
-        yield control.frame(control.result(await handler(node, args)))
+        items = value if hasattr(value, "__aiter__") else _each(value)
+        async for item in _newest(items, for_daemon.get("limit")):
+            yield control.frame(control.item(item))
+        yield control.frame(control.result(None))
     except MeshError as exc:
         log.info("control: %s failed: %s", op, redact.peer(exc))
         yield control.frame(control.failure(exc))

@@ -3,17 +3,20 @@
 Theory of operation:
 1. Three data directories in a temporary folder, one per group, each made by
    ``meshnode init`` to listen on its own loopback address (port 0: a free port).
-2. Three ``meshnode daemon`` processes. Each is ready once its control socket
-   answers a ``status`` request: polled until a deadline, never a fixed sleep.
+2. Three ``meshnode daemon`` processes, each with a ``NOTIFY_SOCKET`` of the
+   demo's: each is ready when it sends ``READY=1`` there, as it tells systemd.
 3. The first group creates a channel and invites the other two, who join with
    the codes; every group gives the other two a petname (``meshnode contact
    add``) and posts a bulletin.
-4. Once every group holds all three bulletins, ``meshnode read`` shows what
-   each one sees. Then every daemon gets SIGTERM and must exit 0.
+4. Once every group's ``read --follow`` stream has shown all three bulletins,
+   ``meshnode read`` shows what each one sees. Then every daemon gets SIGTERM and
+   must exit 0.
 
 Every step runs the real command line, echoed the way an organizer types it;
 each group's commands run with ``MESHNODE_HOME`` set to its data directory.
-Whatever happens, no daemon outlives the demo.
+Nothing polls or sleeps: the waits are on the daemons' own events
+(:mod:`meshnode.supervise`), each with a deadline. Whatever happens, no daemon
+outlives the demo.
 """
 
 from __future__ import annotations
@@ -29,16 +32,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, TextIO, TypeVar
+from typing import Final, TextIO
 
 from meshnode.client import connect
 from meshnode.errors import MeshError
-
-T = TypeVar("T")
+from meshnode.supervise import follow_until, notify_socket, terminate, wait_notified
 
 GROUPS: Final = ("Local 12", "Tenants United", "Food Bank")
 DEFAULT_HOSTS: Final = ("127.0.0.41", "127.0.0.42", "127.0.0.43")
@@ -48,7 +49,6 @@ POSTS: Final = (
     "Tenants United will bring 20 people to the picket line",
     "Hot soup at the picket line from noon, all week",
 )
-POLL_INTERVAL: Final = 0.1
 
 
 @dataclass
@@ -105,45 +105,17 @@ def _run(
     return done.stdout
 
 
-def _wait_for(what: str, probe: Callable[[], T | None], timeout: float) -> T:
-    """Poll ``probe`` until it returns a value, or fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            raise MeshError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(POLL_INTERVAL)
-
-
-def _start(group: Group) -> None:
+def _start(group: Group, notify: str) -> subprocess.Popen[bytes]:
+    """``meshnode daemon`` for ``group``, told to send ``READY=1`` to ``notify``."""
     group.logfile = group.log.open("w")
     group.process = subprocess.Popen(
         [*_meshnode(), "daemon"],
-        env=_env(group),
+        env={**_env(group), "NOTIFY_SOCKET": notify},
         stdin=subprocess.DEVNULL,
         stdout=group.logfile,
         stderr=subprocess.STDOUT,
     )
-
-
-def _ready(group: Group) -> str | None:
-    """The daemon's address once its control socket answers, else None."""
-    assert group.process is not None
-    if group.process.poll() is not None:
-        raise MeshError(
-            f"the daemon of {group.name} exited {group.process.returncode}:\n{_tail(group)}"
-        )
-    try:
-        return connect(group.home, timeout=5).status().address
-    except MeshError:
-        return None
-
-
-def _holds_all(group: Group, count: int) -> bool | None:
-    records = connect(group.home, timeout=5).read(CHANNEL)
-    return True if len(records) >= count else None
+    return group.process
 
 
 def _tail(group: Group, lines: int = 15) -> str:
@@ -154,18 +126,14 @@ def _tail(group: Group, lines: int = 15) -> str:
     return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
 
-def _stop(group: Group, timeout: float) -> int:
-    """SIGTERM, then the daemon's exit status (killed if it does not stop in time)."""
-    process = group.process
-    assert process is not None
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        raise MeshError(f"the daemon of {group.name} did not stop within {timeout:g} s") from None
+def _stop(group: Group, timeout: float) -> None:
+    """SIGTERM, then the daemon must exit 0 (it is killed if it does not stop in time)."""
+    assert group.process is not None
+    status = terminate(group.process, timeout)
+    if status == -signal.SIGKILL:
+        raise MeshError(f"the daemon of {group.name} did not stop within {timeout:g} s")
+    if status != 0:
+        raise MeshError(f"the daemon of {group.name} exited {status}:\n{_tail(group)}")
 
 
 def _kill_all(groups: Sequence[Group]) -> None:
@@ -195,12 +163,16 @@ def run_demo(root: Path, hosts: Sequence[str], *, timeout: float = 30.0) -> None
             g.key = json.loads(_run(g, "id", "--json", timeout=timeout, show=False))["key"]
         _say()
         _say("== 2. Their daemons (each one's data directory is its MESHNODE_HOME)")
-        for g in groups:
-            _say(f"[{g.name}] $ meshnode daemon &")
-            _start(g)
-        for g in groups:
-            g.address = _wait_for(f"the daemon of {g.name}", functools.partial(_ready, g), timeout)
-            _say(f"    {g.name} listens on {g.address} (data in {g.home})")
+        with contextlib.ExitStack() as sockets:
+            started = []
+            for g in groups:
+                _say(f"[{g.name}] $ meshnode daemon &")
+                ready, path = sockets.enter_context(notify_socket())
+                started.append((g, ready, _start(g, path)))
+            for g, ready, process in started:
+                wait_notified(ready, process, timeout=timeout, explain=functools.partial(_tail, g))
+                g.address = connect(g.home, timeout=timeout).status().address
+                _say(f"    {g.name} listens on {g.address} (data in {g.home})")
         _say()
         first, *others = groups
         _say(f"== 3. {first.name} creates a channel and invites the others")
@@ -217,13 +189,13 @@ def run_demo(root: Path, hosts: Sequence[str], *, timeout: float = 30.0) -> None
                     _run(g, "contact", "add", other.name, other.key, timeout=timeout)
         _say()
         _say("== 5. Everyone posts")
+        posted = set()
         for g, text in zip(groups, POSTS, strict=True):
-            _run(g, "post", CHANNEL, text, timeout=timeout)
+            said = _run(g, "post", CHANNEL, text, timeout=timeout)  # "Posted <id>"
+            posted.add(bytes.fromhex(said.split()[-1]))
         for g in groups:
-            _wait_for(
-                f"{g.name} to hold all {len(POSTS)} bulletins",
-                functools.partial(_holds_all, g, len(POSTS)),
-                timeout,
+            follow_until(
+                g.home, posted, CHANNEL, timeout=timeout, what=f"{g.name} to hold every post"
             )
         _say()
         _say("== 6. What each group sees")
@@ -234,9 +206,7 @@ def run_demo(root: Path, hosts: Sequence[str], *, timeout: float = 30.0) -> None
         _say()
         _say("== 7. Stopping the daemons (SIGTERM)")
         for g in groups:
-            status = _stop(g, timeout)
-            if status != 0:
-                raise MeshError(f"the daemon of {g.name} exited {status}:\n{_tail(g)}")
+            _stop(g, timeout)
             _say(f"    {g.name}: stopped cleanly (exit 0)")
     except MeshError:
         for g in groups:

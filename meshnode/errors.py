@@ -154,6 +154,10 @@ class ConfigError(MeshError):
     """The configuration file has a mistake; the message names the key."""
 
 
+class UsageError(MeshError):
+    """The command line itself is wrong (the CLI exits 2)."""
+
+
 class MalformedMessage(RemoteProtocolError):
     """A peer message that is not a well-formed, bounded, canonical wire message."""
 

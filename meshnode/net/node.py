@@ -1238,7 +1238,7 @@ class Node:
         return record
 
     async def send(
-        self, recipient_keys: Sequence[str | bytes], text: str, expires: int | None = None
+        self, recipients: Sequence[str | bytes], text: str, expires: int | None = None
     ) -> views.BulletinRecord:
         """Send a direct bulletin to 1 to 16 groups (petnames or keys); durable on return.
 
@@ -1246,7 +1246,7 @@ class Node:
         eight holders near the recipient until it expires (default 7 days).
         """
         keys = [
-            k if isinstance(k, bytes) else self.archive.resolve_group(k) for k in recipient_keys
+            k if isinstance(k, bytes) else self.archive.resolve_group(k) for k in recipients
         ]
         if not keys:
             raise UnknownContact("name at least one recipient")

@@ -5,20 +5,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from meshnode.cli import (
-    ExitStatus,
-    _print_bulletin,
-    _unreadable_line,
-    build_parser,
-    exit_status_for,
-    render_docs,
-    run,
-)
+from meshnode.cli import ExitStatus, build_parser, exit_status_for, render_docs, run
+from meshnode.cli.rendering import print_bulletin, unreadable_line
 from meshnode.client import Client
+from meshnode.core.identity import parse_key
 from meshnode.core.views import BulletinRecord, UnreadableInfo
 from meshnode.errors import (
     AmbiguousChannel,
@@ -86,12 +82,12 @@ def test_an_unreadable_bulletin_reads_as_its_reason() -> None:
         channel="strike-support", channel_id=bytes(32), created_at=0,
         reason="unknown epoch 3", author_at_fault=False,
     )  # fmt: skip
-    head, tail = _unreadable_line(info).splitlines()
+    head, tail = unreadable_line(info).splitlines()
     assert head.endswith("#strike-support local12: unknown epoch 3")
     assert tail == "    id cdcdcdcdcdcdcdcd"
     altered = dataclasses.replace(info, kind="direct", channel=None, author_at_fault=True)
-    assert "direct local12: " in _unreadable_line(altered)
-    assert _unreadable_line(altered).splitlines()[0].endswith("(the author's doing)")
+    assert "direct local12: " in unreadable_line(altered)
+    assert unreadable_line(altered).splitlines()[0].endswith("(the author's doing)")
 
 
 def test_bare_noun_asks_for_an_action(capsys: pytest.CaptureFixture[str]) -> None:
@@ -205,5 +201,34 @@ def test_an_endorsement_reads_as_what_it_endorses(capsys: pytest.CaptureFixture[
         channel=None, channel_id=None, text="", created_at=0, expires_at=None,
         reply_to=None, endorses=bytes([0xAB]) * 32, seq=1, cursor=1,
     )  # fmt: skip
-    _print_bulletin(record)
+    print_bulletin(record)
     assert "local12: stands behind abababababababab" in capsys.readouterr().out
+
+
+def test_python_dash_m_runs_the_command(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "meshnode.cli", "--data-dir", str(tmp_path), "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == ExitStatus.DAEMON_UNREACHABLE
+    assert done.stderr.startswith("meshnode: error: no meshnode daemon")
+
+
+def test_id_shows_the_contact_card(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["init", "--data-dir", str(tmp_path), "--name", "Local 12", "--json"]) == 0
+    created = json.loads(capsys.readouterr().out)
+    card = f"meshnode:{created['key']}?name=Local%2012"
+    assert created["contact_card"] == card
+    assert run(["id", "--data-dir", str(tmp_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["contact_card"] == card
+    assert run(["id", "--data-dir", str(tmp_path)]) == 0
+    assert f"contact card  {card}\n" in capsys.readouterr().out
+    assert run(["id", "--data-dir", str(tmp_path), "--json", "--qr"]) == 0
+    shown = capsys.readouterr()
+    assert json.loads(shown.out)["contact_card"] == card
+    assert shown.err.count("\n") > 10  # the same card as a QR code, off stdout
+    # What 'contact add NAME CARD' reads: the card names the key.
+    assert parse_key(card) == parse_key(created["key"])

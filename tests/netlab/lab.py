@@ -29,6 +29,7 @@ from pathlib import Path
 
 from meshnode.config import load, render
 from meshnode.paths import CONFIG
+from meshnode.supervise import terminate
 from tests.system.daemons import (
     CLI,
     FAST,
@@ -36,7 +37,6 @@ from tests.system.daemons import (
     await_ready,
     clean_env,
     launch,
-    terminate,
 )
 
 # tests/netlab/lab.py -> the repository is parents[2]; shared/ sits beside it.

@@ -6,8 +6,9 @@ escapes and no failure is the daemon's generic "internal error".
 The node runs in its own trio loop on a thread, opened once for the module; each
 example hands it one request (``trio.from_thread``). It listens on 127.0.0.39 with no
 bootstrap peer. ``peer_add`` is left out (a random text that parses as ``host:port``
-would be dialled or resolved); its argument checks are the same ``_arg`` as every other
-op's. ``follow`` is dropped from the maps, since a follow stream never ends.
+would be dialled or resolved); its arguments are checked by its row of the table
+(``control.OPERATIONS``) as every other op's. ``follow`` is dropped from the maps, since
+a follow stream never ends.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meshnode import control, errors
-from meshnode.daemon import OPERATIONS, answer
+from meshnode.daemon import answer
 from meshnode.net.dht import DHTConfig
 from meshnode.net.node import Node, NodeConfig, open_node
 
@@ -33,7 +34,7 @@ SETTINGS = settings(
 Live = tuple[Node, trio.lowlevel.TrioToken]
 """A node and the token of the trio loop it runs on."""
 INTERNAL = control.failure(RuntimeError())["error"]["message"]
-OPS = sorted({*OPERATIONS, "read", "unreadable", "status", "no-such-op"} - {"peer_add"})
+OPS = sorted({op.name for op in control.OPERATIONS} - {"peer_add"} | {"no-such-op"})
 ARG_NAMES = (
     "channel", "name", "text", "recipients", "groups", "keep", "remove", "expires",
     "offline", "with_history", "for_group", "invite_id", "code", "reply_to", "id",

@@ -8,7 +8,8 @@ Network-test rules for every test that uses this module:
   SIGKILL) in the fixture's teardown, whatever the test did;
 - readiness is the daemon's ``READY=1`` on a ``NOTIFY_SOCKET`` of the test's,
   arrivals on the daemon's ``read --follow`` stream and other state on its
-  ``status --follow`` stream, all with a deadline;
+  ``status --follow`` stream, all with a deadline (the waits are those of
+  :mod:`meshnode.supervise`, which ``make demo`` uses too);
 - the daemons run with the short ``[timing]`` of :data:`FAST`, so a lost
   message or a restart costs a second, not a minute.
 """
@@ -19,15 +20,12 @@ import contextlib
 import dataclasses
 import json
 import os
-import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,10 +35,10 @@ from meshnode.config import Timing, load, render
 from meshnode.core.bulletin import Bulletin
 from meshnode.core.channel import Channel
 from meshnode.core.identity import parse_key
-from meshnode.core.views import BulletinRecord, NodeStatus
-from meshnode.errors import MeshError
+from meshnode.core.views import NodeStatus
 from meshnode.home import DataDir
 from meshnode.paths import CONFIG, STORE
+from meshnode.supervise import notify_socket, terminate, wait_notified, wait_on
 
 T = TypeVar("T")
 
@@ -68,45 +66,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.update(extra)
     return env
-
-
-@contextlib.contextmanager
-def notify_socket() -> Iterator[tuple[socket.socket, str]]:
-    """A datagram socket in a short private folder, for a daemon's ``NOTIFY_SOCKET``."""
-    folder = tempfile.mkdtemp(prefix="mn-notify-")
-    path = os.path.join(folder, "n.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    try:
-        sock.bind(path)
-        yield sock, path
-    finally:
-        sock.close()
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def wait_notified(
-    sock: socket.socket,
-    process: subprocess.Popen[bytes],
-    *,
-    timeout: float,
-    explain: Callable[[], str],
-) -> None:
-    """Block until the daemon sends ``READY=1`` (as it tells systemd), or fail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise AssertionError(f"no READY=1 within {timeout:g} s:\n{explain()}")
-        # Wake at least every half second to notice a daemon that died starting.
-        sock.settimeout(min(remaining, 0.5))
-        try:
-            if b"READY=1" in sock.recv(4096).split(b"\n"):
-                return
-        except TimeoutError:
-            if process.poll() is not None:
-                raise AssertionError(
-                    f"the daemon exited {process.returncode} while starting:\n{explain()}"
-                ) from None
 
 
 def launch(
@@ -143,42 +102,6 @@ def await_ready(
         notify.close()
 
 
-def terminate(process: subprocess.Popen[bytes], timeout: float) -> int:
-    """SIGTERM a daemon and wait for it, SIGKILL if it does not exit in time; its code."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=timeout)
-    return int(process.returncode)
-
-
-def follow_until(
-    data_dir: Path,
-    ids: set[bytes],
-    channel: str | None = None,
-    *,
-    timeout: float,
-    what: str,
-    explain: Callable[[], str] | None = None,
-) -> None:
-    """Block on the daemon's ``read --follow`` stream until it has shown every id."""
-    seen: set[bytes] = set()
-
-    def has_all(record: BulletinRecord) -> bool:
-        seen.add(record.id)
-        return ids <= seen
-
-    stream = connect(data_dir, timeout=timeout).follow(channel)
-    if not _wait_on(stream, has_all, timeout=timeout):
-        detail = f"\n{explain()}" if explain is not None else ""
-        raise AssertionError(
-            f"timed out after {timeout:g} s waiting for {what} ({len(ids - seen)} missing){detail}"
-        )
-
-
 def control_frames(data: bytes) -> list[dict[str, Any]]:
     """The control-socket messages in ``data``, the whole of what a daemon sent."""
     frames = []
@@ -211,30 +134,9 @@ def wait_for(
     checked on the status now and again at each change the daemon announces (its
     sessions, channels, syncs, deliveries, held mail), never on a clock."""
     stream = connect(data_dir, timeout=timeout).watch()
-    if not _wait_on(stream, lambda status: bool(condition(status)), timeout=timeout):
+    if not wait_on(stream, lambda status: bool(condition(status)), timeout=timeout):
         detail = f"\n{explain()}" if explain is not None else ""
         raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{detail}")
-
-
-def _wait_on(
-    stream: Generator[T, None, None], done: Callable[[T], bool], *, timeout: float
-) -> bool:
-    """Read a daemon's stream until ``done`` says so (True) or ``timeout`` passed (False).
-
-    The daemon announces each item, so this waits on events; the client's timeout,
-    the same, bounds the silence between two items."""
-    deadline = time.monotonic() + timeout
-    try:
-        for item in stream:
-            if done(item):
-                return True
-            if time.monotonic() > deadline:
-                return False
-    except MeshError:
-        pass  # the stream's silence outlasted the timeout
-    finally:
-        stream.close()
-    return False
 
 
 @dataclasses.dataclass

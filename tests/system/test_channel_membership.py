@@ -25,7 +25,8 @@ from meshnode.errors import MeshError, PeerDisconnected
 from meshnode.home import DataDir
 from meshnode.net import transport
 from meshnode.net.archive import Archive
-from tests.system.daemons import CLI, Daemon, Mesh, clean_env, follow_until, wait_for
+from meshnode.supervise import follow_until
+from tests.system.daemons import CLI, Daemon, Mesh, clean_env, wait_for
 
 CONVERGE = 30.0
 

@@ -44,7 +44,8 @@ from meshnode.client import MAX_TEXT, connect, connect_async
 from meshnode.core.bulletin import MAX_SIZE
 from meshnode.core.invite import make_code, parse_code
 from meshnode.errors import AmbiguousChannel, UnknownChannel
-from tests.system.daemons import clean_env, follow_until, notify_socket, wait_notified
+from meshnode.supervise import follow_until, notify_socket, wait_notified
+from tests.system.daemons import clean_env
 
 _SCRIPT = Path(sys.executable).with_name("meshnode")
 CLI: tuple[str, ...] = (
@@ -244,6 +245,12 @@ def test_two_daemons_share_a_channel(procs: Procs) -> None:
     assert status["reachable"] is True, "Tenants United dialled Local 12"
     assert status["channels"] == 1
     assert status["peers"] >= 1
+    shares = {s["name"]: s for s in status["shares"]}
+    assert set(shares) == {"channels", "public", "mail"}
+    assert shares["channels"]["budget"] == 2048 * 1024 * 1024 // 100 * 50  # [store] defaults
+    assert 0 < shares["channels"]["used"] < shares["channels"]["budget"]
+    shown = procs.ok(a, "status")
+    assert "channels share   0.0 of 1074 MB (0 %)" in shown
 
     # --follow: the history first (so the stream is open), then what is posted later.
     follower = procs.popen(b, "read", "strike", "--follow", "--json")
@@ -372,6 +379,19 @@ def test_the_client_names_a_channel_by_what_it_received(procs: Procs) -> None:
         client.post(theirs, "gone")
     assert procs.stop(a) == 0
     assert procs.stop(b) == 0
+
+
+def test_send_expires_flows_to_the_bulletin(procs: Procs) -> None:
+    a = procs.init("Local 12")
+    procs.start(a)
+    for given, lifetime in (([], 7 * 86400), (["--expires", "1h"], 3600)):
+        sent = json.loads(procs.ok(a, "send", a.key, "note to self", *given, "--json"))
+        assert sent["kind"] == "direct"
+        assert sent["expires_at"] - sent["created_at"] == lifetime
+    record = connect(a.home, timeout=STEP).send([a.key], "by the client", expires=60)
+    assert record.expires_at is not None
+    assert record.expires_at - record.created_at == 60
+    assert procs.stop(a) == 0
 
 
 def test_wrong_passphrase(procs: Procs) -> None:

@@ -6,6 +6,7 @@ every process started here is killed in teardown; every wait has a deadline.
 
 from __future__ import annotations
 
+import ast
 import fcntl
 import os
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from meshnode import demo
 from meshnode.demo import GROUPS, POSTS
 from tests.system.daemons import clean_env
 
@@ -67,6 +69,19 @@ def test_make_demo(tmp_path: Path) -> None:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # no daemon left holding it
         finally:
             os.close(fd)
+
+
+def test_the_demo_waits_on_events_not_on_a_clock() -> None:
+    """READY=1 and read --follow (meshnode.supervise), never a poll: no time, no sleep."""
+    source = Path(demo.__file__).read_text()
+    imported = {
+        alias.name
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in node.names
+    }
+    assert "time" not in imported
+    assert {"notify_socket", "wait_notified", "follow_until"} <= imported
 
 
 @pytest.fixture

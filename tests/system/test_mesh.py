@@ -33,9 +33,10 @@ from meshnode.core.identity import Identity
 from meshnode.core.views import BulletinRecord
 from meshnode.errors import PeerDisconnected, UnknownChannel
 from meshnode.net import transport
+from meshnode.supervise import follow_until
 from tests.conftest import make_identity
 from tests.system.conftest import MESH_SIZE
-from tests.system.daemons import FAST, Daemon, Mesh, follow_until, wait_for
+from tests.system.daemons import FAST, Daemon, Mesh, wait_for
 
 pytestmark = pytest.mark.slow
 

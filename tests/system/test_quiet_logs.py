@@ -11,7 +11,8 @@ from collections.abc import Callable
 from meshnode.config import LogSettings, load, render
 from meshnode.core.identity import fingerprint
 from meshnode.paths import CONFIG
-from tests.system.daemons import Daemon, Mesh, follow_until, wait_for
+from meshnode.supervise import follow_until
+from tests.system.daemons import Daemon, Mesh, wait_for
 
 CONVERGE = 30.0
 

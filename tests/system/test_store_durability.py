@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from meshnode.store import Store
-from tests.system.daemons import CLI, clean_env, cli, notify_socket, wait_notified
+from meshnode.supervise import notify_socket, wait_notified
+from tests.system.daemons import CLI, clean_env, cli
 
 WRITER = textwrap.dedent(
     """

@@ -58,11 +58,13 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
         "meshnode.errors", CORE, "meshnode.store", "meshnode.api", "meshnode.paths",
     ),
     "meshnode.cli": (
-        "meshnode.errors", CORE, "meshnode.client", "meshnode.store", "meshnode.daemon",
-        "meshnode.config", "meshnode.paths", "meshnode.home", "meshnode.api",
+        "meshnode.errors", CORE, "meshnode.cli", "meshnode.client", "meshnode.store",
+        "meshnode.daemon", "meshnode.config", "meshnode.paths", "meshnode.home", "meshnode.api",
     ),
+    # Daemons as child processes: readiness, streams awaited through the client, stop.
+    "meshnode.supervise": ("meshnode.errors", CORE, "meshnode.client"),
     # make demo: drives real daemons through the command line and the client.
-    "meshnode.demo": ("meshnode.errors", "meshnode.client"),
+    "meshnode.demo": ("meshnode.errors", "meshnode.client", "meshnode.supervise"),
     # The Python API, embedded (net) or through a running daemon (client).
     "meshnode.api": (
         "meshnode.errors", CORE, "meshnode.store", "meshnode.net", "meshnode.client",
@@ -237,6 +239,18 @@ def test_importing_the_api_and_cli_loads_no_asyncio_island() -> None:
         "meshnode.Identity, meshnode.Bulletin, meshnode.Channel\n"
         "heavy = {'kademlia', 'rpcudp', 'trio_asyncio'} & set(sys.modules)\n"
         "print(sorted(heavy))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_client_side_loads_neither_trio_nor_nacl() -> None:
+    """``meshnode post`` goes through the CLI, the client and the control table only."""
+    code = (
+        "import sys, meshnode.cli.commands, meshnode.client, meshnode.control\n"
+        "print(sorted({'trio', 'nacl', 'sqlite3'} & set(sys.modules)))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
