@@ -1,21 +1,26 @@
 """host:port addresses: one rule (dht.md, "Addresses") for contact records and invites.
 
-Each address below is checked by the function itself, by the invite writer and
-reader, and by the contact record writer, so the places that write an address
-can never disagree with the places that read it.
+Each address below is checked by the function itself, by the writers (the
+invite of version 1 and 2, the contact record) and by the decoders a reader
+runs on the bytes that arrive (``Channel.parse_invite``, ``invite.parse_code``,
+``records.validate``), so the places that write an address can never disagree
+with the places that read it. The tables pin what the wire accepts, oddities
+included (``0:80`` and ``0.0.0.00:80`` are DNS names; ``255.255.255.255`` is
+neither unspecified nor multicast): a change to them is a change to the wire.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from meshnode.core import channel, codec, records, textcode
+from meshnode.core import channel, codec, invite, records, textcode
 from meshnode.core.address import check_address
 from meshnode.core.channel import INVITE_PREFIX, INVITE_SIGN_LABEL, Channel
 from meshnode.core.identity import Identity
 from meshnode.errors import InvalidInvite, InvalidRecord
 
 NOW = 1_760_000_000
+CHANNEL = Channel.from_secret("x", bytes(32))
 
 USABLE = [
     "a:1",  # the shortest: 3 bytes
@@ -24,11 +29,25 @@ USABLE = [
     "[::1]:4001",
     "[2001:db8::1]:7447",
     "[::ffff:192.0.2.1]:80",
+    "[fe80::1]:80",  # link-local, but without a zone
     "node-1.example.org:7447",
+    "Host.Example:1",
+    "xn--bcher-kva.example:443",
     "localhost:7447",
     "01.2.3.4:80",  # not an IPv4 literal (a leading zero): a name of digit labels
+    "0.0.0.00:80",
     "300.1.1.1:80",
+    "127.1:80",
+    "1.2.3.4.5:80",
+    "0:80",  # a one-label name, not the unspecified address
+    "-a:1",  # a label may begin or end with "-"
+    "a-:1",
+    "255.255.255.255:80",  # broadcast is neither unspecified nor multicast
+    "169.254.0.1:80",
+    "[::ffff:0.0.0.0]:80",  # an IPv4-mapped address is not itself unspecified
+    "[::ffff:224.0.0.1]:80",
     "host:08080",  # leading zeros in the port, as records have always allowed
+    "a:00001",
 ]
 
 UNUSABLE = [
@@ -44,35 +63,92 @@ UNUSABLE = [
     "host:123456",
     "host:http",
     "host:-1",
+    "host:+80",
     "0.0.0.0:7447",
     "[::]:7447",
+    "[0:0:0:0:0:0:0:0]:1",
     "224.0.0.1:7447",
+    "239.255.255.250:1900",
     "[ff02::1]:7447",
     "[fe80::1%eth0]:7447",  # a zone names an interface of the writer's machine
+    "[::1%eth0]:1",
     "[::1:7447",
+    "[::1]",
+    "[::1]:",
+    "[]:80",
+    "[1.2.3.4]:80",  # brackets hold IPv6 only
+    "[[::1]]:80",
+    "[::1]]:80",
+    "[::1]x:80",
     "[zz::1]:7447",
     "::1:7447",  # IPv6 without brackets
+    "a:1:2",
+    "localhost:7447:",
     "bad host:7447",
+    "a: 1",
+    "a:1 ",
+    "a:1\t",
     "exa_mple.org:7447",
+    "---:1",
     "a..b:7447",
+    ".a:1",
     "example.org.:7447",
+    "0.0.0.0.:1",
     "h\u00e9llo:7447",
     "host:7447\n",
     "host:\u0661\u0662",  # Arabic-Indic digits
+    "a:\uff11",  # a fullwidth digit
 ]
+
+NOT_TEXT = [b"a:1", 1, None, ["a:1"], True]
+
+
+def _contact_value(alice: Identity, address: object) -> bytes:
+    """A contact record as it arrives from the DHT, signed, its address unchecked."""
+    body = [1, alice.public_key, 1, NOW, NOW + 3600, [address]]
+    signature = alice.sign(records.CONTACT_SIGN_LABEL + codec.pack(body))
+    return codec.pack([*body, signature])
+
+
+def _read_contact(alice: Identity, address: object) -> records.ContactRecord:
+    key = records.contact_key(alice.public_key)
+    contact = records.validate(key, _contact_value(alice, address), NOW)
+    assert isinstance(contact, records.ContactRecord)
+    return contact
+
+
+def _signed_invite(alice: Identity, address: object) -> str:
+    """A code of version 1, signed, its address unchecked."""
+    body = codec.pack([1, "x", bytes(32), 0, bytes(32), [address], NOW, None, alice.public_key])
+    return textcode.encode(INVITE_PREFIX, body + alice.sign(INVITE_SIGN_LABEL + body))
+
+
+def _signed_code(alice: Identity, address: object) -> str:
+    """A code of version 2 (online), signed, its address unchecked."""
+    body = codec.pack(
+        [2, 0, "x", CHANNEL.id, alice.public_key, [address], bytes(32), NOW, NOW + 3600, None]
+    )
+    return textcode.encode(INVITE_PREFIX, body + alice.sign(INVITE_SIGN_LABEL + body))
 
 
 @pytest.mark.parametrize("address", USABLE)
 def test_usable_addresses(address: str, alice: Identity) -> None:
     assert check_address(address, 262) == address
-    code = Channel.from_secret("x", bytes(32)).make_invite(alice, now=NOW, bootstrap=[address])
+    code = CHANNEL.make_invite(alice, now=NOW, bootstrap=[address])
     assert Channel.parse_invite(code, now=NOW).bootstrap == (address,)
+    code = invite.make_code(
+        alice, channel=CHANNEL, token_seed=bytes(32), addresses=[address], now=NOW,
+        expires_at=NOW + 3600,
+    )  # fmt: skip
+    assert invite.parse_code(code, now=NOW).addresses == (address,)
     assert records.make_contact(alice, [address], seq=1, now=NOW).addresses == (address,)
 
 
-def _signed_invite(alice: Identity, address: object) -> str:
-    body = codec.pack([1, "x", bytes(32), 0, bytes(32), [address], NOW, None, alice.public_key])
-    return textcode.encode(INVITE_PREFIX, body + alice.sign(INVITE_SIGN_LABEL + body))
+@pytest.mark.parametrize("address", USABLE)
+def test_usable_addresses_are_read_from_the_wire(address: str, alice: Identity) -> None:
+    assert Channel.parse_invite(_signed_invite(alice, address), now=NOW).bootstrap == (address,)
+    assert invite.parse_code(_signed_code(alice, address), now=NOW).addresses == (address,)
+    assert _read_contact(alice, address).addresses == (address,)
 
 
 @pytest.mark.parametrize("address", UNUSABLE)
@@ -82,11 +158,34 @@ def test_unusable_addresses_are_refused_by_writers_and_readers(
     with pytest.raises(ValueError, match="address"):
         check_address(address, 262)
     with pytest.raises(ValueError, match="address"):
-        Channel.from_secret("x", bytes(32)).make_invite(alice, now=NOW, bootstrap=[address])
+        CHANNEL.make_invite(alice, now=NOW, bootstrap=[address])
+    with pytest.raises(ValueError, match="address"):
+        invite.make_code(
+            alice, channel=CHANNEL, token_seed=bytes(32), addresses=[address], now=NOW,
+            expires_at=NOW + 3600,
+        )  # fmt: skip
     with pytest.raises(InvalidInvite):
         Channel.parse_invite(_signed_invite(alice, address), now=NOW)
+    with pytest.raises(InvalidInvite):
+        invite.parse_code(_signed_code(alice, address), now=NOW)
     with pytest.raises(InvalidRecord, match="address"):
         records.make_contact(alice, [address], seq=1, now=NOW)
+    with pytest.raises(InvalidRecord, match="address"):
+        _read_contact(alice, address)
+
+
+@pytest.mark.parametrize("address", NOT_TEXT)
+def test_an_address_that_is_not_text_is_refused_by_readers(
+    address: object, alice: Identity
+) -> None:
+    with pytest.raises(ValueError, match="text"):
+        check_address(address, 262)
+    with pytest.raises(InvalidInvite):
+        Channel.parse_invite(_signed_invite(alice, address), now=NOW)
+    with pytest.raises(InvalidInvite):
+        invite.parse_code(_signed_code(alice, address), now=NOW)
+    with pytest.raises(InvalidRecord):
+        _read_contact(alice, address)
 
 
 def test_address_sizes_are_bytes_and_each_format_has_its_own_limit(alice: Identity) -> None:
@@ -99,6 +198,23 @@ def test_address_sizes_are_bytes_and_each_format_has_its_own_limit(alice: Identi
         check_address("\u00e9" * 10 + ":1", 262)  # 13 characters, 23 bytes: refused anyway
     with pytest.raises(ValueError, match="text"):
         check_address(b"a:1", 262)
+
+
+def test_the_decoders_apply_their_own_size_limit(alice: Identity) -> None:
+    longest_record = "a" * (records.MAX_ADDRESS_SIZE - 5) + ":7447"
+    assert _read_contact(alice, longest_record).addresses == (longest_record,)
+    with pytest.raises(InvalidRecord):
+        _read_contact(alice, "a" + longest_record)
+    longest_invite = "a" * (channel.MAX_ADDRESS_SIZE - 5) + ":7447"
+    got = Channel.parse_invite(_signed_invite(alice, longest_invite), now=NOW)
+    assert got.bootstrap == (longest_invite,)
+    assert invite.parse_code(_signed_code(alice, longest_invite), now=NOW).addresses == (
+        longest_invite,
+    )
+    with pytest.raises(InvalidInvite):
+        Channel.parse_invite(_signed_invite(alice, "a" + longest_invite), now=NOW)
+    with pytest.raises(InvalidInvite):
+        invite.parse_code(_signed_code(alice, "a" + longest_invite), now=NOW)
 
 
 def test_messages_say_what_to_change() -> None:
