@@ -67,8 +67,8 @@ from kademlia.storage import IStorage
 
 from meshnode.core import codec, crypto, records
 from meshnode.core.identity import Identity
-from meshnode.core.noise import OPEN_MESH_KEY
 from meshnode.core.records import ContactRecord, Record, RendezvousRecord
+from meshnode.core.session import OPEN_MESH_KEY
 from meshnode.errors import AuthenticationError, InvalidRecord, StaleRecord, StoreError
 from meshnode.net import redact
 

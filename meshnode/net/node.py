@@ -66,7 +66,7 @@ from meshnode.core.gossip import (
 from meshnode.core.identity import Identity, fingerprint, parse_key
 from meshnode.core.invite import MAX_GRANT, Grant, InviteCode, make_code, parse_code, redeem_proof
 from meshnode.core.membership import Frontier, KeyUpdate, Log, OpType, Post
-from meshnode.core.noise import OPEN_MESH_KEY
+from meshnode.core.session import OPEN_MESH_KEY
 from meshnode.core.wire import PUBLIC_TOPIC, PeerId, Topic
 from meshnode.errors import (
     InvalidBulletin,

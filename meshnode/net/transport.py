@@ -1,7 +1,7 @@
 """Noise sessions over TCP: dialling, listening, and the tasks that keep a session alive.
 
 Theory of operation (normative text: docs/spec/session.md):
-- All protocol logic is in :class:`meshnode.core.noise.SessionMachine`; this
+- All protocol logic is in :class:`meshnode.core.session.SessionMachine`; this
   module moves bytes between it and a TCP socket, owns the timers
   and enforces the limits, so it stays thin.
 - The handshake runs first, under ``handshake_timeout``. A responder whose
@@ -53,7 +53,7 @@ import trio
 
 from meshnode.core import crypto, wire
 from meshnode.core.identity import Identity
-from meshnode.core.noise import (
+from meshnode.core.session import (
     LENGTH_SIZE,
     MAX_RECORD,
     NEED_DATA,

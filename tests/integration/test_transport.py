@@ -25,7 +25,7 @@ import trio
 import trio.testing
 
 from meshnode.core import crypto
-from meshnode.core.noise import NEED_DATA, HandshakeComplete, MessageReceived, SessionMachine
+from meshnode.core.session import NEED_DATA, HandshakeComplete, MessageReceived, SessionMachine
 from meshnode.errors import (
     HandshakeError,
     LocalProtocolError,

@@ -26,24 +26,26 @@ from hypothesis import strategies as st
 from meshnode.core import codec, crypto, noise
 from meshnode.core.identity import Identity
 from meshnode.core.noise import (
+    MAX_NONCE,
+    PATTERNS,
+    CipherState,
+    HandshakePhase,
+    HandshakeState,
+    KeyPair,
+    NoiseProtocol,
+)
+from meshnode.core.session import (
     IDENTITY_LABEL,
     MAX_FRAGMENT,
     MAX_HANDSHAKE_RECORD,
-    MAX_NONCE,
     NEED_DATA,
     OPEN_MESH_KEY,
-    PATTERNS,
     PROLOGUE,
     PROTOCOL_NAME,
-    CipherState,
     HandshakeComplete,
-    HandshakePhase,
-    HandshakeState,
     KeepaliveReceived,
-    KeyPair,
     MeshHandshake,
     MessageReceived,
-    NoiseProtocol,
     RecordType,
     SessionMachine,
     SessionState,
