@@ -76,13 +76,14 @@ def test_port_0_is_for_listening_and_the_flags(address: str) -> None:
             from_mapping({key: value})
 
 
-@pytest.mark.parametrize("address", ["0.0.0.0:7447", "[::]:7447", ":::7447"])
+@pytest.mark.parametrize(
+    "address",
+    # Every spelling of the unspecified address, and an empty host in brackets: until
+    # core/address.py's is_wildcard, only the first three were refused here, and the
+    # others made a contact record that no node accepts.
+    ["0.0.0.0:7447", "[::]:7447", ":::7447", "[]:7447", "[0::0]:7447", "[0:0:0:0:0:0:0:0]:7447"],
+)
 def test_a_wildcard_is_for_listening_not_announcing(address: str) -> None:
     assert from_mapping({"listen": address, "bootstrap": [address]}).listen == address
     with pytest.raises(ConfigError, match=r"^announce: .*not 0\.0\.0\.0"):
         from_mapping({"announce": address})
-
-
-@pytest.mark.parametrize("address", ["[]:7447", "[0::0]:7447", "[0:0:0:0:0:0:0:0]:7447"])
-def test_other_spellings_of_no_host_are_announced_as_given(address: str) -> None:
-    assert from_mapping({"announce": address}).announce == address

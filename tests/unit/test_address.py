@@ -1,4 +1,5 @@
-"""host:port addresses: one rule (dht.md, "Addresses") for contact records and invites.
+"""host:port addresses (dht.md, "Addresses"): one grammar, the wire rule of contact
+records and invites, and the DHT's IPv4 rule, all in ``core/address.py``.
 
 Each address below is checked by the function itself, by the writers (the
 invite of version 1 and 2, the contact record) and by the decoders a reader
@@ -7,6 +8,8 @@ runs on the bytes that arrive (``Channel.parse_invite``, ``invite.parse_code``,
 with the places that read it. The tables pin what the wire accepts, oddities
 included (``0:80`` and ``0.0.0.00:80`` are DNS names; ``255.255.255.255`` is
 neither unspecified nor multicast): a change to them is a change to the wire.
+The grammar alone serves what an operator types and what the transport dials
+(``tests/cli/test_config_addresses.py`` pins the configuration's side).
 """
 
 from __future__ import annotations
@@ -14,7 +17,14 @@ from __future__ import annotations
 import pytest
 
 from meshnode.core import channel, codec, invite, records, textcode
-from meshnode.core.address import check_address
+from meshnode.core.address import (
+    check_address,
+    ipv4_host,
+    is_wildcard,
+    join_address,
+    split_address,
+    split_ipv4_address,
+)
 from meshnode.core.channel import INVITE_PREFIX, INVITE_SIGN_LABEL, Channel
 from meshnode.core.identity import Identity
 from meshnode.errors import InvalidInvite, InvalidRecord
@@ -224,3 +234,107 @@ def test_messages_say_what_to_change() -> None:
         check_address("host", 262)
     with pytest.raises(ValueError, match="wildcard"):
         check_address("0.0.0.0:7447", 262)
+
+
+@pytest.mark.parametrize(
+    ("address", "parts"),
+    [
+        ("127.0.0.1:7447", ("127.0.0.1", 7447)),
+        ("[::1]:80", ("::1", 80)),
+        ("::1:7447", ("::1", 7447)),  # unbracketed: everything before the last colon
+        ("localhost:0", ("localhost", 0)),
+        ("a:00080", ("a", 80)),
+        ("bad host:1", ("bad host", 1)),  # the host is the system's to resolve
+        ("[]:80", ("", 80)),
+        ("[::1:80", ("[::1", 80)),  # one pair of brackets comes off, not half of one
+    ],
+)
+def test_the_grammar_splits_host_and_port(address: str, parts: tuple[str, int]) -> None:
+    assert split_address(address) == parts
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("127.0.0.1", '"host:port"'),
+        (":80", '"host:port"'),
+        ("host:", '"host:port"'),
+        ("host:port", '"host:port"'),
+        ("host:123456", '"host:port"'),
+        ("host:+80", '"host:port"'),
+        ("host:\u0661", '"host:port"'),  # str.isdigit says yes; the grammar says ASCII
+        ("host:\u00b2", '"host:port"'),
+        ("host:65536", "port is 0 to 65535"),
+        ("host:99999", "port is 0 to 65535"),
+    ],
+)
+def test_the_grammar_refuses(address: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        split_address(address)
+
+
+def test_port_0_is_allowed_only_when_asked() -> None:
+    assert split_address("0.0.0.0:0", zero_port=True) == ("0.0.0.0", 0)
+    with pytest.raises(ValueError, match="port is 1 to 65535"):
+        split_address("0.0.0.0:0", zero_port=False)
+
+
+@pytest.mark.parametrize("address", USABLE)
+def test_every_usable_address_follows_the_grammar(address: str) -> None:
+    host, port = split_address(address, zero_port=False)
+    assert split_address(join_address(host, port)) == (host, port)
+
+
+def test_join_brackets_ipv6_only() -> None:
+    assert join_address("127.0.0.1", 7447) == "127.0.0.1:7447"
+    assert join_address("::1", 80) == "[::1]:80"
+    assert join_address("node.example", 1) == "node.example:1"
+
+
+@pytest.mark.parametrize(
+    ("host", "wildcard"),
+    [
+        ("", True),
+        ("0.0.0.0", True),
+        ("::", True),
+        ("0:0::0", True),
+        ("127.0.0.1", False),
+        ("::1", False),
+        ("localhost", False),
+        ("0", False),  # a name
+        ("[::]", False),  # brackets are the caller's to take off (split_address does)
+    ],
+)
+def test_a_wildcard_binds_every_interface_and_names_none(host: str, wildcard: bool) -> None:
+    assert is_wildcard(host) is wildcard
+
+
+@pytest.mark.parametrize(
+    ("host", "ip"),
+    [
+        ("1.2.3.4", "1.2.3.4"),
+        ("127.0.0.1", "127.0.0.1"),
+        ("0.0.0.0", None),
+        ("224.0.0.1", None),
+        ("255.255.255.255", None),
+        ("01.2.3.4", None),
+        ("1.2.3.4 ", None),
+        ("localhost", None),
+        ("::1", None),
+        (b"1.2.3.4", None),
+        (16909060, None),
+    ],
+)
+def test_the_dht_takes_routable_ipv4_literals_only(host: object, ip: str | None) -> None:
+    assert ipv4_host(host) == ip
+
+
+def test_the_dht_splits_ipv4_addresses_only() -> None:
+    assert split_ipv4_address("127.0.0.1:7447") == ("127.0.0.1", 7447)
+    assert split_ipv4_address("10.0.0.1:00080") == ("10.0.0.1", 80)
+    for bad in ("localhost:7447", "[1.2.3.4]:80", "0.0.0.0:7447", "255.255.255.255:1", "[::1]:1"):
+        with pytest.raises(ValueError, match="not an IPv4 host:port"):
+            split_ipv4_address(bad)
+    for malformed in ("1.2.3.4:0", "1.2.3.4", "1.2.3.4:\u0661", "1.2.3.4:70000"):
+        with pytest.raises(ValueError, match="address"):
+            split_ipv4_address(malformed)

@@ -7,11 +7,11 @@ these on every datagram it sends or receives.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from typing import Final, TypeAlias, TypeGuard
 
 from meshnode.core import crypto, records
+from meshnode.core.address import ipv4_host
 from meshnode.errors import AuthenticationError
 
 SEAL_LABEL: Final = b"meshnode/v1/dht-seal"
@@ -50,25 +50,12 @@ class _Sealer:
         return crypto.xchacha_decrypt(self._key, nonce, box, SEAL_LABEL)
 
 
-def _ipv4(host: object) -> str | None:
-    """``host`` as a routable IPv4 literal, or None (never a name: no DNS in a callback)."""
-    if not isinstance(host, str) or len(host) > 15:
-        return None
-    try:
-        ip = ipaddress.IPv4Address(host)
-    except ValueError:
-        return None
-    if ip.is_unspecified or ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
-        return None
-    return str(ip)
-
-
 def _node_entry(entry: object) -> tuple[bytes, str, int] | None:
     """A FIND_NODE triple from a peer, checked, or None."""
     if not (isinstance(entry, list) and len(entry) == 3):
         return None
     node_id, host, port = entry
-    ip = _ipv4(host)
+    ip = ipv4_host(host)
     if not (isinstance(node_id, bytes) and len(node_id) == records.NODE_ID_SIZE and ip):
         return None
     if type(port) is not int or not 0 < port < 65536:

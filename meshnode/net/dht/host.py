@@ -19,12 +19,13 @@ import trio
 import trio_asyncio
 
 from meshnode.core import codec, crypto, records
+from meshnode.core.address import ipv4_host, split_ipv4_address
 from meshnode.core.identity import Identity
 from meshnode.core.records import ContactRecord, Record, RendezvousRecord
 from meshnode.core.session import OPEN_MESH_KEY
 from meshnode.errors import InvalidRecord, StoreError
 from meshnode.net.dht.config import DHTConfig, DHTStatistics, _Counters
-from meshnode.net.dht.datagrams import Address, _ipv4, _node_entry, _Sealer
+from meshnode.net.dht.datagrams import _node_entry, _Sealer
 from meshnode.net.dht.protocol import _HardenedProtocol, _HardenedServer
 from meshnode.net.dht.storage import RecordStore, _RecordStorage
 
@@ -33,19 +34,6 @@ LOG: Final = logging.getLogger("meshnode.net.dht")
 ROUTING_META: Final = "dht/routing"
 SEQ_META: Final = "dht/contact-seq"
 MAX_SAVED_ROUTES: Final = 256
-
-
-def parse_address(address: str) -> Address:
-    """``"host:port"`` with an IPv4 literal host, as a socket address.
-
-    Raises:
-        ValueError: not ``host:port``, or the host is a name (the DHT does no DNS).
-    """
-    host, sep, port = address.rpartition(":")
-    ip = _ipv4(host)
-    if not sep or ip is None or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"not an IPv4 host:port address: {address!r}")
-    return ip, int(port)
 
 
 def estimate_size(own: bytes, known: Sequence[bytes], k: int) -> int:
@@ -59,7 +47,7 @@ def estimate_size(own: bytes, known: Sequence[bytes], k: int) -> int:
 
 
 def _bind(host: str, port: int, receive_buffer: int) -> socket.socket:
-    ip = _ipv4(host) if host != "0.0.0.0" else host
+    ip = ipv4_host(host) if host != "0.0.0.0" else host
     if ip is None:
         raise ValueError(f"the DHT binds an IPv4 address, not {host!r}")
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -166,7 +154,7 @@ class DHTNode:
 
         Unreachable addresses cost one ``rpc_timeout`` in parallel and are skipped.
         """
-        addrs = list(dict.fromkeys(parse_address(a) for a in addresses))
+        addrs = list(dict.fromkeys(split_ipv4_address(a) for a in addresses))
         if addrs:
             await self._aio(self._server.bootstrap(addrs))
             self.save_routing()
@@ -174,7 +162,7 @@ class DHTNode:
 
     async def ping(self, address: str) -> bytes | None:
         """The node ID answering at ``address``, or None if none answers in time."""
-        node = await self._aio(self._server.bootstrap_node(parse_address(address)))
+        node = await self._aio(self._server.bootstrap_node(split_ipv4_address(address)))
         return node.id if node is not None else None  # type: ignore[attr-defined]
 
     async def _publish(self, record: Record) -> int:
