@@ -22,6 +22,7 @@ from meshnode.core.address import (
     ipv4_host,
     is_wildcard,
     join_address,
+    network_of,
     split_address,
     split_ipv4_address,
 )
@@ -338,3 +339,28 @@ def test_the_dht_splits_ipv4_addresses_only() -> None:
     for malformed in ("1.2.3.4:0", "1.2.3.4", "1.2.3.4:\u0661", "1.2.3.4:70000"):
         with pytest.raises(ValueError, match="address"):
             split_ipv4_address(malformed)
+
+
+@pytest.mark.parametrize(
+    ("address", "network"),
+    [
+        ("1.2.3.4:80", "34010203"),  # b"4" and the /24
+        ("1.2.3.99:7447", "34010203"),
+        ("1.2.4.4:80", "34010204"),
+        ("[2001:db8::1]:80", "3620010db800000000"),  # b"6" and the /64
+        ("[2001:db8::ffff:1]:7447", "3620010db800000000"),
+        ("[2001:db9::1]:80", "3620010db900000000"),
+        ("[::ffff:1.2.3.4]:80", "34010203"),  # IPv4-mapped: its IPv4 network
+        ("[fe80::1%eth0]:80", "36fe80000000000000"),
+        ("1.2.3.4", "34010203"),  # a bare host
+        ("2001:db8::1", "3620010db800000000"),
+        ("::1", "360000000000000000"),
+        ("localhost:7447", ""),  # a name counts against no network
+        ("node.example", ""),
+        ("", ""),
+        ("[::1", ""),
+        ("a:b:c", ""),
+    ],
+)
+def test_the_network_an_address_is_counted_in(address: str, network: str) -> None:
+    assert network_of(address).hex() == network
