@@ -35,7 +35,8 @@ DHT rule (:func:`split_ipv4_address`, :func:`ipv4_host`): the DHT does no DNS
 What an operator types (``listen``, ``announce``, ``bootstrap``, ``peer add``)
 and what the transport dials follow the grammar alone: the host is resolved
 or bound by the system, which says what is wrong with it. :func:`is_wildcard`
-tells a host that binds every interface (and so names none) from one to dial.
+tells a host that binds every interface (and so names none) from one to dial,
+and :func:`network_of` the network a peer's address is counted in (its /24 or /64).
 """
 
 from __future__ import annotations
@@ -170,19 +171,23 @@ def network_of(address: str) -> bytes:
     anything else (a DNS name, say), which counts against no network.
 
     Args:
-        address: ``host:port``, ``[v6]:port`` or a bare host.
+        address: ``host:port``, ``[v6]:port`` (split by :func:`split_address`) or a
+            bare host (an IPv6 one has colons of its own, so it is tried first).
     """
-    host = address
-    if address.startswith("["):
-        host = address[1 : address.find("]")] if "]" in address else address
-    elif address.count(":") == 1:
-        host = address.partition(":")[0]
     try:
-        ip = ipaddress.ip_address(host.partition("%")[0])
+        ip = _ip_literal(address)
     except ValueError:
-        return b""
+        try:
+            ip = _ip_literal(split_address(address)[0])
+        except ValueError:
+            return b""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     if isinstance(ip, ipaddress.IPv4Address):
         return b"4" + ip.packed[:3]
     return b"6" + ip.packed[:8]
+
+
+def _ip_literal(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """``host`` as an IP address, without any zone (``%eth0``)."""
+    return ipaddress.ip_address(host.partition("%")[0])

@@ -360,6 +360,10 @@ def test_the_dht_splits_ipv4_addresses_only() -> None:
         ("", ""),
         ("[::1", ""),
         ("a:b:c", ""),
+        # Not host:port by the grammar, so no network (a session's remote address,
+        # which is what is counted, never looks like these).
+        ("1.2.3.4:99999", ""),
+        ("[::1]x:80", ""),
     ],
 )
 def test_the_network_an_address_is_counted_in(address: str, network: str) -> None:
