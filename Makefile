@@ -46,7 +46,7 @@ fuzz: $(STAMP)  ## feed every decoder 100,000 mutated and random inputs (~8 min;
 	$(BIN)/python -m tests.fuzz --count $(FUZZ_COUNT) --seed $(FUZZ_SEED)
 
 lint: $(STAMP)  ## ruff and mypy
-	$(BIN)/ruff check meshnode tests bench
+	$(BIN)/ruff check meshnode tests bench sim
 	$(BIN)/mypy
 
 typecheck: $(STAMP)  ## mypy only

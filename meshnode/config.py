@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from meshnode.core import codec
+from meshnode.core.address import is_wildcard, split_address
 from meshnode.errors import ConfigError
 
 DEFAULT_PORT: Final = 7447
@@ -126,16 +127,18 @@ _LOG_DOCS: Final = {
 
 
 def check_address(value: object, key: str, *, allow_zero_port: bool = True) -> str:
-    """A ``host:port`` string, or ConfigError naming ``key``."""
+    """A ``host:port`` string, or ConfigError naming ``key``.
+
+    Only the shape and the port are checked (:func:`meshnode.core.address.split_address`):
+    the host is the system's to bind or resolve, and it says what is wrong with one.
+    """
+    bad = ConfigError(f'{key}: expected "host:port", got {codec.describe(value)}')
     if not isinstance(value, str):
-        raise ConfigError(f'{key}: expected "host:port", got {codec.describe(value)}')
-    host, sep, port = value.rpartition(":")
-    low = 0 if allow_zero_port else 1
-    # isascii: str.isdigit also accepts digits int() refuses ("²") and any length
-    if not (sep and host and port.isascii() and port.isdigit() and len(port) <= 5):
-        raise ConfigError(f'{key}: expected "host:port", got {codec.describe(value)}')
-    if not low <= int(port) <= 65535:
-        raise ConfigError(f'{key}: expected "host:port", got {codec.describe(value)}')
+        raise bad
+    try:
+        split_address(value, zero_port=allow_zero_port)
+    except ValueError:
+        raise bad from None
     return value
 
 
@@ -188,7 +191,7 @@ def from_mapping(data: dict[str, Any], *, source: str = "configuration") -> Conf
         changes["listen"] = check_address(data["listen"], "listen")
     if "announce" in data:
         changes["announce"] = check_address(data["announce"], "announce", allow_zero_port=False)
-        if data["announce"].rpartition(":")[0] in ("0.0.0.0", "[::]", "::"):
+        if is_wildcard(split_address(data["announce"])[0]):
             raise ConfigError("announce: give the address other nodes can dial, not 0.0.0.0")
     if "bootstrap" in data:
         boot = data["bootstrap"]

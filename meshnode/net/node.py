@@ -47,7 +47,8 @@ import trio
 
 from meshnode.config import Limits, StoreSettings, Timing
 from meshnode.core import crypto, records, views, wire
-from meshnode.core.address import network_of
+from meshnode.core.address import is_wildcard, network_of
+from meshnode.core.address import split_address as _split
 from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.channel import Channel, day_of
 from meshnode.core.gossip import (
@@ -66,7 +67,7 @@ from meshnode.core.gossip import (
 from meshnode.core.identity import Identity, fingerprint, parse_key
 from meshnode.core.invite import MAX_GRANT, Grant, InviteCode, make_code, parse_code, redeem_proof
 from meshnode.core.membership import Frontier, KeyUpdate, Log, OpType, Post
-from meshnode.core.noise import OPEN_MESH_KEY
+from meshnode.core.session import OPEN_MESH_KEY
 from meshnode.core.wire import PUBLIC_TOPIC, PeerId, Topic
 from meshnode.errors import (
     InvalidBulletin,
@@ -1600,13 +1601,6 @@ def _contact_info(c: Contact) -> views.ContactInfo:
     return views.ContactInfo(key=c.key, petname=c.petname, verified=c.verified, blocked=c.blocked)
 
 
-def _split(address: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f'expected "host:port", got {address!r}')
-    return host.strip("[]"), int(port)
-
-
 def _announced(host: str, port: int, announce: str | None) -> str:
     """The address to put in contact records and invites when none is configured.
 
@@ -1617,7 +1611,7 @@ def _announced(host: str, port: int, announce: str | None) -> str:
     """
     if announce is not None:
         return announce
-    if host in ("0.0.0.0", "::", ""):
+    if is_wildcard(host):
         host = _default_route_address() or _hostname_address()
     return f"{host}:{port}"
 

@@ -1,7 +1,7 @@
 """Noise sessions over TCP: dialling, listening, and the tasks that keep a session alive.
 
 Theory of operation (normative text: docs/spec/session.md):
-- All protocol logic is in :class:`meshnode.core.noise.SessionMachine`; this
+- All protocol logic is in :class:`meshnode.core.session.SessionMachine`; this
   module moves bytes between it and a TCP socket, owns the timers
   and enforces the limits, so it stays thin.
 - The handshake runs first, under ``handshake_timeout``. A responder whose
@@ -52,8 +52,9 @@ from typing import Final
 import trio
 
 from meshnode.core import crypto, wire
+from meshnode.core.address import join_address, split_address
 from meshnode.core.identity import Identity
-from meshnode.core.noise import (
+from meshnode.core.session import (
     LENGTH_SIZE,
     MAX_RECORD,
     NEED_DATA,
@@ -141,16 +142,7 @@ class SessionStatistics:
 
 
 def _format_address(sockname: tuple[str, int] | tuple[str, int, int, int]) -> str:
-    host, port = sockname[0], sockname[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def parse_address(address: str) -> tuple[str, int]:
-    """``"host:port"`` (or ``"[v6]:port"``) into its parts, raising ValueError if malformed."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"not a host:port address: {address!r}")
-    return host.strip("[]"), int(port)
+    return join_address(sockname[0], sockname[1])
 
 
 class _SocketIO:
@@ -628,7 +620,7 @@ async def _dial(
     rng: crypto.Rng,
 ) -> Session:
     """Connect and handshake; the caller starts the session's tasks."""
-    host, port = parse_address(address)
+    host, port = split_address(address)
     try:
         with trio.fail_after(config.handshake_timeout):
             stream = await trio.open_tcp_stream(host, port, local_address=local_host)

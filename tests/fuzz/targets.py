@@ -28,7 +28,7 @@ from meshnode.core.identity import Identity, parse_key
 from meshnode.core.invite import INVITE_PREFIX as CODE_PREFIX
 from meshnode.core.invite import INVITE_SIGN_LABEL, Grant, make_code, parse_code
 from meshnode.core.membership import KeyUpdate, OpType, decode_op, epoch_id, sign_op
-from meshnode.core.noise import MeshHandshake
+from meshnode.core.session import MeshHandshake
 from meshnode.errors import (
     ConfigError,
     HandshakeError,
@@ -44,6 +44,9 @@ from meshnode.errors import (
     WrongChannel,
 )
 from meshnode.net import dht
+from meshnode.net.dht.config import _Counters
+from meshnode.net.dht.protocol import _HardenedProtocol
+from meshnode.net.dht.storage import _RecordStorage
 
 NOW = 1_700_000_000
 CHEAP_KDF = {"opslimit": 1, "memlimit": 8192}
@@ -363,11 +366,11 @@ class _DatagramHarness:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        counters = dht._Counters()
+        counters = _Counters()
         cfg = dht.DHTConfig(rate_per_source=1e12, rate_burst=1e12)
-        storage = dht._RecordStorage(cfg, None, counters)
+        storage = _RecordStorage(cfg, None, counters)
         node = Node(records.node_id(ALICE.public_key), "127.0.0.1", 7000)
-        self.protocol = dht._HardenedProtocol(
+        self.protocol = _HardenedProtocol(
             node, storage, loop=self.loop, config=cfg, sealer=None, counters=counters
         )
         self.protocol.transport = _Transport()

@@ -36,8 +36,8 @@ import trio
 
 from meshnode.core import codec, crypto, records
 from meshnode.core.identity import Identity
-from meshnode.core.noise import OPEN_MESH_KEY
 from meshnode.core.records import ContactRecord, make_contact
+from meshnode.core.session import OPEN_MESH_KEY
 from meshnode.errors import InvalidRecord
 from meshnode.net.dht import (
     MAX_DATAGRAM,

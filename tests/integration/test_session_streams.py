@@ -11,7 +11,7 @@ import pytest
 import trio
 import trio.testing
 
-from meshnode.core.noise import OPEN_MESH_KEY
+from meshnode.core.session import OPEN_MESH_KEY
 from meshnode.errors import PeerDisconnected
 from meshnode.net.transport import Session, SessionConfig, _handshake, _machine, start_session
 from tests.conftest import make_identity

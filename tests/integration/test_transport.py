@@ -25,7 +25,8 @@ import trio
 import trio.testing
 
 from meshnode.core import crypto
-from meshnode.core.noise import NEED_DATA, HandshakeComplete, MessageReceived, SessionMachine
+from meshnode.core.address import split_address
+from meshnode.core.session import NEED_DATA, HandshakeComplete, MessageReceived, SessionMachine
 from meshnode.errors import (
     HandshakeError,
     LocalProtocolError,
@@ -37,7 +38,6 @@ from meshnode.net.transport import (
     SessionConfig,
     connect_session,
     open_session,
-    parse_address,
     serve_sessions,
 )
 from tests.conftest import make_identity, seeded_rng
@@ -198,7 +198,7 @@ async def test_a_dialer_without_the_network_key_gets_nothing_back() -> None:
     """After message 1 the responder sends zero bytes and closes: not even its static key."""
     with trio.fail_after(TIMEOUT):
         async with _listening(_echo, "127.0.0.6") as address:
-            stream = await trio.open_tcp_stream(*parse_address(address))
+            stream = await trio.open_tcp_stream(*split_address(address))
             outsider = SessionMachine(
                 CAROL, initiator=True, rng=seeded_rng("carol"), max_message=100, rekey_after=10,
                 network_key=OTHER_KEY,
@@ -214,7 +214,7 @@ async def test_a_bit_flipped_message_1_gets_nothing_back(byte: int) -> None:
         async with _listening(_echo, "127.0.0.7") as address:
             dialer = SessionMachine(ALICE, initiator=True, rng=seeded_rng("alice"),
                                     max_message=100, rekey_after=10)  # fmt: skip
-            async with await trio.open_tcp_stream(*parse_address(address)) as stream:
+            async with await trio.open_tcp_stream(*split_address(address)) as stream:
                 await stream.send_all(_flip(dialer.data_to_send(), byte))
                 assert await _read_to_eof(stream) == b""
 
@@ -225,13 +225,13 @@ async def test_a_bit_flipped_message_3_never_opens_a_session() -> None:
         async with _listening(_echo_noting(opened), "127.0.0.8") as address:
             dialer = SessionMachine(ALICE, initiator=True, rng=seeded_rng("alice1"),
                                     max_message=100, rekey_after=10)  # fmt: skip
-            async with await trio.open_tcp_stream(*parse_address(address)) as stream:
+            async with await trio.open_tcp_stream(*split_address(address)) as stream:
                 message_3 = await _raw_handshake(stream, dialer)
                 await stream.send_all(_flip(message_3, 100))
                 assert await _read_to_eof(stream) == b""
             assert opened == []
             # The same steps without the flip open a session.
-            stream = await trio.open_tcp_stream(*parse_address(address))
+            stream = await trio.open_tcp_stream(*split_address(address))
             dialer = SessionMachine(ALICE, initiator=True, rng=seeded_rng("alice2"),
                                     max_message=100, rekey_after=10)  # fmt: skip
             await stream.send_all(await _raw_handshake(stream, dialer))
@@ -339,7 +339,7 @@ async def _silent_connections(
             done.set()
 
     for host in local_hosts:
-        stream = await trio.open_tcp_stream(*parse_address(address), local_address=host)
+        stream = await trio.open_tcp_stream(*split_address(address), local_address=host)
         nursery.start_soon(silent, stream, host)
     return done
 
@@ -409,7 +409,7 @@ async def test_a_handshake_that_completes_when_the_sessions_are_full_is_closed()
     with trio.fail_after(TIMEOUT):
         async with _listening(handler, "127.0.0.49", config) as address:
             streams = [
-                await trio.open_tcp_stream(*parse_address(address), local_address="127.0.0.50")
+                await trio.open_tcp_stream(*split_address(address), local_address="127.0.0.50")
                 for _ in range(2)
             ]
             messages_3 = []
@@ -443,7 +443,7 @@ async def test_the_idle_timeout_closes_a_silent_peer() -> None:
         async with _listening(handler, "127.0.0.17", config) as address:
             silent = SessionMachine(ALICE, initiator=True, rng=seeded_rng("silent"),
                                     max_message=100, rekey_after=100)  # fmt: skip
-            async with await trio.open_tcp_stream(*parse_address(address)) as stream:
+            async with await trio.open_tcp_stream(*split_address(address)) as stream:
                 await stream.send_all(await _raw_handshake(stream, silent))
                 silent.receive_data(await _read_to_eof(stream))  # keepalives, then EOF
             events = []
@@ -583,7 +583,7 @@ async def test_a_silent_dialer_is_closed_after_the_handshake_timeout() -> None:
     with trio.fail_after(TIMEOUT):
         async with (
             _listening(_echo, "127.0.0.27", config) as address,
-            await trio.open_tcp_stream(*parse_address(address)) as stream,
+            await trio.open_tcp_stream(*split_address(address)) as stream,
         ):
             assert await _read_to_eof(stream) == b""
 
@@ -598,12 +598,7 @@ async def test_connecting_to_nothing_is_peer_disconnected() -> None:
                 pytest.fail("connected to a closed port")
 
 
-def test_addresses_and_config_are_checked() -> None:
-    assert parse_address("127.0.0.1:7447") == ("127.0.0.1", 7447)
-    assert parse_address("[::1]:80") == ("::1", 80)
-    for bad in ("127.0.0.1", ":80", "host:port", "host:99999"):
-        with pytest.raises(ValueError, match="host:port"):
-            parse_address(bad)
+def test_session_config_is_checked() -> None:
     with pytest.raises(ValueError, match="keepalive_interval"):
         SessionConfig(keepalive_interval=60, idle_timeout=30)
     for limit in ("max_sessions", "max_handshakes", "max_handshakes_per_ip"):

@@ -16,10 +16,10 @@ from meshnode.core.bulletin import Bulletin
 from meshnode.core.channel import Channel
 from meshnode.core.gossip import GossipConfig, channel_keys
 from meshnode.core.identity import Identity
-from meshnode.core.simulation import SeededRng, Simulation
 from meshnode.core.sync import SyncConfig
 from meshnode.core.wire import PUBLIC_TOPIC, PeerId, Topic
 from meshnode.errors import LocalProtocolError
+from sim import SeededRng, Simulation
 
 T0 = 1_700_000_000
 

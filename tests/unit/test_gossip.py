@@ -31,10 +31,10 @@ from meshnode.core.gossip import (
     channel_keys,
 )
 from meshnode.core.identity import Identity
-from meshnode.core.simulation import SeededRng
 from meshnode.core.sync import MemoryHoldings, SyncConfig
 from meshnode.core.wire import PUBLIC_TOPIC, BulletinId, PeerId, Topic
 from meshnode.errors import LocalProtocolError
+from sim import SeededRng
 
 CHANNEL = Channel.from_secret("strike", b"\x33" * 32)
 TC = Topic(CHANNEL.id)

@@ -12,7 +12,6 @@ from meshnode.core.bulletin import Bulletin
 from meshnode.core.channel import Channel
 from meshnode.core.gossip import BulletinReceived, Gossip, GossipConfig, SyncCompleted, channel_keys
 from meshnode.core.identity import Identity
-from meshnode.core.simulation import SeededRng
 from meshnode.core.sync import (
     MemoryHoldings,
     RangeIndex,
@@ -27,6 +26,7 @@ from meshnode.core.sync import (
 )
 from meshnode.core.wire import INFINITY, BulletinId, PeerId, RangeMode, SyncRange, Topic
 from meshnode.errors import LocalProtocolError
+from sim import SeededRng
 
 TOPIC = Topic(b"\x07" * 32)
 CFG = SyncConfig()

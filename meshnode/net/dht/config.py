@@ -1,0 +1,85 @@
+"""What the DHT is configured with (:class:`DHTConfig`) and what it counts.
+
+Every module of the package shares one :class:`_Counters`; :class:`DHTStatistics`
+is the snapshot :meth:`~meshnode.net.dht.host.DHTNode.statistics` hands out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from meshnode.core import records
+
+
+@dataclass(frozen=True, kw_only=True)
+class DHTConfig:
+    """Every limit, timeout and interval of the DHT (seconds, bytes, counts).
+
+    The defaults suit the internet; tests shrink the timeouts and intervals so
+    that a lost datagram costs milliseconds rather than kademlia's fixed 5 s.
+    """
+
+    ksize: int = 20
+    alpha: int = 3
+    rpc_timeout: float = 2.0
+    refresh_interval: float = 3600.0
+    republish_interval: float = 3600.0
+    save_interval: float = 600.0
+    value_quorum: int = 3
+    record_lifetime: int = records.DEFAULT_LIFETIME
+    rate_per_source: float = 200.0
+    rate_burst: float = 400.0
+    max_sources: int = 4096
+    max_pending: int = 1024
+    quota_per_source: int = 64 * 1024
+    storage_cap: int = 16 * 1024 * 1024
+    receive_buffer: int = 4 * 1024 * 1024
+    """SO_RCVBUF: the default (about 200 KiB) overflows when a few hundred nodes join at once."""
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.ksize <= 64 and 1 <= self.alpha <= self.ksize):
+            raise ValueError("ksize is 1 to 64 and alpha 1 to ksize")
+        if min(self.rpc_timeout, self.refresh_interval, self.republish_interval) <= 0:
+            raise ValueError("timeouts and intervals are positive")
+        if not 0 < self.record_lifetime <= records.MAX_LIFETIME:
+            raise ValueError("records live at most 7 days")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DHTStatistics:
+    """A snapshot of a DHT node's counters and table sizes."""
+
+    node_id: bytes
+    port: int
+    routing_table_size: int
+    pending_requests: int
+    background_tasks: int
+    stored_records: int
+    stored_bytes: int
+    rate_limited_sources: int
+    receive_buffer: int
+    datagrams_received: int
+    requests_answered: int
+    dropped: Mapping[str, int]
+    """Datagrams ignored, by reason: too_short, oversized, unsealable, rate_limited,
+    malformed, unknown_kind, bad_request, unknown_rpc, bad_arguments,
+    unsolicited_response, bad_response, handler_error."""
+    refused: Mapping[str, int]
+    """Records not stored, by reason: invalid, stale, quota, full."""
+
+
+class _Counters:
+    """Named counters; the names are this module's constants, so the dict stays small."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.answered = 0
+        self.dropped: dict[str, int] = {}
+        self.refused: dict[str, int] = {}
+
+    def drop(self, reason: str) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+
+    def refuse(self, reason: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
