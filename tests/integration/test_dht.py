@@ -3,9 +3,10 @@
 Network-test rules for this module:
 1. Real sockets on 127.0.0.x only (Linux routes all of 127/8 to loopback);
    each node binds its own 127.0.0.N, port 0, so tests never collide.
-2. Every test runs under ``trio.fail_after``; every wait is a bounded poll on
-   a condition (:func:`_until`), never a fixed sleep standing in for a
-   synchronisation. The only sleeps wait past a timeout to prove that nothing
+2. Every test runs under ``trio.fail_after``; every wait is on the DHT's own
+   signal (``DHTNode.wait_until``: a condition checked after each datagram,
+   answer, expiry or publish), never a fixed sleep standing in for a
+   synchronisation. The only sleep waits past a timeout to prove that nothing
    fires late (the cancellation test).
 3. Timeouts and intervals come from :data:`FAST`, so a lost datagram costs a
    fraction of a second instead of kademlia's fixed 5 s.
@@ -26,7 +27,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -77,12 +78,6 @@ class MemoryStore:
 
     def set_meta(self, name: str, value: bytes) -> None:
         self.meta[name] = value
-
-
-async def _until(condition: Callable[[], bool], step: float = 0.01) -> None:
-    """Poll ``condition`` (the test's fail_after bounds the wait)."""
-    while not condition():  # noqa: ASYNC110  # set in asyncio callbacks: no event to wait on
-        await trio.sleep(step)
 
 
 def _dropped_at_least(dht: DHTNode, count: int) -> bool:
@@ -149,7 +144,7 @@ async def test_the_22_byte_datagram_is_counted_and_ignored() -> None:
         async with _nodes(2, first_host=30) as (a, b):
             with _raw("127.0.0.39") as attacker:
                 attacker.sendto(b"\x00" + bytes(20) + b"\xc1", ("127.0.0.30", a.port))
-                await _until(lambda: a.statistics().dropped.get("malformed", 0) == 1)
+                await a.wait_until(lambda: a.statistics().dropped.get("malformed", 0) == 1)
             assert await b.ping(_addr(a, "127.0.0.30")) == a.node_id
 
 
@@ -214,8 +209,9 @@ async def test_garbage_flood_while_answering_honest_lookups() -> None:
                                 blob = b"\x00" + bytes(20) + b"\xc1"
                             socks[sent % 4].sendto(blob, ("127.0.0.40", target.port))
                             sent += 1
-                        await _until(functools.partial(_dropped_at_least, target, sent - 50))
-                    await _until(functools.partial(_dropped_at_least, target, 10_000))
+                        behind = functools.partial(_dropped_at_least, target, sent - 50)
+                        await target.wait_until(behind)
+                    await target.wait_until(functools.partial(_dropped_at_least, target, 10_000))
                 finally:
                     for s in socks:
                         s.close()
@@ -242,7 +238,7 @@ async def test_rate_limit_per_source() -> None:
             with _raw("127.0.0.69") as flooder:
                 for _ in range(300):
                     flooder.sendto(_request("ping", bytes(20)), ("127.0.0.60", a.port))
-                await _until(lambda: a.statistics().dropped.get("rate_limited", 0) >= 250)
+                await a.wait_until(lambda: a.statistics().dropped.get("rate_limited", 0) >= 250)
             stats = a.statistics()
             assert stats.requests_answered < 60
             assert await b.ping(_addr(a, "127.0.0.60")) == a.node_id
@@ -257,7 +253,7 @@ async def test_receive_buffer_survives_a_burst_of_joins() -> None:
             try:
                 for i in range(2000):  # no checkpoint: the node reads nothing meanwhile
                     socks[i % 8].sendto(_request("ping", os.urandom(20)), ("127.0.0.70", a.port))
-                await _until(lambda: a.statistics().requests_answered >= 2000)
+                await a.wait_until(lambda: a.statistics().requests_answered >= 2000)
             finally:
                 for s in socks:
                     s.close()
@@ -278,11 +274,11 @@ async def test_cancelled_lookups_leave_nothing_behind() -> None:
                         await a.ping(dead_addr)
                 # b's routing table now points at a node that does not answer.
                 await b.bootstrap([dead_addr])
-            await _until(lambda: a.statistics().pending_requests == 0)
+            await a.wait_until(lambda: a.statistics().pending_requests == 0)
             for _ in range(3):
                 with trio.move_on_after(0.001):
                     await b.lookup_contact(make_identity("nobody").public_key)
-            await _until(lambda: b.statistics().pending_requests == 0)
+            await b.wait_until(lambda: b.statistics().pending_requests == 0)
             await trio.sleep(FAST.rpc_timeout * 2)  # past every timer rpcudp would have set
             assert a.statistics().pending_requests == 0
             assert await a.ping(_addr(b, "127.0.0.81")) == b.node_id
@@ -299,7 +295,7 @@ async def test_publish_with_every_neighbour_dead() -> None:
                 config=FAST,
                 bootstrap=[_addr(a, "127.0.0.90")],
             ):
-                await _until(lambda: len(a.routing_snapshot()) == 1)
+                await a.wait_until(lambda: len(a.routing_snapshot()) == 1)
             assert await a.publish_contact(["127.0.0.90:7447"]) == 0
             assert a.routing_snapshot() == []
             found = await a.lookup_contact(make_identity("lonely").public_key)
@@ -315,8 +311,8 @@ async def test_oversized_and_invalid_stores_are_refused() -> None:
             with _raw("127.0.0.109") as s:
                 s.sendto(_request("store", bytes(20), key, bytes(9000)), ("127.0.0.100", a.port))
                 s.sendto(_request("store", bytes(20), key, bytes(7500)), ("127.0.0.100", a.port))
-                await _until(lambda: a.statistics().dropped.get("oversized", 0) == 1)
-                await _until(lambda: a.statistics().refused.get("invalid", 0) == 1)
+                await a.wait_until(lambda: a.statistics().dropped.get("oversized", 0) == 1)
+                await a.wait_until(lambda: a.statistics().refused.get("invalid", 0) == 1)
             assert a.statistics().stored_records == 0
             with pytest.raises(InvalidRecord):
                 await b.publish_contact([f"127.0.0.1:{p}" for p in range(1, 6)])
@@ -361,7 +357,7 @@ async def test_welcome_if_new_pushes_records_to_the_right_neighbour() -> None:
                 assert b.statistics().stored_records == 0
                 # b contacts a, so a welcomes it; b never asks anyone for the key.
                 assert await b.ping(_addr(a, "127.0.0.111")) == a.node_id
-                await _until(lambda: b.statistics().stored_records == 1)
+                await b.wait_until(lambda: b.statistics().stored_records == 1)
 
 
 # --- the mesh --------------------------------------------------------------------------------
@@ -494,7 +490,7 @@ async def test_stock_kademlia_interoperates_on_the_open_mesh() -> None:
             held = m1.statistics().stored_records + m2.statistics().stored_records
             refused = m1.statistics().refused.get("invalid", 0)
             assert await stock("set", key="foo", value="bar") == {"stored": True}  # stock's any()
-            await _until(lambda: m1.statistics().refused.get("invalid", 0) > refused)
+            await m1.wait_until(lambda: m1.statistics().refused.get("invalid", 0) > refused)
             assert m1.statistics().stored_records + m2.statistics().stored_records == held
             # A meshnode node that knows only the stock node routes through it.
             async with open_dht(
@@ -633,7 +629,7 @@ async def test_stores_are_bounded_per_source_and_in_total() -> None:
                                  ("127.0.0.120", a.port))
             # The first source: 2 kept, 2 over its quota; the second: 1 kept, then the
             # cap is reached.
-            await _until(lambda: a.statistics().refused.get("full", 0) == 3)
+            await a.wait_until(lambda: a.statistics().refused.get("full", 0) == 3)
             assert a.statistics().refused.get("quota", 0) == 2
             assert a.statistics().stored_records == 3
 

@@ -97,15 +97,6 @@ async def arrived(n: Node, ids: Collection[bytes]) -> None:
                 return
 
 
-async def wait_for(predicate: Callable[[], bool]) -> None:
-    """Poll a condition that no event announces (a DHT publish finishing elsewhere)."""
-    for _ in range(500):
-        if predicate():
-            return
-        await trio.sleep(0.02)
-    raise AssertionError("the condition did not hold within 10 s")
-
-
 async def test_first_node_binds_one_port_for_tcp_and_udp(tmp_path: Path) -> None:
     with trio.fail_after(20):
         async with node(tmp_path, 1) as a:
@@ -124,7 +115,8 @@ async def test_first_node_binds_one_port_for_tcp_and_udp(tmp_path: Path) -> None
 async def test_connect_peers_and_lookup_through_the_dht(tmp_path: Path) -> None:
     with trio.fail_after(30):
         async with node(tmp_path, 1) as a, node(tmp_path, 2, a) as b, node(tmp_path, 3, b) as c:
-            await wait_for(lambda: c.dht.contact is not None and a.dht.contact is not None)
+            await c.dht.wait_until(lambda: c.dht.contact is not None)
+            await a.dht.wait_until(lambda: a.dht.contact is not None)
             assert [p.key for p in b.peers()] == [a.identity.public_key, c.identity.public_key]
             assert c.identity.public_key not in [p.key for p in a.peers()]
             found = None
@@ -154,7 +146,7 @@ async def test_restart_rejoins_from_the_saved_routing_table(tmp_path: Path) -> N
     with trio.fail_after(40):
         async with node(tmp_path, 1) as a:
             async with node(tmp_path, 2, a) as b:
-                await wait_for(lambda: b.dht.routing_snapshot() != [])
+                await b.dht.wait_until(lambda: b.dht.routing_snapshot() != [])
                 b.dht.save_routing()
             async with AsyncExitStack() as stack:
                 again = await stack.enter_async_context(node(tmp_path, 2))  # no bootstrap

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import trio
+
 from meshnode.core import records
 
 
@@ -77,6 +79,14 @@ class _Counters:
         self.answered = 0
         self.dropped: dict[str, int] = {}
         self.refused: dict[str, int] = {}
+        self.changed = trio.Event()
+        """Set (and replaced) by :meth:`pulse`: wakes :meth:`DHTNode.wait_until`."""
+
+    def pulse(self) -> None:
+        """Something a watcher may wait for changed: a datagram was handled, a request
+        answered or expired, a record published."""
+        changed, self.changed = self.changed, trio.Event()
+        changed.set()
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1

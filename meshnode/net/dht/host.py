@@ -96,6 +96,14 @@ class DHTNode:
     async def _aio(self, coro: Coroutine[object, object, object]) -> object:
         return await trio_asyncio.aio_as_trio(coro, loop=self._loop)
 
+    async def wait_until(self, condition: Callable[[], bool]) -> None:
+        """Return once ``condition()`` holds, checking it after every datagram handled,
+        request answered or expired and record published: for callers (tests, the
+        node) that wait on the DHT's state, which asyncio callbacks change. The
+        caller bounds the wait (``trio.fail_after``)."""
+        while not condition():
+            await self._counters.changed.wait()
+
     @property
     def port(self) -> int:
         """The bound UDP port (the node layer binds TCP on the same number)."""
@@ -184,6 +192,7 @@ class DHTNode:
             InvalidRecord: a wildcard or malformed address, or more than four.
         """
         self._contact = self._sign_contact(addresses)
+        self._counters.pulse()
         return await self._publish(self._contact)
 
     def _sign_contact(self, addresses: Sequence[str]) -> ContactRecord:

@@ -145,6 +145,8 @@ class _HardenedProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia shi
             # missed, one datagram is lost instead of the whole node (rule 2).
             LOG.exception("DHT datagram from %s raised; dropped", redact.peer(addr[0]))
             self._counters.drop("handler_error")
+        finally:
+            self._counters.pulse()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed.set()
@@ -371,6 +373,7 @@ class _HardenedProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia shi
         entry = self._pending.pop(msg_id, None)
         if entry is not None:
             entry[1].cancel()
+            self._counters.pulse()
 
     def cancel_all(self) -> None:
         """Cancel every request and background task (the node is closing)."""
