@@ -1,10 +1,28 @@
-"""The public API example from issue 2, exactly as written there (plus cheap key costs)."""
+"""The public API examples: the README's, run as written, and issue 2's.
+
+Issue 2's example is kept as written there (plus cheap key costs): its keyfile
+lines use ``Identity.save`` and ``Identity.load``, deprecated since 0.2.0, which
+still work and warn until 0.3.0.
+"""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_readme_example_runs_as_written_without_warnings() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Using it from Python", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "Identity.generate" in example
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exec(compile(example, "README.md", "exec"), {})
 
 
 def test_issue_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -21,8 +39,11 @@ def test_issue_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     local12 = Identity.generate("Local 12")
     tenants = Identity.generate("Tenants United")
-    local12.save("local12.key", passphrase="correct horse")  # mode 0600
-    assert Identity.load("local12.key", passphrase="correct horse").public_key == local12.public_key
+    with pytest.warns(DeprecationWarning, match="save_identity"):
+        local12.save("local12.key", passphrase="correct horse")  # mode 0600
+    with pytest.warns(DeprecationWarning, match="load_identity"):
+        loaded = Identity.load("local12.key", passphrase="correct horse")
+    assert loaded.public_key == local12.public_key
     assert parse_key(format_key(local12.public_key)) == local12.public_key
 
     strike = Channel.create("strike-support")
