@@ -1,7 +1,8 @@
 """meshnode: a peer-to-peer bulletin network for groups.
 
 Names are re-exported lazily, so ``meshnode post`` starts without importing
-the network stack (kademlia, trio-asyncio).
+the network stack (kademlia, trio-asyncio). Each is the one type of its
+concept: the node, the store and the client hand back exactly these classes.
 
 Importing the package installs the system's clock and random source
 (:data:`meshnode.api.SYSTEM`) for the conveniences of the core's classes
@@ -24,7 +25,19 @@ if TYPE_CHECKING:
     from meshnode.core.bulletin import Bulletin, Content, Kind
     from meshnode.core.channel import Channel
     from meshnode.core.identity import Identity, fingerprint, format_key, parse_key
-    from meshnode.core.views import ChannelInfo, ChannelRef
+    from meshnode.core.views import (
+        BulletinRecord,
+        ChannelInfo,
+        ChannelRef,
+        ContactInfo,
+        InviteInfo,
+        MemberInfo,
+        NodeStatus,
+        OperationInfo,
+        PeerInfo,
+        ShareUse,
+        UnreadableInfo,
+    )
     from meshnode.errors import (
         AmbiguousChannel,
         AuthenticationError,
@@ -59,8 +72,17 @@ _EXPORTS: dict[str, str] = {
     "format_key": "meshnode.core.identity",
     "parse_key": "meshnode.core.identity",
     "fingerprint": "meshnode.core.identity",
+    "BulletinRecord": "meshnode.core.views",
     "ChannelInfo": "meshnode.core.views",
     "ChannelRef": "meshnode.core.views",
+    "ContactInfo": "meshnode.core.views",
+    "InviteInfo": "meshnode.core.views",
+    "MemberInfo": "meshnode.core.views",
+    "NodeStatus": "meshnode.core.views",
+    "OperationInfo": "meshnode.core.views",
+    "PeerInfo": "meshnode.core.views",
+    "ShareUse": "meshnode.core.views",
+    "UnreadableInfo": "meshnode.core.views",
     "MeshError": "meshnode.errors",
     "InvalidBulletin": "meshnode.errors",
     "InvalidKey": "meshnode.errors",
