@@ -25,6 +25,25 @@ def test_the_readme_example_runs_as_written_without_warnings() -> None:
         exec(compile(example, "README.md", "exec"), {})
 
 
+def test_the_api_page_examples_of_the_classes_run_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/api.md from its top to the node: identities, channels, bulletins, the clock."""
+    monkeypatch.chdir(tmp_path)
+    page = (ROOT / "docs" / "api.md").read_text().split("## A node in your program", 1)[0]
+    blocks = [part.split("```", 1)[0] for part in page.split("```python\n")[1:]]
+    assert len(blocks) == 4
+    # The one change: a cheap Argon2id cost instead of the default second and 384 MiB.
+    sealed = 'passphrase="correct horse")'
+    assert sealed in blocks[0]
+    cheap = 'passphrase="correct horse", opslimit=1, memlimit=8192)'
+    blocks[0] = blocks[0].replace(sealed, cheap, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exec(compile("\n".join(blocks), "docs/api.md", "exec"), {})
+    assert (tmp_path / "local12.key").stat().st_mode & 0o777 == 0o600
+
+
 def test_issue_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     from meshnode import (  # noqa: F401
