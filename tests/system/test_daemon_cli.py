@@ -38,7 +38,7 @@ from typing import IO
 import pytest
 import trio
 
-from meshnode.api import Channel, Identity
+from meshnode import Channel, Identity
 from meshnode.cli import build_parser
 from meshnode.client import MAX_TEXT, connect, connect_async
 from meshnode.core.bulletin import MAX_SIZE
