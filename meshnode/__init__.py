@@ -29,13 +29,14 @@ if TYPE_CHECKING:
         WrongChannel,
         WrongPassphrase,
     )
-    from meshnode.net.node import Node, NodeConfig, open_node
+    from meshnode.launch import open_node
+    from meshnode.net.node import Node, NodeConfig
 
 _EXPORTS: dict[str, str] = {
     "Identity": "meshnode.api",
     "Channel": "meshnode.api",
     "Bulletin": "meshnode.api",
-    "open_node": "meshnode.net.node",
+    "open_node": "meshnode.launch",
     "Node": "meshnode.net.node",
     "NodeConfig": "meshnode.net.node",
     "connect": "meshnode.client",

@@ -1,9 +1,11 @@
-"""The node: one group's presence on the mesh, owning its store, DHT and sessions.
+"""The node: one group's presence on the mesh, owning its DHT and sessions.
 
 Theory of operation:
-1. :func:`open_node` opens the data directory (the identity is created on
-   first use), the store, the session listener (TCP) and the DHT (UDP) on the
-   same port number, all in one nursery, and closes them in reverse order.
+1. :func:`start_node` binds the session listener (TCP) and the DHT (UDP) on the
+   same port number for an identity and its open store, starts the node's loops
+   in one nursery, and closes them in reverse order. The public entry point,
+   :func:`meshnode.launch.open_node`, opens the data directory (the identity is
+   created on first use) and the store, and calls it.
 2. Every session, dialled or accepted, is registered with the one
    :class:`~meshnode.core.gossip.Gossip` machine. Each session's reader task
    hands what it read straight to the machine (``Session.deliver_to``), and
@@ -29,7 +31,6 @@ Everything timed is in :class:`NodeConfig`, so tests run in seconds.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import functools
 import itertools
@@ -45,7 +46,6 @@ from typing import Final
 
 import trio
 
-from meshnode.config import Limits, StoreSettings, Timing
 from meshnode.core import crypto, records, views, wire
 from meshnode.core.address import network_of
 from meshnode.core.bulletin import Bulletin, Kind
@@ -80,7 +80,6 @@ from meshnode.errors import (
     UnknownContact,
     UnknownInvite,
 )
-from meshnode.home import DataDir
 from meshnode.net import dht as _dht
 from meshnode.net import redact, transport
 from meshnode.net.archive import Archive
@@ -104,6 +103,9 @@ _BIND_ATTEMPTS: Final = 20
 @dataclass(frozen=True, kw_only=True)
 class NodeConfig:
     """Every interval and bound of a node; the defaults suit a daemon that runs for months.
+
+    A daemon's ``[limits]``, ``[timing]`` and ``[store]`` tables become one with
+    :func:`meshnode.launch.node_config`.
 
     Attributes:
         session: the sessions' limits and timeouts.
@@ -138,42 +140,6 @@ class NodeConfig:
     budget: Budget = field(default_factory=Budget)
     merge_delay: float = 60.0
 
-    @classmethod
-    def from_limits(
-        cls, limits: Limits, timing: Timing | None = None, store: StoreSettings | None = None
-    ) -> NodeConfig:
-        """The configuration a daemon's ``[limits]``, ``[timing]`` and ``[store]``
-        tables ask for."""
-        base = cls()
-        timing = timing or Timing()
-        store = store or StoreSettings()
-        gossip = GossipConfig(
-            d=limits.mesh_degree,
-            d_low=min(base.gossip.d_low, limits.mesh_degree),
-            d_high=max(base.gossip.d_high, limits.mesh_degree),
-            heartbeat=timing.heartbeat,
-            sync=dataclasses.replace(base.gossip.sync, interval=timing.sync_interval),
-        )
-        session = transport.SessionConfig(
-            handshake_timeout=timing.handshake_timeout,
-            max_sessions=limits.max_sessions,
-            max_sessions_per_ip=limits.max_sessions_per_ip,
-            max_handshakes=limits.max_handshakes,
-            max_handshakes_per_ip=limits.max_handshakes_per_ip,
-        )
-        return cls(
-            gossip=gossip,
-            session=session,
-            dht=dataclasses.replace(base.dht, rpc_timeout=timing.rpc_timeout),
-            overlay_interval=timing.overlay_interval,
-            delivery_interval=timing.delivery_interval,
-            mail_interval=timing.mail_interval,
-            author_quota=limits.quota_mb_per_author * 1024 * 1024,
-            budget=Budget.split(
-                store.max_mb, store.channels_percent, store.public_percent, store.mail_percent
-            ),
-        )
-
 
 @dataclass
 class _Peer:
@@ -183,7 +149,8 @@ class _Peer:
 
 
 class Node:
-    """A running node. Made by :func:`open_node`; its methods are the node API."""
+    """A running node. Made by :func:`meshnode.launch.open_node` (or, inside the shell,
+    :func:`start_node`); its methods are the node API."""
 
     def __init__(
         self,
@@ -1658,44 +1625,27 @@ _SIOCGIFADDR: Final = 0x8915
 
 
 @contextlib.asynccontextmanager
-async def open_node(
-    data_dir: str | os.PathLike[str] | None,
+async def start_node(
+    identity: Identity,
+    store: Store,
     *,
-    name: str | None = None,
     listen: str = DEFAULT_LISTEN,
     announce: str | None = None,
     bootstrap: Sequence[str] = (),
     network_key: bytes | None = None,
-    passphrase: str | None = None,
-    limits: Limits | None = None,
     config: NodeConfig | None = None,
 ) -> AsyncIterator[Node]:
-    """Open a node on ``data_dir``; on exit close its sessions, DHT and store.
+    """Run a node for ``identity`` on ``store`` (open, and left open on exit): bind,
+    start its loops and join the mesh; on exit close its sessions and DHT.
 
-    Args:
-        data_dir: the node's data directory (created with its identity on
-            first use, named ``name``); None for the default one.
-        listen: ``host:port`` to bind; port 0 picks a free port, the same
-            number for TCP (sessions) and UDP (DHT).
-        announce: the address other nodes should dial, put in the contact
-            record and invites (default: the bound address).
-        bootstrap: addresses of nodes to join the mesh through; none makes
-            this the first node (or one that rejoins from its saved routing table).
-        network_key: the mesh's 32-byte key (default: the open mesh's).
-        passphrase: unlocks (or, on first use, seals) the keyfile.
-        limits: a daemon's ``[limits]``; ``config`` overrides it.
-        config: every interval and bound (see :class:`NodeConfig`).
+    Arguments as for :func:`meshnode.launch.open_node`, which opens the data
+    directory and its store and calls this.
 
     Raises:
-        WrongPassphrase, KeyfileError: the identity does not open.
         OSError: the address cannot be bound.
         ValueError: a malformed address or network key.
     """
-    home = DataDir.resolve(data_dir)
-    if not home.is_initialised():
-        home.initialise(name or socket.gethostname() or "meshnode", passphrase)
-    identity = home.load_identity(passphrase)
-    cfg = config or (NodeConfig.from_limits(limits) if limits is not None else NodeConfig())
+    cfg = config or NodeConfig()
     key = network_key if network_key is not None else OPEN_MESH_KEY
     if len(key) != 32:
         raise ValueError("a network key is 32 bytes")
@@ -1704,44 +1654,40 @@ async def open_node(
         _split(b)
     if announce is not None and _split(announce)[0] in ("0.0.0.0", "::", ""):
         raise ValueError("announce the address other nodes can dial, not 0.0.0.0")
-    store = home.open_store(identity, author_quota=cfg.author_quota, budget=cfg.budget)
-    try:
-        archive = Archive(identity, store, clock=lambda: int(time.time()))
-        async with contextlib.AsyncExitStack() as stack:
-            dht, listeners = await _bind(stack, identity, host, port, key, store, cfg, bootstrap)
-            nursery = await stack.enter_async_context(trio.open_nursery())
-            node = Node(
+    archive = Archive(identity, store, clock=lambda: int(time.time()))
+    async with contextlib.AsyncExitStack() as stack:
+        dht, listeners = await _bind(stack, identity, host, port, key, store, cfg, bootstrap)
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        node = Node(
+            identity=identity,
+            archive=archive,
+            dht=dht,
+            network_key=key,
+            address=f"{host}:{dht.port}",
+            announce=_announced(host, dht.port, announce),
+            config=cfg,
+            nursery=nursery,
+        )
+        await nursery.start(
+            functools.partial(
+                transport.serve_listeners,
+                node._accept,
+                listeners,
                 identity=identity,
-                archive=archive,
-                dht=dht,
                 network_key=key,
-                address=f"{host}:{dht.port}",
-                announce=_announced(host, dht.port, announce),
-                config=cfg,
-                nursery=nursery,
+                config=cfg.session,
             )
-            await nursery.start(
-                functools.partial(
-                    transport.serve_listeners,
-                    node._accept,
-                    listeners,
-                    identity=identity,
-                    network_key=key,
-                    config=cfg.session,
-                )
-            )
-            loops = (node._ticker, node._storer, node._presence, node._deliveries, node._mail)
-            for loop in (*loops, node._purge):
-                nursery.start_soon(loop)
-            for address in bootstrap:
-                with contextlib.suppress(MeshError):
-                    await node._dial(address)
-            try:
-                yield node
-            finally:
-                nursery.cancel_scope.cancel()
-    finally:
-        store.close()
+        )
+        loops = (node._ticker, node._storer, node._presence, node._deliveries, node._mail)
+        for loop in (*loops, node._purge):
+            nursery.start_soon(loop)
+        for address in bootstrap:
+            with contextlib.suppress(MeshError):
+                await node._dial(address)
+        try:
+            yield node
+        finally:
+            nursery.cancel_scope.cancel()
 
 
 async def _bind(

@@ -21,8 +21,9 @@ from meshnode.core import wire
 from meshnode.core.bulletin import Bulletin
 from meshnode.core.wire import PeerId
 from meshnode.errors import PeerDisconnected, StorageFull
+from meshnode.launch import open_node
 from meshnode.net.dht import DHTConfig
-from meshnode.net.node import Node, NodeConfig, default_interface, open_node
+from meshnode.net.node import Node, NodeConfig, default_interface
 from tests.conftest import make_identity
 
 CONFIG = NodeConfig(dht=DHTConfig(rpc_timeout=0.5), overlay_interval=0.5, mail_interval=1.0)

@@ -40,16 +40,18 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
     "meshnode.errors": (),
     "meshnode.core": ("meshnode.errors", CORE),
     "meshnode.store": ("meshnode.errors", CORE),
-    # The node opens its data directory (identity, store) through home and api.
-    "meshnode.net": (
-        "meshnode.errors", CORE, "meshnode.store", "meshnode.net",
-        "meshnode.home", "meshnode.paths", "meshnode.api", "meshnode.config",
+    # The shell knows no data directory and no configuration file: launch does.
+    "meshnode.net": ("meshnode.errors", CORE, "meshnode.store", "meshnode.net"),
+    # open_node: the data directory (home) and the daemon's tables (config) around net.
+    "meshnode.launch": (
+        "meshnode.errors", CORE, "meshnode.store", "meshnode.net", "meshnode.home",
+        "meshnode.config",
     ),
     "meshnode.control": ("meshnode.errors", CORE),
     "meshnode.config": ("meshnode.errors", CORE),
     "meshnode.paths": ("meshnode.errors",),
     "meshnode.daemon": (
-        "meshnode.errors", CORE, "meshnode.net", "meshnode.control",
+        "meshnode.errors", CORE, "meshnode.net", "meshnode.launch", "meshnode.control",
         "meshnode.config", "meshnode.paths",
     ),
     "meshnode.client": ("meshnode.errors", CORE, "meshnode.control", "meshnode.paths"),
