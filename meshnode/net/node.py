@@ -2,7 +2,8 @@
 
 Theory of operation:
 1. :func:`start_node` binds the session listener (TCP) and the DHT (UDP) on the
-   same port number for an identity and its open store, starts the node's loops
+   same port number (``net/ports.py``) for an identity and its open store, and
+   announces the address ``net/interfaces.py`` finds; it starts the node's loops
    in one nursery, and closes them in reverse order. The public entry point,
    :func:`meshnode.launch.open_node`, opens the data directory (the identity is
    created on first use) and the store, and calls it.
@@ -31,14 +32,11 @@ Everything timed is in :class:`NodeConfig`, so tests run in seconds.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import itertools
 import logging
 import math
 import os
-import socket
-import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -81,8 +79,9 @@ from meshnode.errors import (
     UnknownInvite,
 )
 from meshnode.net import dht as _dht
-from meshnode.net import redact, transport
+from meshnode.net import ports, redact, transport
 from meshnode.net.archive import Archive
+from meshnode.net.interfaces import announced
 from meshnode.net.memberships import refusal
 from meshnode.store import LOCAL, Budget, Contact, Insert, Origin, Store, StoredBulletin, Trust
 
@@ -97,7 +96,6 @@ REDEEM_PARTS: Final = 256
 """Parts of a grant a joining node takes at most (each up to 64 KiB)."""
 """Direct bulletins wait for offline recipients this long unless told otherwise."""
 MAX_HOLDERS: Final = 8
-_BIND_ATTEMPTS: Final = 20
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1567,63 +1565,6 @@ def _contact_info(c: Contact) -> views.ContactInfo:
     return views.ContactInfo(key=c.key, petname=c.petname, verified=c.verified, blocked=c.blocked)
 
 
-def _split(address: str) -> tuple[str, int]:
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ValueError(f'expected "host:port", got {address!r}')
-    return host.strip("[]"), int(port)
-
-
-def _announced(host: str, port: int, announce: str | None) -> str:
-    """The address to put in contact records and invites when none is configured.
-
-    For a wildcard listen address: the address of the interface the default route
-    leaves through (what other machines on the network reach), else the host
-    name's address; Debian maps the host name to 127.0.1.1, which no other
-    machine can dial.
-    """
-    if announce is not None:
-        return announce
-    if host in ("0.0.0.0", "::", ""):
-        host = _default_route_address() or _hostname_address()
-    return f"{host}:{port}"
-
-
-def _hostname_address() -> str:
-    try:
-        return socket.gethostbyname(socket.gethostname())
-    except OSError:
-        return "127.0.0.1"
-
-
-def default_interface(route_table: str) -> str | None:
-    """The interface of the default route in the text of Linux's /proc/net/route."""
-    for line in route_table.splitlines()[1:]:
-        fields = line.split()
-        if len(fields) >= 8 and fields[1] == "00000000" and fields[7] == "00000000":
-            return fields[0]
-    return None
-
-
-def _default_route_address() -> str | None:
-    """The IPv4 address of the default route's interface (Linux), read locally: no
-    packet is sent."""
-    try:
-        with open("/proc/net/route", encoding="ascii") as f:
-            name = default_interface(f.read())
-        if name is None:
-            return None
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            request = struct.pack("256s", name.encode()[:15])
-            answer = fcntl.ioctl(s.fileno(), _SIOCGIFADDR, request)
-        return socket.inet_ntoa(answer[20:24])
-    except (OSError, UnicodeError):
-        return None
-
-
-_SIOCGIFADDR: Final = 0x8915
-
-
 @contextlib.asynccontextmanager
 async def start_node(
     identity: Identity,
@@ -1649,14 +1590,13 @@ async def start_node(
     key = network_key if network_key is not None else OPEN_MESH_KEY
     if len(key) != 32:
         raise ValueError("a network key is 32 bytes")
-    host, port = _split(listen)
-    for b in bootstrap:
-        _split(b)
-    if announce is not None and _split(announce)[0] in ("0.0.0.0", "::", ""):
-        raise ValueError("announce the address other nodes can dial, not 0.0.0.0")
+    host, port = ports.parse(listen, bootstrap, announce)
     archive = Archive(identity, store, clock=lambda: int(time.time()))
     async with contextlib.AsyncExitStack() as stack:
-        dht, listeners = await _bind(stack, identity, host, port, key, store, cfg, bootstrap)
+        dht, listeners = await ports.bind(
+            stack, identity, host, port, network_key=key, store=store, config=cfg.dht,
+            bootstrap=bootstrap,
+        )  # fmt: skip
         nursery = await stack.enter_async_context(trio.open_nursery())
         node = Node(
             identity=identity,
@@ -1664,7 +1604,7 @@ async def start_node(
             dht=dht,
             network_key=key,
             address=f"{host}:{dht.port}",
-            announce=_announced(host, dht.port, announce),
+            announce=announced(host, dht.port, announce),
             config=cfg,
             nursery=nursery,
         )
@@ -1688,38 +1628,3 @@ async def start_node(
             yield node
         finally:
             nursery.cancel_scope.cancel()
-
-
-async def _bind(
-    stack: contextlib.AsyncExitStack,
-    identity: Identity,
-    host: str,
-    port: int,
-    key: bytes,
-    store: Store,
-    cfg: NodeConfig,
-    bootstrap: Sequence[str],
-) -> tuple[_dht.DHTNode, list[trio.SocketListener]]:
-    """Bind UDP (the DHT) and TCP (sessions) on one port number; with port 0 try
-    free UDP ports until the same TCP port is free too."""
-    for _ in range(_BIND_ATTEMPTS):
-        inner = contextlib.AsyncExitStack()
-        dht = await inner.enter_async_context(
-            _dht.open_dht(
-                identity, host, port, network_key=key, bootstrap=(), store=store, config=cfg.dht
-            )
-        )
-        try:
-            listeners = await trio.open_tcp_listeners(dht.port, host=host)
-        except OSError:
-            await inner.aclose()
-            if port != 0:
-                raise
-            continue
-        await stack.enter_async_context(inner)
-        for listener in listeners:
-            stack.push_async_callback(listener.aclose)
-        if bootstrap:
-            await dht.bootstrap(list(bootstrap))
-        return dht, listeners
-    raise OSError(f"no port free for both TCP and UDP on {host}")

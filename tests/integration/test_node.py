@@ -23,7 +23,8 @@ from meshnode.core.wire import PeerId
 from meshnode.errors import PeerDisconnected, StorageFull
 from meshnode.launch import open_node
 from meshnode.net.dht import DHTConfig
-from meshnode.net.node import Node, NodeConfig, default_interface
+from meshnode.net.interfaces import default_interface
+from meshnode.net.node import Node, NodeConfig
 from tests.conftest import make_identity
 
 CONFIG = NodeConfig(dht=DHTConfig(rpc_timeout=0.5), overlay_interval=0.5, mail_interval=1.0)
