@@ -70,7 +70,7 @@ async def test_throw_away_authors_fill_only_their_bounds_and_evict_no_known_grou
                     attacker.archive.store.add(b, now=now)  # (so that it may serve them)
                     attacker.gossip.publish(b, trio.current_time())
                     sent += 1
-                attacker._flush()
+                attacker._peers.flush()
                 await wait_for(lambda n=sent: settled(victim, n))
             later = await honest.post_public("after the flood")
             await wait_for(lambda: victim.archive.store.has(later.id))
@@ -113,7 +113,7 @@ async def test_mail_deposited_with_a_node_that_is_no_holder_is_refused_and_charg
             for n in range(1, 21):
                 nearer = (target ^ (ours >> (n + 2))).to_bytes(20)  # XOR distance < ours
                 router.add_contact(KademliaNode(nearer, "127.0.0.99", 9000 + n))
-            assert not victim._holds_for(recipient)
+            assert not victim._delivery.holds_for(recipient)
             await attacker.connect(victim.address)
             key = victim.identity.public_key
             for n in range(40):
@@ -124,7 +124,7 @@ async def test_mail_deposited_with_a_node_that_is_no_holder_is_refused_and_charg
                 deposit = wire.Deposit(recipient=recipient, raws=(raw,))
                 if not attacker.gossip.send(PeerId(key), deposit):
                     break
-                attacker._flush()
+                attacker._peers.flush()
             await wait_for(lambda: victim.gossip.statistics().drops >= 1)
             assert victim.status().held_mail == 0
             assert victim.gossip.statistics().offences >= 20
