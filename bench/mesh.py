@@ -271,7 +271,7 @@ async def _inproc(plan: Plan, args: argparse.Namespace) -> Result:
     import trio
     import trio_asyncio
 
-    from meshnode.net.node import open_node
+    from meshnode.launch import open_node
 
     result = Result("in one process", plan.nodes)
     count_logs(result.anomalies)
@@ -371,7 +371,7 @@ async def _worker_main(args: argparse.Namespace) -> None:
     import trio
     import trio_asyncio
 
-    from meshnode.net.node import open_node
+    from meshnode.launch import open_node
 
     anomalies: dict[str, int] = {}
     count_logs(anomalies)

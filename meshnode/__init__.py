@@ -52,7 +52,8 @@ if TYPE_CHECKING:
         WrongChannel,
         WrongPassphrase,
     )
-    from meshnode.net.node import Node, NodeConfig, open_node
+    from meshnode.launch import open_node
+    from meshnode.net.node import Node, NodeConfig
 
 _EXPORTS: dict[str, str] = {
     "Identity": "meshnode.core.identity",
@@ -60,7 +61,7 @@ _EXPORTS: dict[str, str] = {
     "Bulletin": "meshnode.core.bulletin",
     "save_identity": "meshnode.api",
     "load_identity": "meshnode.api",
-    "open_node": "meshnode.net.node",
+    "open_node": "meshnode.launch",
     "Node": "meshnode.net.node",
     "NodeConfig": "meshnode.net.node",
     "connect": "meshnode.client",

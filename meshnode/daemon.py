@@ -5,7 +5,7 @@ Theory of operation:
    on the same data directory is refused with a clear message.
 2. Read ``meshnode.toml``; flags override it. Load the identity and the
    network key.
-3. In one trio nursery: the node (:func:`meshnode.net.node.open_node`), the
+3. In one trio nursery: the node (:func:`meshnode.launch.open_node`), the
    control socket, and a signal watcher. SIGTERM and SIGINT cancel the
    nursery; the node closes its sessions and the store finishes its writes.
 4. Once everything listens, tell systemd (``READY=1`` on ``$NOTIFY_SOCKET``)
@@ -374,7 +374,7 @@ async def serve_daemon(
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the node and its control socket until cancelled or signalled."""
-    from meshnode.net.node import NodeConfig, open_node
+    from meshnode.launch import node_config, open_node
 
     network_key = read_network_key(config.network_key_file)
     with trio.CancelScope() as scope:
@@ -386,7 +386,7 @@ async def serve_daemon(
                 bootstrap=config.bootstrap,
                 network_key=network_key,
                 passphrase=passphrase,
-                config=NodeConfig.from_limits(config.limits, config.timing, config.store),
+                config=node_config(config.limits, config.timing, config.store),
             ) as node,
             trio.open_nursery() as nursery,
         ):

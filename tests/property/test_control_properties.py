@@ -25,8 +25,9 @@ from hypothesis import strategies as st
 
 from meshnode import control, errors
 from meshnode.daemon import answer
+from meshnode.launch import open_node
 from meshnode.net.dht import DHTConfig
-from meshnode.net.node import Node, NodeConfig, open_node
+from meshnode.net.node import Node, NodeConfig
 
 SETTINGS = settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

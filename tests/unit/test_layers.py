@@ -19,6 +19,12 @@ Rules enforced:
    in ``meshnode.store`` alone.
 4. Importing ``meshnode`` or ``meshnode.cli`` loads no part of the asyncio
    island, so ``meshnode post`` starts fast.
+5. No cycles: the layers of ``LAYERS`` stand on one another without a cycle
+   (each may import itself, and the package root re-exports all of them), and
+   no module imports itself through others, so ``meshnode.net`` in particular
+   imports nothing above it, directly or not (its rooms never import
+   ``net/node.py``). The package root is left out of the module graph: its
+   imports are lazy re-exports, made under ``TYPE_CHECKING`` only.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Final
 
@@ -42,16 +48,18 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
     "meshnode.errors": (),
     "meshnode.core": ("meshnode.errors", CORE),
     "meshnode.store": ("meshnode.errors", CORE),
-    # The node opens its data directory (identity, store) through home and api.
-    "meshnode.net": (
-        "meshnode.errors", CORE, "meshnode.store", "meshnode.net",
-        "meshnode.home", "meshnode.paths", "meshnode.api", "meshnode.config",
+    # The shell knows no data directory and no configuration file: launch does.
+    "meshnode.net": ("meshnode.errors", CORE, "meshnode.store", "meshnode.net"),
+    # open_node: the data directory (home) and the daemon's tables (config) around net.
+    "meshnode.launch": (
+        "meshnode.errors", CORE, "meshnode.store", "meshnode.net", "meshnode.home",
+        "meshnode.config",
     ),
     "meshnode.control": ("meshnode.errors", CORE),
     "meshnode.config": ("meshnode.errors", CORE),
     "meshnode.paths": ("meshnode.errors",),
     "meshnode.daemon": (
-        "meshnode.errors", CORE, "meshnode.net", "meshnode.control",
+        "meshnode.errors", CORE, "meshnode.net", "meshnode.launch", "meshnode.control",
         "meshnode.config", "meshnode.paths",
     ),
     "meshnode.client": ("meshnode.errors", CORE, "meshnode.control", "meshnode.paths"),
@@ -179,6 +187,52 @@ def _island_violations(module: str, imports: list[tuple[str, int]]) -> list[str]
     ]
 
 
+def _cycle(graph: Mapping[str, Collection[str]]) -> list[str]:
+    """A cycle of ``graph`` (its first node repeated at the end), or [] if none."""
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        if node in path:
+            return [*path[path.index(node) :], node]
+        if node in done:
+            return []
+        path.append(node)
+        for after in sorted(graph.get(node, ())):
+            found = visit(after)
+            if found:
+                return found
+        path.pop()
+        done.add(node)
+        return []
+
+    for start in sorted(graph):
+        found = visit(start)
+        if found:
+            return found
+    return []
+
+
+def _layer_graph() -> dict[str, set[str]]:
+    """Which layers each layer stands on (itself and the package root left out)."""
+    graph: dict[str, set[str]] = {}
+    for layer, allowed in LAYERS.items():
+        if layer == "meshnode":
+            continue
+        below = {_layer_of(a) for a in allowed} - {layer, "meshnode", None}
+        graph[layer] = {b for b in below if b is not None}
+    return graph
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Which meshnode modules each module imports (the lazy package root left out)."""
+    return {
+        module: {name for name, _ in _imports(module, path) if name in MODULES} - {module}
+        for module, path in MODULES.items()
+        if module != "meshnode"
+    }
+
+
 def test_the_package_is_found() -> None:
     assert {"meshnode", "meshnode.errors", "meshnode.core.bulletin"} <= set(MODULES)
 
@@ -200,6 +254,21 @@ def test_core_does_no_io(module: str) -> None:
 def test_islands_stay_in_their_module(module: str) -> None:
     wrong = _island_violations(module, list(_imports(module, MODULES[module])))
     assert not wrong, f"{module}: {wrong}"
+
+
+def test_the_layers_form_no_cycle() -> None:
+    assert _cycle(_layer_graph()) == []
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    assert _cycle(_module_graph()) == []
+
+
+def test_the_checker_sees_cycles() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []
+    assert "meshnode.net" not in _layer_graph()["meshnode.net"]
+    assert "meshnode.config" not in _layer_graph()["meshnode.net"]
 
 
 def test_the_checker_sees_violations(tmp_path: Path) -> None:
