@@ -161,6 +161,10 @@ class Delivery:
             for bid, recipient, holders in self._mailbox.pending_deliveries(now=now)
         ]
 
+    def awaiting(self, peer: bytes) -> frozenset[bytes]:
+        """Ids of the bulletins deposited with ``peer`` whose ack has not come."""
+        return frozenset(self._unacked.get(peer, ()))
+
     def forget(self, peer: bytes) -> None:
         """``peer``'s session ended: its acks will not come (the outbox retries)."""
         self._unacked.pop(peer, None)

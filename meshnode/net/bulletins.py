@@ -6,7 +6,7 @@ Theory of operation:
    (:meth:`~meshnode.net.intake.Intake.publish`): every operation that returns
    a bulletin returns a durable one.
 2. A direct bulletin is sealed, stored and queued for direct delivery
-   (:meth:`~meshnode.net.delivery.Delivery.queue`) to each recipient.
+   (:meth:`~meshnode.net.delivery.Courier.queue`) to each recipient.
 3. Posting is refused where this group is no longer a member, and in a
    channel from 0.1.0 (no log says who may read it).
 4. An endorsement of a bulletin by a group we do not know yet vouches for that
@@ -26,7 +26,7 @@ from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.errors import StoreError, UnknownContact
 from meshnode.net.channels import Channels
 from meshnode.net.context import Context
-from meshnode.net.delivery import DIRECT_EXPIRY, Delivery
+from meshnode.net.delivery import DIRECT_EXPIRY, Courier
 from meshnode.net.intake import Intake
 
 
@@ -34,7 +34,7 @@ class Bulletins:
     """Seals, stores and sends the bulletins this group writes; reads what is stored."""
 
     def __init__(
-        self, ctx: Context, intake: Intake, delivery: Delivery, channels: Channels
+        self, ctx: Context, intake: Intake, delivery: Courier, channels: Channels
     ) -> None:
         self._ctx = ctx
         self._intake = intake

@@ -49,7 +49,7 @@ from meshnode.errors import (
 )
 from meshnode.net import redact
 from meshnode.net.context import Context
-from meshnode.net.delivery import Delivery
+from meshnode.net.delivery import Courier
 from meshnode.net.intake import Intake
 from meshnode.net.memberships import refusal
 from meshnode.net.peers import Peers
@@ -72,7 +72,7 @@ class Channels:
         ctx: Context,
         peers: Peers,
         intake: Intake,
-        delivery: Delivery,
+        delivery: Courier,
         presence: Presence,
         *,
         merge_delay: float,

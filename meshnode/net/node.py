@@ -59,7 +59,7 @@ from meshnode.net.bulletins import Bulletins
 from meshnode.net.channels import DEFAULT_INVITE_EXPIRY, Channels
 from meshnode.net.contacts import Contacts
 from meshnode.net.context import Context
-from meshnode.net.delivery import Delivery
+from meshnode.net.delivery import Courier
 from meshnode.net.intake import Intake
 from meshnode.net.interfaces import announced
 from meshnode.net.peers import Peers
@@ -152,7 +152,7 @@ class Node:
         intake = self._intake = Intake(
             ctx, peers, store_interval=config.store_interval, on_log_changed=self._log_changed
         )
-        delivery = self._delivery = Delivery(
+        delivery = self._delivery = Courier(
             ctx, peers, delivery_interval=config.delivery_interval,
             mail_interval=config.mail_interval, on_log_changed=self._log_changed,
             on_redeem=self._redeem_received,

@@ -223,7 +223,7 @@ async def test_an_expired_bulletin_is_neither_taken_nor_relayed(tmp_path: Path) 
             async with aclosing(a.changes()) as changes:  # (b reads a's messages in order)
                 assert await a._delivery.deposit_with(member, member, deposit.raw)
                 async for _ in changes:  # until b's DEPOSIT_ACK
-                    if (member, deposit.id) not in a._delivery.deposits:
+                    if deposit.id not in a._delivery.machine.awaiting(member):
                         break
             posted = await a.post("expiry", "fresh")  # the same seq: no fork, old was refused
             async with aclosing(c.bulletins("expiry")) as arrivals:
@@ -320,7 +320,7 @@ async def test_direct_bulletins_not_addressed_to_us_are_not_kept(tmp_path: Path)
             async with aclosing(a.changes()) as changes:  # (b reads a's messages in order)
                 assert await a._delivery.deposit_with(member, member, deposit.raw)
                 async for _ in changes:  # until b's DEPOSIT_ACK
-                    if (member, deposit.id) not in a._delivery.deposits:
+                    if deposit.id not in a._delivery.machine.awaiting(member):
                         break
             assert b.archive.has(mine.id)
             assert not b.archive.has(mail.id)

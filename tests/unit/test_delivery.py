@@ -210,9 +210,9 @@ def test_deposits_in_flight_are_bounded_per_peer_and_forgotten_with_it(net: Net)
     alice, bob = net.add("alice"), net.add("bob")
     for n in range(MAX_UNACKED + 10):
         alice.machine.deposit(bob.key, bob.key, n.to_bytes(4) * 25)
-    assert len(alice.machine._unacked[bob.key]) == MAX_UNACKED
+    assert len(alice.machine.awaiting(bob.key)) == MAX_UNACKED
     alice.machine.forget(bob.key)
-    assert bob.key not in alice.machine._unacked
+    assert alice.machine.awaiting(bob.key) == frozenset()
 
 
 def test_holders_are_the_nodes_nearest_the_recipient_by_each_ones_view() -> None:
