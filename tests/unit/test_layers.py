@@ -16,7 +16,8 @@ Rules enforced:
 3. ``ONLY_IN``: the asyncio island (asyncio, kademlia, rpcudp, trio_asyncio)
    lives in the ``meshnode.net.dht`` package alone, each library in the
    modules that need it (the trio-asyncio bridge in ``host`` only); sqlite3
-   in ``meshnode.store`` alone.
+   in the ``meshnode.store`` package alone (``package.*`` names a package and
+   every module in it).
 4. Importing ``meshnode`` or ``meshnode.cli`` loads no part of the asyncio
    island, so ``meshnode post`` starts fast.
 5. No cycles: the layers of ``LAYERS`` stand on one another without a cycle
@@ -47,7 +48,7 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
     "meshnode": ("meshnode",),  # the package __init__ re-exports from all of them
     "meshnode.errors": (),
     "meshnode.core": ("meshnode.errors", CORE),
-    "meshnode.store": ("meshnode.errors", CORE),
+    "meshnode.store": ("meshnode.errors", CORE, "meshnode.store"),
     # The shell knows no data directory and no configuration file: launch does.
     "meshnode.net": ("meshnode.errors", CORE, "meshnode.store", "meshnode.net"),
     # open_node: the data directory (home) and the daemon's tables (config) around net.
@@ -97,7 +98,7 @@ ONLY_IN: Final[dict[str, frozenset[str]]] = {
     "kademlia": frozenset({"meshnode.net.dht.protocol", "meshnode.net.dht.storage"}),
     "rpcudp": frozenset({"meshnode.net.dht.protocol"}),
     "trio_asyncio": frozenset({"meshnode.net.dht.host"}),
-    "sqlite3": frozenset({"meshnode.store"}),
+    "sqlite3": frozenset({"meshnode.store.*"}),
 }
 
 
@@ -179,11 +180,17 @@ def _io_violations(imports: list[tuple[str, int]], open_calls: list[int]) -> lis
     return wrong + [f"line {line}: open() builtin" for line in open_calls]
 
 
+def _one_of(module: str, places: Collection[str]) -> bool:
+    """Whether ``module`` is one of ``places``: modules, or ``package.*`` for a package
+    and every module in it."""
+    return any(_within(module, p[:-2]) if p.endswith(".*") else module == p for p in places)
+
+
 def _island_violations(module: str, imports: list[tuple[str, int]]) -> list[str]:
     return [
         f"line {line}: {name} (only {sorted(ONLY_IN[top])} may)"
         for name, line in imports
-        if (top := name.partition(".")[0]) in ONLY_IN and module not in ONLY_IN[top]
+        if (top := name.partition(".")[0]) in ONLY_IN and not _one_of(module, ONLY_IN[top])
     ]
 
 
@@ -298,6 +305,8 @@ def test_the_checker_sees_violations(tmp_path: Path) -> None:
     assert len(_io_violations(imports, list(_open_calls(path)))) == 3  # os, trio_asyncio, open
     assert len(_island_violations("meshnode.core.bad", imports)) == 1
     assert _island_violations("meshnode.net.dht.host", imports) == []
+    assert _island_violations("meshnode.store.schema", [("sqlite3", 1)]) == []
+    assert _island_violations("meshnode.storage", [("sqlite3", 1)]) != []
     assert _layer_violations("meshnode.brand_new", []) != []
     assert _layer_of("meshnode.core.bad") == "meshnode.core"
     assert _layer_of("meshnode.net.node") == "meshnode.net"

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from meshnode import store as store_module
 from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity
 from meshnode.errors import StorageFull, StoreError
 from meshnode.store import MAIL_PER_SENDER, MIGRATIONS, Budget, Insert, StorageState, Store
+from meshnode.store import _store as store_module
 from tests.conftest import Rng, make_identity, seeded_rng
 
 KEY = bytes(range(32))

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from meshnode import store as store_module
 from meshnode.core.bulletin import PUBLIC_STREAM, Bulletin
 from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity
 from meshnode.core.wire import Topic
 from meshnode.net.archive import Archive
 from meshnode.store import Budget, Insert, Origin, Share, Store, Trust, share_of
+from meshnode.store import _store as store_module
 from tests.conftest import Rng, make_identity, seeded_rng
 from tests.unit.test_store import KEY, NOW, post
 

@@ -1,0 +1,51 @@
+"""The embedded store: one SQLite file per node (rules in :mod:`meshnode.store._store`).
+
+This package only re-exports; the constants are read in the module that defines
+them, so a test patches them there, not here.
+"""
+
+from meshnode.store._store import (
+    DEFAULT_AUTHOR_QUOTA,
+    DEFAULT_DIRECT_LIFETIME,
+    EVICTED_KEPT,
+    LOCAL,
+    MAIL_BYTES_PER_AUTHOR,
+    MAIL_BYTES_PER_RECIPIENT,
+    MAIL_BYTES_PER_SENDER,
+    MAIL_PER_SENDER,
+    MIGRATIONS,
+    Budget,
+    Contact,
+    Fork,
+    Insert,
+    Origin,
+    Share,
+    StorageState,
+    Store,
+    StoredBulletin,
+    Trust,
+    share_of,
+)
+
+__all__ = [
+    "DEFAULT_AUTHOR_QUOTA",
+    "DEFAULT_DIRECT_LIFETIME",
+    "EVICTED_KEPT",
+    "LOCAL",
+    "MAIL_BYTES_PER_AUTHOR",
+    "MAIL_BYTES_PER_RECIPIENT",
+    "MAIL_BYTES_PER_SENDER",
+    "MAIL_PER_SENDER",
+    "MIGRATIONS",
+    "Budget",
+    "Contact",
+    "Fork",
+    "Insert",
+    "Origin",
+    "Share",
+    "StorageState",
+    "Store",
+    "StoredBulletin",
+    "Trust",
+    "share_of",
+]
