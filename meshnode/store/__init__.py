@@ -4,6 +4,7 @@ This package only re-exports; the constants are read in the module that defines
 them, so a test patches them there, not here.
 """
 
+from meshnode.store._base import StorageState
 from meshnode.store._store import (
     DEFAULT_AUTHOR_QUOTA,
     DEFAULT_DIRECT_LIFETIME,
@@ -20,7 +21,6 @@ from meshnode.store._store import (
     Insert,
     Origin,
     Share,
-    StorageState,
     Store,
     StoredBulletin,
     Trust,

@@ -48,8 +48,6 @@ The layout is in ``docs/spec/store.md``.
 from __future__ import annotations
 
 import contextlib
-import functools
-import inspect
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -57,12 +55,20 @@ from dataclasses import dataclass
 from enum import Enum, IntEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Concatenate, Final, ParamSpec, TypeVar
+from typing import Any, Final
 
 from meshnode.core import crypto
 from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.channel import Channel, EpochKey
 from meshnode.errors import AuthenticationError, StorageFull, StoreError
+from meshnode.store._base import (
+    StorageState,
+    _is_full,
+    _rollback,
+    _Room,
+    _Transaction,
+    _typed_errors,
+)
 
 DEFAULT_AUTHOR_QUOTA: Final = 64 * 1024 * 1024
 """Bytes of bulletins held for one author, unless the node is configured otherwise."""
@@ -384,16 +390,6 @@ MIGRATIONS: Final[tuple[str, ...]] = (
 )
 
 
-class StorageState(Enum):
-    """How the store's last write went (``NodeStatus.storage``)."""
-
-    OK = "ok"
-    FULL = "full"
-    """The disk (or SQLite's page limit) had no room: new data is refused."""
-    ERROR = "error"
-    """Another SQLite error (an I/O error, say): see the log."""
-
-
 class Insert(Enum):
     """What :meth:`Store.add` did with a bulletin."""
 
@@ -448,37 +444,8 @@ class Fork:
     detected_at: int
 
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _typed(method: Callable[Concatenate[Store, _P], _R]) -> Callable[Concatenate[Store, _P], _R]:
-    """``method`` with its ``sqlite3`` errors turned into :class:`StoreError` (rule 6)."""
-
-    @functools.wraps(method)
-    def typed(self: Store, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            return method(self, *args, **kwargs)
-        except sqlite3.Error as exc:
-            raise self._failed(exc) from None
-
-    return typed
-
-
-def _typed_errors(cls: type[Store]) -> type[Store]:
-    """Rule 6 for every public method and property of ``cls``, so none can forget it."""
-    for name, attr in list(vars(cls).items()):
-        if name.startswith("_"):
-            continue
-        if inspect.isfunction(attr):
-            setattr(cls, name, _typed(attr))
-        elif isinstance(attr, property) and attr.fget is not None:
-            setattr(cls, name, property(_typed(attr.fget), doc=attr.__doc__))
-    return cls
-
-
 @_typed_errors
-class Store:
+class Store(_Room):
     """A node's SQLite store. Open with :meth:`open`; use as a context manager.
 
     Not thread-safe: one node uses one store from one thread.
@@ -1403,35 +1370,6 @@ class Store:
         with self._transaction():
             self._db.execute("DELETE FROM dht_records WHERE key = ?", (key,))
 
-    # Plumbing --------------------------------------------------------------------
-
-    def _transaction(self) -> _Transaction:
-        """A durable transaction (rule 1): its commit fsyncs the log."""
-        if self._relaxed:
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._relaxed = False
-        return _Transaction(self._db, self._committed)
-
-    def _committed(self) -> None:
-        self._set_state(StorageState.OK)
-
-    def _failed(self, exc: sqlite3.Error) -> StoreError:
-        """The typed error for ``exc`` (rule 6), noted in :attr:`state`."""
-        if _is_full(exc):
-            self._set_state(StorageState.FULL)
-            return StorageFull(
-                "the disk holding the store is full: free space there; the node keeps "
-                "serving what it holds and takes new data again once there is room"
-            )
-        self._set_state(StorageState.ERROR)
-        return StoreError(f"the store failed ({exc}): check the disk of the data directory")
-
-    def _set_state(self, state: StorageState) -> None:
-        if state is not self._state:
-            self._state = state
-            for callback in self._watchers:
-                callback()
-
 
 _STORED: Final = "SELECT cursor, id, raw, received_at FROM bulletins"
 _DROPPED: Final = (
@@ -1560,52 +1498,6 @@ def _stored(row: tuple[int, bytes, bytes, int]) -> StoredBulletin:
 
 def _contact(row: tuple[bytes, str, int, int, int]) -> Contact:
     return Contact(bytes(row[0]), row[1], bool(row[2]), bool(row[3]), row[4])
-
-
-class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any exception
-    (``COMMIT``'s own included), then ``committed()`` after a commit.
-
-    The connection runs in autocommit mode, so transactions are explicit and
-    a method's writes land together or not at all.
-    """
-
-    def __init__(self, db: sqlite3.Connection, committed: Callable[[], None]) -> None:
-        self._db = db
-        self._committed = committed
-
-    def __enter__(self) -> None:
-        self._db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc_type is not None:
-            _rollback(self._db)
-            return
-        try:
-            self._db.execute("COMMIT")
-        except sqlite3.Error:
-            _rollback(self._db)
-            raise
-        self._committed()
-
-
-def _is_full(exc: sqlite3.Error) -> bool:
-    """Whether ``exc`` is ``SQLITE_FULL`` (the disk, or ``max_page_count``, has no room)."""
-    return getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_FULL
-
-
-def _rollback(db: sqlite3.Connection) -> None:
-    """Roll back after an error without masking it: SQLite may have rolled back
-    already (it does after some ``SQLITE_FULL`` and I/O errors), and a ``ROLLBACK``
-    that fails too has nothing to add to the first error."""
-    if db.in_transaction:
-        with contextlib.suppress(sqlite3.Error):
-            db.execute("ROLLBACK")
 
 
 def _migrate(db: sqlite3.Connection, path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import sqlite3
 import stat
 from collections.abc import Iterator
@@ -576,6 +577,33 @@ def test_a_closed_store_raises_store_errors(tmp_path: Path) -> None:
         _ = s.schema_version
     with pytest.raises(StoreError, match="closed database"):
         s.count()
+
+
+def test_every_room_s_public_methods_raise_store_errors(tmp_path: Path) -> None:
+    """Rule 6 covers the methods and properties Store gets from its rooms (mixins)
+    as well as its own: each one is wrapped on Store itself."""
+    public = {
+        name
+        for name in dir(Store)
+        if not name.startswith("_")
+        and (
+            inspect.isfunction(getattr(Store, name))
+            or isinstance(inspect.getattr_static(Store, name), property)
+        )
+    }
+    typed = {
+        name
+        for name, attr in vars(Store).items()
+        if hasattr(attr.fget if isinstance(attr, property) else attr, "__wrapped__")
+        and not isinstance(attr, classmethod)  # open() types its errors itself
+    }
+    assert public == typed
+    assert {"add", "save_channel", "contacts", "hold_mail", "dht_put", "known"} <= typed
+    s = Store.open(tmp_path / "meshnode.db", seal_key=KEY)
+    s.close()
+    for call in (s.channels, s.contacts, s.mail_count, s.dht_records, s.evicted_count, s.count):
+        with pytest.raises(StoreError, match="closed database"):
+            call()
 
 
 def test_a_rollback_sqlite_did_already_does_not_mask_the_error(store: Store) -> None:
