@@ -14,7 +14,6 @@ from meshnode.store._store import (
     MAIL_BYTES_PER_RECIPIENT,
     MAIL_BYTES_PER_SENDER,
     MAIL_PER_SENDER,
-    MIGRATIONS,
     Budget,
     Contact,
     Fork,
@@ -26,6 +25,7 @@ from meshnode.store._store import (
     Trust,
     share_of,
 )
+from meshnode.store.schema import MIGRATIONS
 
 __all__ = [
     "DEFAULT_AUTHOR_QUOTA",

@@ -15,7 +15,7 @@ from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity
 from meshnode.errors import StorageFull, StoreError
-from meshnode.store import MAIL_PER_SENDER, MIGRATIONS, Budget, Insert, StorageState, Store
+from meshnode.store import MAIL_PER_SENDER, MIGRATIONS, Budget, Insert, StorageState, Store, schema
 from meshnode.store import _store as store_module
 from tests.conftest import Rng, make_identity, seeded_rng
 
@@ -261,7 +261,7 @@ def test_a_version_1_store_keeps_its_channels_and_lets_names_repeat(
     path = tmp_path / "meshnode.db"
     strike = Channel.from_secret("strike-support", rng(32)).next_epoch(rng)
     with monkeypatch.context() as m:
-        m.setattr(store_module, "MIGRATIONS", MIGRATIONS[:1])
+        m.setattr(schema, "MIGRATIONS", MIGRATIONS[:1])
         with Store.open(path, seal_key=KEY) as s:
             assert s.schema_version == 1
             # As 0.1.0 wrote a channel: one sealed secret per epoch number.
@@ -500,7 +500,7 @@ def test_migration_3_totals_the_mail_held(
     held.append(mail(alice, carol, 3, rng))
     to = [bob, bob, bob, carol]
     with monkeypatch.context() as m:
-        m.setattr(store_module, "MIGRATIONS", MIGRATIONS[:2])
+        m.setattr(schema, "MIGRATIONS", MIGRATIONS[:2])
         with Store.open(path, seal_key=KEY) as s:
             s._db.executemany(
                 "INSERT INTO mail (recipient, id, author, size, expires_at, received_at, raw) "

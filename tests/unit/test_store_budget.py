@@ -14,7 +14,7 @@ from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity
 from meshnode.core.wire import Topic
 from meshnode.net.archive import Archive
-from meshnode.store import Budget, Insert, Origin, Share, Store, Trust, share_of
+from meshnode.store import Budget, Insert, Origin, Share, Store, Trust, schema, share_of
 from meshnode.store import _store as store_module
 from tests.conftest import Rng, make_identity, seeded_rng
 from tests.unit.test_store import KEY, NOW, post
@@ -262,7 +262,7 @@ def test_a_store_from_before_the_budget_counts_what_it_holds(
 ) -> None:
     held = [post(alice, None, 1, rng), post(bob, None, 1, rng)]
     with monkeypatch.context() as m:
-        m.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:3])
+        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:3])
         with Store.open(tmp_path / "meshnode.db", seal_key=KEY) as s:
             s._db.executemany(
                 "INSERT INTO bulletins (id, author, stream, seq, kind, channel_id, created_at, "
