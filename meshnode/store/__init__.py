@@ -6,22 +6,24 @@ them, so a test patches them there, not here.
 
 from meshnode.store._base import StorageState
 from meshnode.store._store import (
-    DEFAULT_AUTHOR_QUOTA,
     DEFAULT_DIRECT_LIFETIME,
-    EVICTED_KEPT,
-    LOCAL,
     MAIL_BYTES_PER_AUTHOR,
-    MAIL_BYTES_PER_RECIPIENT,
     MAIL_BYTES_PER_SENDER,
     MAIL_PER_SENDER,
-    Budget,
     Contact,
     Fork,
     Insert,
-    Origin,
-    Share,
     Store,
     StoredBulletin,
+)
+from meshnode.store.budget import (
+    DEFAULT_AUTHOR_QUOTA,
+    EVICTED_KEPT,
+    LOCAL,
+    MAIL_BYTES_PER_RECIPIENT,
+    Budget,
+    Origin,
+    Share,
     Trust,
     share_of,
 )

@@ -68,7 +68,6 @@ class _Room:
                 callback()
 
 
-
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
 _S = TypeVar("_S", bound=_Room)

@@ -16,7 +16,7 @@ from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity
 from meshnode.errors import StorageFull, StoreError
 from meshnode.store import MAIL_PER_SENDER, MIGRATIONS, Budget, Insert, StorageState, Store, schema
-from meshnode.store import _store as store_module
+from meshnode.store import budget as budget_module
 from tests.conftest import Rng, make_identity, seeded_rng
 
 KEY = bytes(range(32))
@@ -438,7 +438,7 @@ def test_throw_away_senders_fill_half_a_share_and_half_of_all(
     if bound == "mail share":
         budget = Budget(mail=10 * size)
     else:
-        monkeypatch.setattr(store_module, bound, 10 * size)
+        monkeypatch.setattr(budget_module, bound, 10 * size)
     store = Store.open(tmp_path / "meshnode.db", seal_key=KEY, budget=budget)
     # Twenty throw-away keys, to one recipient or (for the total) to twenty.
     one = bound == "MAIL_BYTES_PER_RECIPIENT"

@@ -15,7 +15,7 @@ from meshnode.core.identity import Identity
 from meshnode.core.wire import Topic
 from meshnode.net.archive import Archive
 from meshnode.store import Budget, Insert, Origin, Share, Store, Trust, schema, share_of
-from meshnode.store import _store as store_module
+from meshnode.store import budget as budget_module
 from tests.conftest import Rng, make_identity, seeded_rng
 from tests.unit.test_store import KEY, NOW, post
 
@@ -244,7 +244,7 @@ def test_expiry_and_eviction_keep_every_total_exact(
 def test_evicted_ids_are_remembered_up_to_a_bound(
     tmp_path: Path, rng: Rng, strangers: list[Identity], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "EVICTED_KEPT", 10)
+    monkeypatch.setattr(budget_module, "EVICTED_KEPT", 10)
     with open_store(tmp_path, public=10 * SIZE) as s:
         feed(s, flood(strangers, rng, 1), [stranger(n) for n in range(40)])
         assert 0 < s.evicted_count() <= 10
