@@ -11,10 +11,7 @@ from meshnode.store._store import (
     MAIL_BYTES_PER_SENDER,
     MAIL_PER_SENDER,
     Contact,
-    Fork,
-    Insert,
     Store,
-    StoredBulletin,
 )
 from meshnode.store.budget import (
     DEFAULT_AUTHOR_QUOTA,
@@ -27,6 +24,7 @@ from meshnode.store.budget import (
     Trust,
     share_of,
 )
+from meshnode.store.bulletins import Fork, Insert, StoredBulletin
 from meshnode.store.schema import MIGRATIONS
 
 __all__ = [
