@@ -10,7 +10,6 @@ from meshnode.store._store import (
     MAIL_BYTES_PER_AUTHOR,
     MAIL_BYTES_PER_SENDER,
     MAIL_PER_SENDER,
-    Contact,
     Store,
 )
 from meshnode.store.budget import (
@@ -25,6 +24,7 @@ from meshnode.store.budget import (
     share_of,
 )
 from meshnode.store.bulletins import Fork, Insert, StoredBulletin
+from meshnode.store.contacts import Contact
 from meshnode.store.schema import MIGRATIONS
 
 __all__ = [

@@ -64,7 +64,7 @@ def test_the_check_sees_a_second_class_of_a_concept_and_an_unexported_one() -> N
     second = type("Channel", (meshnode.Channel,), {"__module__": "meshnode.api"})
     with pytest.raises(AssertionError, match=r"meshnode\.api\.Channel"):
         exported([{"in": second.from_secret("strike", bytes(32))}])
-    with pytest.raises(AssertionError, match=r"meshnode\.store\._store\.Contact"):
+    with pytest.raises(AssertionError, match=r"meshnode\.store\.contacts\.Contact"):
         exported(Contact(key=bytes(32), petname="x", verified=False, blocked=False, added_at=0))
     assert exported(meshnode.Channel.from_secret("strike", bytes(32))) is not None
 
