@@ -5,13 +5,7 @@ them, so a test patches them there, not here.
 """
 
 from meshnode.store._base import StorageState
-from meshnode.store._store import (
-    DEFAULT_DIRECT_LIFETIME,
-    MAIL_BYTES_PER_AUTHOR,
-    MAIL_BYTES_PER_SENDER,
-    MAIL_PER_SENDER,
-    Store,
-)
+from meshnode.store._store import Store
 from meshnode.store.budget import (
     DEFAULT_AUTHOR_QUOTA,
     EVICTED_KEPT,
@@ -25,6 +19,12 @@ from meshnode.store.budget import (
 )
 from meshnode.store.bulletins import Fork, Insert, StoredBulletin
 from meshnode.store.contacts import Contact
+from meshnode.store.mail import (
+    DEFAULT_DIRECT_LIFETIME,
+    MAIL_BYTES_PER_AUTHOR,
+    MAIL_BYTES_PER_SENDER,
+    MAIL_PER_SENDER,
+)
 from meshnode.store.schema import MIGRATIONS
 
 __all__ = [
