@@ -56,7 +56,7 @@ from types import TracebackType
 
 from meshnode.core import crypto
 from meshnode.store._base import StorageState, _typed_errors
-from meshnode.store.budget import _DROPPED, DEFAULT_AUTHOR_QUOTA, Budget, Trust
+from meshnode.store.budget import DEFAULT_AUTHOR_QUOTA, Budget, Trust
 from meshnode.store.bulletins import _Bulletins
 from meshnode.store.channels import _Channels
 from meshnode.store.contacts import Contact, _Contacts
@@ -186,23 +186,7 @@ class Store(_Bulletins, _Channels, _Contacts, _Mail, _DhtRecords):
     def purge_expired(self, *, now: int) -> int:
         """Delete bulletins whose expiry has passed; returns how many."""
         with self._transaction():
-            rows = self._db.execute(
-                f"{_DROPPED} WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
-            ).fetchall()
-            self._drop(rows)
-            self._charge_mail(
-                [
-                    (bytes(r), bytes(a), -n, -size, -strangers)
-                    for r, a, n, size, strangers in self._db.execute(
-                        "SELECT recipient, author, count(*), sum(size), "
-                        "sum(CASE WHEN standing THEN 0 ELSE size END) FROM mail "
-                        "WHERE expires_at <= ? GROUP BY recipient, author",
-                        (now,),
-                    ).fetchall()
-                ]
-            )
-            self._db.execute("DELETE FROM mail WHERE expires_at <= ?", (now,))
-            self._db.execute("DELETE FROM outbox WHERE expires_at <= ?", (now,))
-            self._db.execute("DELETE FROM dht_records WHERE expires_at <= ?", (now,))
-        # Frontiers keep max_seq: an expired bulletin is not a gap to fetch again.
-        return len(rows)
+            purged = self._expire_bulletins(now)
+            self._expire_mail(now)
+            self._expire_records(now)
+        return purged

@@ -13,6 +13,7 @@ from typing import Final
 from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.store._base import _Transaction
 from meshnode.store.budget import (
+    _DROPPED,
     LOCAL,
     Origin,
     Share,
@@ -380,6 +381,16 @@ class _Bulletins(_Budgeting):
             (channel_id, int(Kind.MEMBERSHIP)),
         ).fetchone()
         return int(row[0])
+
+    def _expire_bulletins(self, now: int) -> int:
+        """Delete the bulletins expired at ``now``, in the caller's transaction; returns
+        how many."""
+        rows = self._db.execute(
+            f"{_DROPPED} WHERE expires_at IS NOT NULL AND expires_at <= ?", (now,)
+        ).fetchall()
+        self._drop(rows)
+        # Frontiers keep max_seq: an expired bulletin is not a gap to fetch again.
+        return len(rows)
 
 
 def _stored(row: tuple[int, bytes, bytes, int]) -> StoredBulletin:

@@ -29,3 +29,7 @@ class _DhtRecords(_Room):
         """Forget a DHT record."""
         with self._transaction():
             self._db.execute("DELETE FROM dht_records WHERE key = ?", (key,))
+
+    def _expire_records(self, now: int) -> None:
+        """Forget the records expired at ``now``, in the caller's transaction."""
+        self._db.execute("DELETE FROM dht_records WHERE expires_at <= ?", (now,))

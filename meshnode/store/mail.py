@@ -167,6 +167,23 @@ class _Mail(_Room):
             levels.keys(),
         )
 
+    def _expire_mail(self, now: int) -> None:
+        """Forget the mail and the deliveries expired at ``now``, in the caller's
+        transaction."""
+        self._charge_mail(
+            [
+                (bytes(r), bytes(a), -n, -size, -strangers)
+                for r, a, n, size, strangers in self._db.execute(
+                    "SELECT recipient, author, count(*), sum(size), "
+                    "sum(CASE WHEN standing THEN 0 ELSE size END) FROM mail "
+                    "WHERE expires_at <= ? GROUP BY recipient, author",
+                    (now,),
+                ).fetchall()
+            ]
+        )
+        self._db.execute("DELETE FROM mail WHERE expires_at <= ?", (now,))
+        self._db.execute("DELETE FROM outbox WHERE expires_at <= ?", (now,))
+
     def mail_count(self) -> int:
         """How many bulletins this node holds for offline recipients."""
         row = self._db.execute(

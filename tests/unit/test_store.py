@@ -367,6 +367,27 @@ def test_outbox_until_delivered(
     assert store.pending_count(now=NOW + 8 * 86400) == 0
 
 
+def test_purge_expired_forgets_what_expired_in_every_room(
+    store: Store, alice: Identity, bob: Identity, channel: Channel
+) -> None:
+    rng = seeded_rng()
+    end = NOW + 100
+    store.add(post(alice, channel, 1, rng, expires_at=end), now=NOW)
+    direct = mail(alice, bob, 1, rng, expires_at=end)
+    assert store.hold_mail(bob.public_key, direct, now=NOW, standing=True)
+    store.queue_delivery(direct, [bob.public_key])
+    store.dht_put(b"k", b"v", end)
+    tables = ("bulletins", "mail", "mail_usage", "outbox", "dht_records")
+
+    def rows() -> list[int]:
+        return [store._db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables]
+
+    assert store.purge_expired(now=end - 1) == 0
+    assert all(rows())
+    assert store.purge_expired(now=end) == 1
+    assert rows() == [0] * len(tables)
+
+
 def mail(author: Identity, recipient: Identity, seq: int, rng: Rng, **kw: object) -> Bulletin:
     return Bulletin.seal(
         author, [recipient.public_key], b"m", seq=seq, prev=_prev(seq), now=NOW + seq, rng=rng,
