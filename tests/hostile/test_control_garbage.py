@@ -1,0 +1,117 @@
+"""Garbage on the control socket: a real daemon is sent random bytes and mutations of
+valid requests, one connection each; every one gets an answer (a result, or a refusal
+with its error type, never the last-resort "internal error") or a closed connection,
+the daemon lives, its memory grows by less than one frame, and an organizer's
+``meshnode post`` still works (issue 11, "Control socket").
+
+The mutations are the fuzz harness's (tests/fuzz/mutate.py) on the control decoder's
+corpus (tests/fuzz/control_decoder.py); here they cross a real socket into a running
+daemon instead of calling the decoder.
+
+Network rules: those of tests/system/daemons.py (one daemon on 127.0.3.181, stopped in
+the fixture's teardown); every socket read has a deadline.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import struct
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from meshnode import control
+from meshnode.client import socket_path
+from meshnode.supervise import follow_until
+from tests.fuzz.control_decoder import CORPUS
+from tests.fuzz.mutate import mutate, random_bytes
+from tests.hostile.victim import rss, start_daemon
+from tests.system.daemons import Daemon, Mesh, cli, control_frames
+
+DEADLINE = 30.0
+INPUTS = 1000
+SEED = "control garbage"
+
+
+def _garbage(rng: random.Random) -> bytes:
+    """One attack: random bytes, a mutated request in a true frame, or a whole frame
+    mutated (its length header included)."""
+    kind = rng.random()
+    if kind < 0.2:
+        return random_bytes(rng, max(map(len, CORPUS)))
+    seed = rng.choice(CORPUS)
+    if kind < 0.7:
+        body = mutate(seed, rng, seeds=CORPUS)
+        return struct.pack(">I", len(body)) + body
+    return mutate(struct.pack(">I", len(seed)) + seed, rng, seeds=CORPUS)
+
+
+INTERNAL = control.failure(RuntimeError())["error"]["message"]
+"""What the daemon answers when a request met a bug (its last-resort handler)."""
+
+
+def _kind(frame: dict[str, Any]) -> str:
+    """An answer, by kind: ``ok``, ``item`` (a stream began), the refusal's error type,
+    or :data:`INTERNAL`."""
+    if frame.get("ok") is False:
+        error = frame["error"]
+        return INTERNAL if error["message"] == INTERNAL else str(error["type"])
+    assert "ok" in frame or "item" in frame, frame
+    return "ok" if "ok" in frame else "item"
+
+
+def _exchange(daemon: Daemon, data: bytes) -> bytes:
+    """Send ``data``, close our side, and read until the daemon closes or has sent one
+    whole frame (a streamed answer's first item: a stream may go on forever)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(DEADLINE)
+        sock.connect(str(socket_path(daemon.data_dir)))
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        return _first_frame(sock)
+
+
+def _first_frame(sock: socket.socket) -> bytes:
+    """The first whole frame the daemon sends, or what it sent before closing."""
+    received = bytearray()
+    while chunk := sock.recv(65536):
+        received += chunk
+        end = 4 + control.frame_length(received[:4]) if len(received) >= 4 else None
+        if end is not None and len(received) >= end:
+            return bytes(received[:end])
+    return bytes(received)
+
+
+@pytest.fixture
+def daemon(make_mesh: Callable[[int], Mesh]) -> Daemon:
+    return start_daemon(make_mesh, 181)
+
+
+def test_garbage_gets_an_answer_or_a_close_and_the_daemon_serves_on(daemon: Daemon) -> None:
+    assert daemon.process is not None  # (started by the fixture)
+    pid = daemon.process.pid
+    rng = random.Random(SEED)
+    daemon.client.status()  # the control path has run once before the measure
+    before = rss(pid)
+    answers: Counter[str] = Counter()
+    for _ in range(INPUTS):
+        frames = control_frames(_exchange(daemon, _garbage(rng)))  # the daemon cuts none
+        answers[_kind(frames[0]) if frames else "closed"] += 1
+        assert daemon.running, daemon.log_tail()
+    after = rss(pid)
+    posted = json.loads(
+        cli("--data-dir", str(daemon.data_dir), "post", "--public", "still here", "--json").stdout
+    )
+    follow_until(daemon.data_dir, {bytes.fromhex(posted["id"])}, timeout=DEADLINE, what="the post")
+    print(
+        f"\ncontrol garbage: {INPUTS} inputs: {dict(answers)}; RSS {before} -> {after} B "
+        f"(+{after - before}); a post after it: ok"
+    )
+    # Every refusal is a typed error: none was a bug caught by the last-resort handler.
+    assert INTERNAL not in answers
+    # One connection at a time: what a request holds is gone before the next.
+    assert after - before <= control.MAX_FRAME
