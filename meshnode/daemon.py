@@ -205,7 +205,8 @@ async def answer(node: Any, body: bytes) -> AsyncGenerator[bytes, None]:
     """
     op = "(unparsed)"
     try:
-        op, args = control.parse_request(control.parse_frame(body))
+        message = control.parse_frame(body, max_containers=control.MAX_REQUEST_CONTAINERS)
+        op, args = control.parse_request(message)
         row = control.find_operation(op, args)
         for_node, for_daemon = row.bind(args)
         value = _call(node, row, for_node)
@@ -245,7 +246,7 @@ async def _serve_request(node: Any, stream: trio.abc.Stream) -> None:
     try:
         with trio.fail_after(30):
             header = await _receive_exact(stream, 4)
-            body = await _receive_exact(stream, control.frame_length(header))
+            body = await _receive_exact(stream, control.frame_length(header, control.MAX_REQUEST))
     except (MeshError, trio.TooSlowError) as exc:
         log.debug("control: bad request: %s", exc)
         failure = exc if isinstance(exc, MeshError) else MeshError("no request")
