@@ -800,10 +800,6 @@ async def serve_listeners(
     async def connection(stream: trio.SocketStream) -> None:
         remote_ip = stream.socket.getpeername()[0]
         if sessions.refuses(remote_ip) or handshakes.refuses(remote_ip):
-            log.info(
-                "refused a connection from %s: at the session or handshake limit",
-                redact.peer(remote_ip),
-            )
             await trio.aclose_forcefully(stream)
             return
         with handshakes.taken(remote_ip):
@@ -835,7 +831,9 @@ class _Slots:
         """Whether every slot is taken, in total or for ``remote_ip`` (and log it)."""
         full = self._held.total() >= self._total or self._held[remote_ip] >= self._per_ip
         if full:
-            log.info("refused a connection from %s: at the %s limit", remote_ip, self._kind)
+            log.info(
+                "refused a connection from %s: at the %s limit", redact.peer(remote_ip), self._kind
+            )
         return full
 
     @contextmanager

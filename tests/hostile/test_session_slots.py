@@ -121,6 +121,10 @@ async def test_silent_connections_hold_only_handshake_slots(
         f"RSS {rss_before} -> {rss_after} B (+{rss_after - rss_before})"
     )
     assert status.peers == 2
+    # A seized journal names none of them (docs/operator-guide.md, "[log]").
+    journal = victim.log_path.read_text(errors="replace")
+    assert "refused a connection from [peer hidden]" in journal
+    assert "127.0.6." not in journal
     # The victim holds a connection for each handshake slot and each session, no more;
     # a handshake buffers one record at most, a session its two queues of messages.
     assert tcp_after - tcp_before == limits.max_handshakes + status.peers
