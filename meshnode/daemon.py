@@ -38,11 +38,10 @@ from typing import Any, Final, TextIO
 
 import trio
 
-from meshnode import control
+from meshnode import control, redact
 from meshnode.config import Config
 from meshnode.config import load as load_config
 from meshnode.errors import AlreadyRunning, ConfigError, MeshError
-from meshnode.net import redact
 from meshnode.paths import resolve_data_dir
 
 log = logging.getLogger("meshnode")
@@ -75,7 +74,7 @@ def setup_logging(
 ) -> None:
     """Logs to stderr: human-readable lines, or one JSON object per line. Peers are
     named at INFO and above only with ``peers`` (``[log] peers = true``; see
-    :mod:`meshnode.net.redact`)."""
+    :mod:`meshnode.redact`)."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(redact.PeerFilter(peers=peers, foreign=QUIET_LOGGERS))
     if fmt == "json":

@@ -2,7 +2,7 @@
 
 Theory of operation (docs/spec/membership.md):
 1. Every operation is written to the channel's membership log by
-   :class:`~meshnode.net.memberships.Memberships`, carried in a bulletin of
+   :class:`~meshnode.memberships.Memberships`, carried in a bulletin of
    ours and published with the next commit pass; key updates and handovers go
    to each member as direct bulletins (:mod:`meshnode.net.delivery`), 16
    members to a bulletin, so they reach members that are offline through
@@ -33,6 +33,7 @@ from typing import Final
 
 import trio
 
+from meshnode import redact
 from meshnode.core import crypto, views, wire
 from meshnode.core.channel import Channel
 from meshnode.core.gossip import channel_keys
@@ -47,11 +48,10 @@ from meshnode.errors import (
     UnknownContact,
     UnknownInvite,
 )
-from meshnode.net import redact
+from meshnode.memberships import refusal
 from meshnode.net.context import Context
 from meshnode.net.delivery import Courier
 from meshnode.net.intake import Intake
-from meshnode.net.memberships import refusal
 from meshnode.net.peers import Peers
 from meshnode.net.presence import Presence
 

@@ -22,10 +22,10 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from meshnode.archive import Archive
 from meshnode.core.gossip import Event, Gossip
 from meshnode.core.identity import Identity
 from meshnode.errors import StoreError
-from meshnode.net.archive import Archive
 from meshnode.net.dht import DHTNode
 
 log = logging.getLogger("meshnode.node")

@@ -32,6 +32,7 @@ from typing import Final
 
 import trio
 
+from meshnode import redact
 from meshnode.core import records, wire
 from meshnode.core.bulletin import Bulletin
 from meshnode.core.channel import Channel
@@ -39,7 +40,6 @@ from meshnode.core.delivery import MAX_HOLDERS, Action, Charge, Delivery, Send, 
 from meshnode.core.identity import fingerprint
 from meshnode.core.wire import PeerId
 from meshnode.errors import MeshError, StoreError
-from meshnode.net import redact
 from meshnode.net.context import Context
 from meshnode.net.peers import Peers
 

@@ -34,6 +34,8 @@ from typing import Final
 
 import trio
 
+from meshnode import redact
+from meshnode.archive import Archive
 from meshnode.core import records, views, wire
 from meshnode.core.address import is_wildcard, split_address
 from meshnode.core.channel import Channel
@@ -53,8 +55,7 @@ from meshnode.core.session import OPEN_MESH_KEY
 from meshnode.core.wire import PUBLIC_TOPIC, PeerId
 from meshnode.errors import MeshError
 from meshnode.net import dht as _dht
-from meshnode.net import ports, redact, transport
-from meshnode.net.archive import Archive
+from meshnode.net import ports, transport
 from meshnode.net.bulletins import Bulletins
 from meshnode.net.channels import DEFAULT_INVITE_EXPIRY, Channels
 from meshnode.net.contacts import Contacts

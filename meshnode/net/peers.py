@@ -28,11 +28,12 @@ from dataclasses import dataclass
 
 import trio
 
+from meshnode import redact
 from meshnode.core import records, views
 from meshnode.core.identity import fingerprint
 from meshnode.core.wire import PeerId
 from meshnode.errors import MeshError, PeerDisconnected, RemoteProtocolError
-from meshnode.net import redact, transport
+from meshnode.net import transport
 from meshnode.net.context import Context
 
 log = logging.getLogger("meshnode.node")

@@ -51,6 +51,7 @@ from typing import Final
 
 import trio
 
+from meshnode import redact
 from meshnode.core import crypto, wire
 from meshnode.core.address import join_address, split_address
 from meshnode.core.identity import Identity
@@ -72,7 +73,6 @@ from meshnode.errors import (
     PeerDisconnected,
     RemoteProtocolError,
 )
-from meshnode.net import redact
 
 log = logging.getLogger(__name__)
 

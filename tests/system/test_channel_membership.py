@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import trio
 
+from meshnode.archive import Archive
 from meshnode.core import codec, wire
 from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.channel import KEY_UPDATE_TYPE
@@ -24,7 +25,6 @@ from meshnode.core.views import NodeStatus
 from meshnode.errors import MeshError, PeerDisconnected
 from meshnode.home import DataDir
 from meshnode.net import transport
-from meshnode.net.archive import Archive
 from meshnode.supervise import follow_until
 from tests.system.daemons import CLI, Daemon, Mesh, clean_env, wait_for
 

@@ -22,7 +22,7 @@ from meshnode.core import wire
 from meshnode.core.bulletin import Bulletin
 from meshnode.core.channel import Channel
 from meshnode.net import transport
-from meshnode.net.redact import HIDDEN
+from meshnode.redact import HIDDEN
 from meshnode.supervise import follow_until
 from tests.conftest import corrupt_box, make_identity, seeded_rng
 from tests.system.daemons import Mesh, cli, wait_for

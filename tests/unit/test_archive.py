@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from meshnode.archive import Archive
 from meshnode.core import codec, crypto
 from meshnode.core.bulletin import PUBLIC_STREAM, TEXT_PLAIN, Bulletin
 from meshnode.core.channel import Channel
@@ -18,7 +19,6 @@ from meshnode.core.membership import Frontier, KeyUpdate, OpType, Post
 from meshnode.core.views import ChannelInfo
 from meshnode.core.wire import Topic, Verdict
 from meshnode.errors import AmbiguousChannel, BulletinTooLarge, UnknownChannel, UnknownContact
-from meshnode.net.archive import Archive
 from meshnode.store import Insert, Store
 from tests.conftest import Rng, corrupt_box, resigned, seeded_rng
 

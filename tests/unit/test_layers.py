@@ -49,8 +49,18 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
     "meshnode.errors": (),
     "meshnode.core": ("meshnode.errors", CORE),
     "meshnode.store": ("meshnode.errors", CORE, "meshnode.store"),
+    # How a log names peers: below everything that logs them.
+    "meshnode.redact": (),
+    # What a node holds and writes, over the store: no I/O of its own but the store's.
+    "meshnode.memberships": ("meshnode.errors", CORE, "meshnode.store"),
+    "meshnode.archive": (
+        "meshnode.errors", CORE, "meshnode.store", "meshnode.memberships", "meshnode.redact",
+    ),
     # The shell knows no data directory and no configuration file: launch does.
-    "meshnode.net": ("meshnode.errors", CORE, "meshnode.store", "meshnode.net"),
+    "meshnode.net": (
+        "meshnode.errors", CORE, "meshnode.store", "meshnode.archive", "meshnode.memberships",
+        "meshnode.redact", "meshnode.net",
+    ),
     # open_node: the data directory (home) and the daemon's tables (config) around net.
     "meshnode.launch": (
         "meshnode.errors", CORE, "meshnode.store", "meshnode.net", "meshnode.home",
@@ -61,7 +71,7 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
     "meshnode.paths": ("meshnode.errors",),
     "meshnode.daemon": (
         "meshnode.errors", CORE, "meshnode.net", "meshnode.launch", "meshnode.control",
-        "meshnode.config", "meshnode.paths",
+        "meshnode.config", "meshnode.paths", "meshnode.redact",
     ),
     "meshnode.client": ("meshnode.errors", CORE, "meshnode.control", "meshnode.paths"),
     # The offline side of the CLI (init, id): the data directory and its identity.

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from meshnode.archive import Archive
 from meshnode.core.bulletin import PUBLIC_STREAM, Bulletin
 from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity
 from meshnode.core.wire import Topic
-from meshnode.net.archive import Archive
 from meshnode.store import Budget, Insert, Origin, Share, Store, Trust, schema, share_of
 from meshnode.store import budget as budget_module
 from tests.conftest import Rng, make_identity, seeded_rng

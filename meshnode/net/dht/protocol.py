@@ -26,10 +26,10 @@ from kademlia.network import Server
 from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
 
+from meshnode import redact
 from meshnode.core import codec, records
 from meshnode.core.records import Record
 from meshnode.errors import AuthenticationError, InvalidRecord
-from meshnode.net import redact
 from meshnode.net.dht.config import DHTConfig, _Counters
 from meshnode.net.dht.datagrams import (
     HEADER_SIZE,

@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from meshnode import redact
 from meshnode.core import crypto, views
 from meshnode.core.bulletin import (
     DIRECT_STREAM,
@@ -52,8 +53,7 @@ from meshnode.errors import (
     UnknownContact,
     WrongEpoch,
 )
-from meshnode.net import redact
-from meshnode.net.memberships import Memberships
+from meshnode.memberships import Memberships
 from meshnode.store import Insert, Origin, Store, StoredBulletin
 
 log = logging.getLogger("meshnode.archive")
