@@ -289,9 +289,9 @@ def test_subscribe_and_unsubscribe_update_peers() -> None:
     posted = seal(identity(1))
     a.holdings.add(posted)
     a.gossip.publish(posted, net.now)
-    assert a.gossip._cache_bytes > 0
+    assert a.gossip._mesh.cached_bytes > 0
     a.gossip.unsubscribe(TC, now=net.now)
-    assert a.gossip._cache_bytes == 0
+    assert a.gossip._mesh.cached_bytes == 0
     net.pump()
     assert b.gossip.shared_topics(a.key) == {PUBLIC_TOPIC}
     assert b.gossip.mesh(TC) == []
@@ -717,12 +717,12 @@ def test_seen_cache_is_bounded_in_size_and_time() -> None:
     for b in flood:
         net.send(rogue, hub, wire.encode_bulletins([b.raw]))
     assert len(hub.holdings) == 20
-    assert len(hub.gossip._seen) <= 8
+    assert len(hub.gossip._intake.seen) <= 8
     # an old one comes back: recognised from the holdings, not verified again
     net.send(rogue, hub, wire.encode_bulletins([flood[0].raw]))
     assert hub.gossip.statistics().received == 20
     net.advance(11)
-    assert len(hub.gossip._seen) == 0
+    assert len(hub.gossip._intake.seen) == 0
 
 
 def test_pending_verdicts_are_bounded() -> None:
@@ -1026,7 +1026,7 @@ def test_pending_entries_survive_seen_cache_eviction() -> None:
     for b in rest:
         net.send(rogue, hub, wire.encode_bulletins([b.raw]))
         assert hub.gossip.accept(b.id, net.now)
-    assert first.id in hub.gossip._seen
+    assert first.id in hub.gossip._intake.seen
     net.send(rogue, hub, wire.encode_bulletins([first.raw]))  # still a known duplicate
     assert hub.gossip.statistics().received == 5
 
