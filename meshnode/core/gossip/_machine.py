@@ -297,10 +297,6 @@ class Gossip:
             self._offend(p, offence, now, events, detail)
         return events
 
-    def request_sync(self, peer: PeerId, topic: Topic, now: float) -> None:
-        """Reconcile ``topic`` with ``peer`` soon, whichever side usually opens."""
-        self._sync.schedule(peer, topic, now)
-
     # -- bulletins -----------------------------------------------------------------
     def publish(self, bulletin: Bulletin, now: float) -> None:
         """Spread a bulletin this node made (and stored): push it to the topic's peers.
