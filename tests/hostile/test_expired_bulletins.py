@@ -62,7 +62,7 @@ async def test_bulletins_from_1970_are_neither_stored_relayed_nor_served(tmp_pat
             assert (relayed, announced, stored) == (0, 0, 0)
             assert not any(honest.archive.has(i) for i in old_ids)
             assert victim.gossip.statistics().received >= count
-            assert not victim.gossip._pending  # every verdict given: nothing waits in memory
+            assert not victim.gossip._intake.pending  # every verdict given: nothing waits in memory
             grown = disk_bytes(data_dir) - disk_before
             pushed = sum(len(b.raw) for b in old)
             fresh = len(victim.archive.store.get(posted.id).raw)

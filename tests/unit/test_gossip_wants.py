@@ -40,15 +40,45 @@ def test_no_owner_takes_more_than_its_share_nor_any_topic_more_than_its_own() ->
     h = Harness(GossipConfig(max_wants=6, max_wants_per_peer=3, max_wants_per_topic=4))
     flood = ids(10, salt=1)
     assert [h.wants.want(i, T1, (A,), eager=True) for i in flood] == [True] * 3 + [False] * 7
-    honest = ids(3, salt=2)
-    assert [h.wants.want(i, T1, (B,), eager=True) for i in honest] == [True, False, False]
-    assert h.wants.want(honest[1], T2, (B,), eager=True)  # another topic has room
+    honest = ids(4, salt=2)
+    # The topic fills at B's first; its second takes the place of A's newest (A held
+    # 3 to B's 1); at 2 each, neither is hungrier: B's third is refused.
+    assert [h.wants.want(i, T1, (B,), eager=True) for i in honest[:3]] == [True, True, False]
+    assert (h.wants.owned_by(A), h.wants.owned_by(B), h.wants.held_in(T1)) == (2, 2, 4)
+    assert h.wants.want(honest[3], T2, (B,), eager=True)  # another topic has room
     assert len(h.wants) == 5
-    assert h.dispatch() == [(A, T1, tuple(flood[:3])), (B, T1, (honest[0],)), (B, T2, (honest[1],))]
+    assert h.dispatch() == [
+        (A, T1, tuple(flood[:2])), (B, T1, tuple(honest[:2])), (B, T2, (honest[3],))
+    ]  # fmt: skip
     h.wants.arrived(flood[0])  # arrival frees the owner's share and the topic's
     assert h.wants.want(ids(1, salt=3)[0], T1, (A,), eager=True)
     assert h.wants.want(ids(1, salt=4)[0], T2, (C,), eager=True)
-    assert not h.wants.want(ids(1, salt=5)[0], T2, (C,), eager=True)  # the table is full
+    # The table is full, and what the hungriest owner (B) holds is in flight: refused.
+    assert not h.wants.want(ids(1, salt=5)[0], T2, (C,), eager=True)
+
+
+def test_many_flooders_cannot_keep_a_peer_with_few_wants_out() -> None:
+    """Keys that flood a topic's share even out between them, and a peer with one want
+    takes the place of the newest want not yet asked of the hungriest: a few throw-away
+    keys fill the share, never to the exclusion of anyone."""
+    h = Harness(GossipConfig(max_wants_per_peer=4, max_wants_per_topic=8))
+    sybils = [PeerId(bytes([n]) * 32) for n in (40, 41, 42)]
+    for s in sybils:
+        h.wants.add_peer(s)
+        h.live |= {(s, T1)}
+    flood = [ids(4, salt=10 + n) for n in range(3)]
+    for s, f in zip(sybils, flood, strict=True):
+        for i in f:
+            h.wants.want(i, T1, (s,), eager=True)
+    assert [h.wants.owned_by(s) for s in sybils] == [3, 3, 2]  # the third displaced two
+    assert h.wants.held_in(T1) == 8
+    (honest,) = ids(1, salt=99)
+    assert h.wants.want(honest, T1, (C,), eager=True)
+    assert h.wants.held_in(T1) == 8
+    assert [h.wants.owned_by(s) for s in sybils] == [2, 3, 2]
+    asked = [i for _, _, batch in h.dispatch() for i in batch]
+    assert honest in asked
+    assert flood[0][2] not in asked  # displaced before it was asked: never asked
 
 
 def test_a_known_id_gains_candidates_and_eagerness_without_a_second_want() -> None:

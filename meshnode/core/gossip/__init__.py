@@ -27,7 +27,7 @@ from meshnode.core.gossip._events import (
 )
 from meshnode.core.gossip._hello import channel_keys
 from meshnode.core.gossip._machine import Gossip
-from meshnode.core.gossip._scoring import DEFAULT_PENALTIES, Offence
+from meshnode.core.gossip._offences import DEFAULT_PENALTIES, Offence
 from meshnode.core.sync import topic_of
 
 __all__ = [

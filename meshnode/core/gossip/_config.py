@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from meshnode.core import wire
-from meshnode.core.gossip._scoring import DEFAULT_PENALTIES, Offence
+from meshnode.core.gossip._offences import DEFAULT_PENALTIES, Offence
 from meshnode.core.sync import SyncConfig
 
 __all__ = ["GossipConfig"]

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Final
 
 from meshnode.core.bulletin import Bulletin
 from meshnode.core.gossip._events import BulletinReceived, Counters, Event, ForkDetected
-from meshnode.core.gossip._scoring import Offence
+from meshnode.core.gossip._offences import Offence
 from meshnode.core.sync import Holdings, topic_of
 from meshnode.core.wire import BulletinId, PeerId, Topic
 from meshnode.errors import InvalidBulletin

@@ -63,8 +63,9 @@ from meshnode.core.gossip._hello import check_keys, expected_proofs, hello, shar
 from meshnode.core.gossip._intake import Intake
 from meshnode.core.gossip._limits import PeerLimits
 from meshnode.core.gossip._mesh import GraftVerdict, Mesh
+from meshnode.core.gossip._offences import Offence
 from meshnode.core.gossip._outbox import Outbox
-from meshnode.core.gossip._scoring import Offence, Scores
+from meshnode.core.gossip._scoring import Scores
 from meshnode.core.gossip._wants import WantScheduler
 from meshnode.core.sync import Holdings, SyncMachine, topic_of
 from meshnode.core.wire import PUBLIC_TOPIC, BulletinId, PeerId, Topic

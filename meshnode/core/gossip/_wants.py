@@ -15,7 +15,10 @@ Rules (normative text: docs/spec/gossip.md, "Pull" and "Fair fetching"):
   ANNOUNCE or SYNC made it. At most ``max_wants`` wants in all, at most
   ``max_wants_per_peer`` owned by one peer and ``max_wants_per_topic`` on one
   topic: a peer announcing ids it never delivers fills its own share, never
-  the table.
+  the table. When the table or a topic is full, a peer holding fewer wants
+  there than the hungriest owner takes the place of that owner's newest want
+  not yet asked: many throw-away keys together fill the table, but cannot keep
+  a peer with few wants out of it.
 - When a peer goes away, what it was asked and what waited for it move on at
   once. A peer counts as a candidate only while ``reachable`` says it shares
   the want's topic over a live session.
@@ -78,7 +81,8 @@ class WantScheduler:
     """
 
     __slots__ = (
-        "_config", "_deadlines", "_in", "_of", "_peers", "_reachable", "_wants", "ready"
+        "_config", "_deadlines", "_in", "_of", "_owned", "_peers", "_reachable", "_wants",
+        "ready",
     )  # fmt: skip
 
     def __init__(
@@ -91,6 +95,8 @@ class WantScheduler:
         """Wants per owner (see ``Want.owner``): no peer takes more than its share."""
         self._in: dict[Topic, int] = {}
         """Wants per topic: no topic starves the others."""
+        self._owned: dict[tuple[Topic, PeerId], dict[BulletinId, None]] = {}
+        """(topic, owner) -> its wants there, oldest first: whom a newcomer displaces."""
         self._peers: dict[PeerId, _Slots] = {}
         self.ready: dict[PeerId, None] = {}
         """Peers with queued ids: ``dispatch`` has work while this is not empty."""
@@ -101,6 +107,14 @@ class WantScheduler:
 
     def __contains__(self, bulletin_id: object) -> bool:
         return bulletin_id in self._wants
+
+    def owned_by(self, peer: PeerId) -> int:
+        """Wants ``peer`` owns (its share is ``max_wants_per_peer``)."""
+        return self._of.get(peer, 0)
+
+    def held_in(self, topic: Topic) -> int:
+        """Wants on ``topic`` (its share is ``max_wants_per_topic``)."""
+        return self._in.get(topic, 0)
 
     def add_peer(self, peer: PeerId) -> None:
         """A session opened: ``peer`` may be asked (when ``reachable`` agrees)."""
@@ -138,15 +152,17 @@ class WantScheduler:
         if want is None:
             cfg = self._config
             owner = candidates[0] if candidates else None
-            if (
-                len(self._wants) >= cfg.max_wants
-                or self._of.get(owner or PeerId(b""), 0) >= cfg.max_wants_per_peer
-                or self._in.get(topic, 0) >= cfg.max_wants_per_topic
+            if self._of.get(owner or PeerId(b""), 0) >= cfg.max_wants_per_peer:
+                return False
+            full_topic = self._in.get(topic, 0) >= cfg.max_wants_per_topic
+            if (full_topic or len(self._wants) >= cfg.max_wants) and not self._displace(
+                topic if full_topic else None, owner
             ):
                 return False
             want = self._wants[bulletin_id] = Want(topic, eager, owner)
             if owner is not None:
                 self._of[owner] = self._of.get(owner, 0) + 1
+                self._owned.setdefault((topic, owner), {})[bulletin_id] = None
             self._in[topic] = self._in.get(topic, 0) + 1
         want.eager |= eager
         for peer in candidates:
@@ -237,8 +253,30 @@ class WantScheduler:
             return
         self._drop(bulletin_id)
 
+    def _displace(self, topic: Topic | None, owner: PeerId | None) -> bool:
+        """Make room for a want of ``owner`` on a full ``topic`` (None: the table is
+        full): drop the newest want not yet asked of the owner holding the most there,
+        if that is more than ``owner`` holds there plus one. False if none qualifies."""
+        if owner is None:
+            return False
+        def held(peer: PeerId) -> int:
+            if topic is None:
+                return self._of.get(peer, 0)
+            return len(self._owned.get((topic, peer), ()))
+        hungriest = max(self._of, key=held, default=None)
+        if hungriest is None or held(hungriest) <= held(owner) + 1:
+            return False
+        topics = [topic] if topic is not None else [t for t, p in self._owned if p == hungriest]
+        for t in topics:
+            for bulletin_id in reversed(self._owned.get((t, hungriest), {})):
+                if self._wants[bulletin_id].asked is None:
+                    self._drop(bulletin_id)
+                    return True
+        return False
+
     def _drop(self, bulletin_id: BulletinId) -> Want | None:
-        """Forget a want (arrived, or given up), freeing its owner's and topic's quota."""
+        """Forget a want (arrived, given up or displaced), freeing its owner's and topic's
+        quota (a queued id left in a peer's queue is skipped when its turn comes)."""
         want = self._wants.pop(bulletin_id, None)
         if want is not None:
             if want.owner is not None:
@@ -247,6 +285,11 @@ class WantScheduler:
                     self._of[want.owner] = left
                 else:
                     self._of.pop(want.owner, None)
+                owned = self._owned.get((want.topic, want.owner))
+                if owned is not None:
+                    owned.pop(bulletin_id, None)
+                    if not owned:
+                        del self._owned[(want.topic, want.owner)]
             left = self._in.get(want.topic, 0) - 1
             if left > 0:
                 self._in[want.topic] = left
