@@ -69,3 +69,15 @@ def test_peers_come_and_go() -> None:
     assert board.in_good_standing(A)
     with pytest.raises(KeyError):
         board.charge(PeerId(b"\x09" * 32), Offence.FLOOD)
+
+
+def test_a_charged_peer_is_back_in_good_standing_once_its_penalty_fades() -> None:
+    """Decay alone only approaches 0: a score that close is 0 (``DECAY_TO_ZERO``), so a
+    peer charged once is grafted and announced to again."""
+    board = scores()
+    board.charge(A, Offence.FLOOD)
+    assert not board.in_good_standing(A)
+    for _ in range(60):  # a minute of heartbeats at the default decay
+        board.decay()
+    assert board.score(A) == 0.0
+    assert board.in_good_standing(A)

@@ -15,11 +15,17 @@ Rules (normative text: docs/spec/gossip.md, "Scores"):
 
 from __future__ import annotations
 
+from typing import Final
+
 from meshnode.core.gossip._config import GossipConfig
 from meshnode.core.gossip._offences import Offence
 from meshnode.core.wire import PeerId
 
-__all__ = ["Scores"]
+__all__ = ["DECAY_TO_ZERO", "Scores"]
+
+DECAY_TO_ZERO: Final = 0.1
+"""A score this close to 0 is 0 (GossipSub's ``DecayToZero``): repeated decay only
+approaches 0, and a peer charged once must be in good standing again."""
 
 
 class _Standing:
@@ -77,3 +83,5 @@ class Scores:
         for standing in self._peers.values():
             standing.score *= decay
             standing.broken *= decay
+            if -DECAY_TO_ZERO < standing.score < DECAY_TO_ZERO:
+                standing.score = 0.0  # (else a charged peer stays below 0 for good)
