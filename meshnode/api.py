@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from meshnode.core._deprecate import warn_deprecated
-from meshnode.core.providers import StrPath
 from meshnode.errors import KeyfileError
 
 if TYPE_CHECKING:
     from meshnode.core.identity import Identity
+    from meshnode.core.providers import StrPath
 
 
 def now() -> int:

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from meshnode import redact
 from meshnode.core import crypto, views
@@ -39,7 +39,6 @@ from meshnode.core.identity import Identity, fingerprint, normalize_name, parse_
 from meshnode.core.invite import GRANT_TYPE, Grant, InviteCode
 from meshnode.core.membership import OP_CONTENT_TYPE, KeyUpdate, Op, decode_op
 from meshnode.core.sync import RangeIndex, topic_of
-from meshnode.core.wire import Topic
 from meshnode.errors import (
     AmbiguousChannel,
     BulletinTooLarge,
@@ -54,7 +53,12 @@ from meshnode.errors import (
     WrongEpoch,
 )
 from meshnode.memberships import Memberships
-from meshnode.store import Insert, Origin, Store, StoredBulletin
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from meshnode.core.wire import Topic
+    from meshnode.store import Insert, Origin, Store, StoredBulletin
 
 log = logging.getLogger("meshnode.archive")
 

@@ -31,12 +31,14 @@ from __future__ import annotations
 import dataclasses
 import enum
 import struct
-from collections.abc import Callable, Mapping
-from typing import Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from meshnode import errors
 from meshnode.core import codec, views
 from meshnode.errors import BulletinTooLarge, MeshError, RemoteProtocolError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 VERSION: Final = 1
 MAX_FRAME: Final = 1 << 20

@@ -32,9 +32,8 @@ import socket
 import stat
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 import trio
 
@@ -43,6 +42,9 @@ from meshnode.config import Config
 from meshnode.config import load as load_config
 from meshnode.errors import AlreadyRunning, ConfigError, MeshError
 from meshnode.paths import resolve_data_dir
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 
 log = logging.getLogger("meshnode")
 

@@ -12,15 +12,18 @@ The data directory is ``--data-dir``, else ``$MESHNODE_HOME``, else
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from meshnode.api import load_identity, now, save_identity
 from meshnode.core.identity import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT, Identity
 from meshnode.errors import AlreadyInitialised, KeyfileError, NotInitialised
 from meshnode.paths import CONFIG, KEYFILE, STORE, resolve_data_dir
 from meshnode.store import DEFAULT_AUTHOR_QUOTA, Budget, Store
+
+if TYPE_CHECKING:
+    import os
+    from pathlib import Path
 
 
 @dataclass(frozen=True)

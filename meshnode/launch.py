@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import socket
-from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
 
 from meshnode.config import Limits, StoreSettings, Timing
 from meshnode.core.gossip import GossipConfig
@@ -25,6 +24,10 @@ from meshnode.home import DataDir
 from meshnode.net.node import DEFAULT_LISTEN, Node, NodeConfig, start_node
 from meshnode.net.transport import SessionConfig
 from meshnode.store import Budget
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import AsyncIterator, Sequence
 
 
 def node_config(

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from meshnode.core import crypto
 from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.channel import Channel, EpochKey
-from meshnode.core.identity import Identity
 from meshnode.core.invite import Grant, InviteCode, check_redeem_proof
 from meshnode.core.membership import (
     MAX_PENDING,
@@ -45,7 +44,12 @@ from meshnode.errors import (
     InviteUsed,
     MeshError,
 )
-from meshnode.store import Store
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
+    from meshnode.core.identity import Identity
+    from meshnode.store import Store
 
 MAX_HELD_PER_CHANNEL = MAX_PENDING
 """Channel bulletins held per channel while their author is unknown to the log."""

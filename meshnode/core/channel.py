@@ -28,9 +28,8 @@ Theory of operation:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Self
+from typing import TYPE_CHECKING, Final, Self
 
 from meshnode.core import codec, crypto, providers, textcode
 from meshnode.core.address import check_address
@@ -42,6 +41,9 @@ from meshnode.errors import (
     MeshError,
     WrongEpoch,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 ID_LABEL: Final = b"meshnode/v1/channel/id"
 EPOCH_ID_LABEL: Final = b"meshnode/v1/channel/epoch-id"

@@ -16,10 +16,12 @@ Rules:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgpack
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 MAX_DOCUMENT: Final = 1 << 20
 

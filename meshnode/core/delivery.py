@@ -30,15 +30,18 @@ The machine does no I/O and reads no clock: times come in as arguments.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
 
 from meshnode.core import crypto, records, wire
 from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.gossip import Offence
-from meshnode.core.identity import Identity
 from meshnode.errors import InvalidBulletin, MeshError, NotARecipient
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from meshnode.core.identity import Identity
 
 MAX_HOLDERS: Final = 8
 """Holders a sender deposits with, for a recipient that does not answer."""

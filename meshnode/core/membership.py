@@ -42,15 +42,18 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from meshnode.core import codec, crypto
 from meshnode.core.channel import EPOCH_ID_LABEL
-from meshnode.core.identity import Identity
 from meshnode.errors import AuthenticationError, InvalidOperation
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from meshnode.core.identity import Identity
 
 VERSION: Final = 1
 SIGN_LABEL: Final = b"meshnode/v1/membership-op"

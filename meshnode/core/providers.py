@@ -19,11 +19,13 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Protocol, TypeAlias
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from meshnode.errors import MeshError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 class PathLike(Protocol):

@@ -19,15 +19,19 @@ Theory of operation:
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, Sequence
+from typing import TYPE_CHECKING
 
-from meshnode.core import views
 from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.errors import StoreError, UnknownContact
-from meshnode.net.channels import Channels
-from meshnode.net.context import Context
 from meshnode.net.delivery import DIRECT_EXPIRY, Courier
-from meshnode.net.intake import Intake
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Sequence
+
+    from meshnode.core import views
+    from meshnode.net.channels import Channels
+    from meshnode.net.context import Context
+    from meshnode.net.intake import Intake
 
 
 class Bulletins:

@@ -28,14 +28,12 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
 
 from meshnode import redact
 from meshnode.core import crypto, views, wire
-from meshnode.core.channel import Channel
 from meshnode.core.gossip import channel_keys
 from meshnode.core.identity import fingerprint
 from meshnode.core.invite import MAX_GRANT, Grant, InviteCode, make_code, parse_code, redeem_proof
@@ -49,11 +47,16 @@ from meshnode.errors import (
     UnknownInvite,
 )
 from meshnode.memberships import refusal
-from meshnode.net.context import Context
-from meshnode.net.delivery import Courier
-from meshnode.net.intake import Intake
-from meshnode.net.peers import Peers
-from meshnode.net.presence import Presence
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from meshnode.core.channel import Channel
+    from meshnode.net.context import Context
+    from meshnode.net.delivery import Courier
+    from meshnode.net.intake import Intake
+    from meshnode.net.peers import Peers
+    from meshnode.net.presence import Presence
 
 log = logging.getLogger("meshnode.node")
 

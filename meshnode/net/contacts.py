@@ -11,14 +11,17 @@ Theory of operation:
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from meshnode.core import views
 from meshnode.core.identity import parse_key
 from meshnode.errors import UnknownContact
-from meshnode.net.context import Context
-from meshnode.net.intake import Intake
-from meshnode.net.peers import Peers
-from meshnode.store import Contact
+
+if TYPE_CHECKING:
+    from meshnode.net.context import Context
+    from meshnode.net.intake import Intake
+    from meshnode.net.peers import Peers
+    from meshnode.store import Contact
 
 
 class Contacts:

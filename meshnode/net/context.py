@@ -18,15 +18,19 @@ Rules:
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import trio
 
-from meshnode.archive import Archive
-from meshnode.core.gossip import Event, Gossip
-from meshnode.core.identity import Identity
 from meshnode.errors import StoreError
-from meshnode.net.dht import DHTNode
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from meshnode.archive import Archive
+    from meshnode.core.gossip import Event, Gossip
+    from meshnode.core.identity import Identity
+    from meshnode.net.dht import DHTNode
 
 log = logging.getLogger("meshnode.node")
 

@@ -27,21 +27,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
 
 from meshnode import redact
 from meshnode.core import records, wire
-from meshnode.core.bulletin import Bulletin
-from meshnode.core.channel import Channel
 from meshnode.core.delivery import MAX_HOLDERS, Action, Charge, Delivery, Send, Take, is_holder
 from meshnode.core.identity import fingerprint
 from meshnode.core.wire import PeerId
 from meshnode.errors import MeshError, StoreError
-from meshnode.net.context import Context
-from meshnode.net.peers import Peers
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from meshnode.core.bulletin import Bulletin
+    from meshnode.core.channel import Channel
+    from meshnode.net.context import Context
+    from meshnode.net.peers import Peers
 
 log = logging.getLogger("meshnode.node")
 

@@ -29,19 +29,23 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 import trio
 
 from meshnode.core.address import network_of
 from meshnode.core.bulletin import Bulletin, Kind
-from meshnode.core.channel import Channel
-from meshnode.core.gossip import BulletinReceived
 from meshnode.core.membership import Post
 from meshnode.errors import StoreError
-from meshnode.net.context import Context
-from meshnode.net.peers import Peers
 from meshnode.store import LOCAL, Insert, Origin, Trust
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from meshnode.core.channel import Channel
+    from meshnode.core.gossip import BulletinReceived
+    from meshnode.net.context import Context
+    from meshnode.net.peers import Peers
 
 log = logging.getLogger("meshnode.node")
 

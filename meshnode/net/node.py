@@ -28,9 +28,8 @@ import functools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
 
@@ -38,7 +37,6 @@ from meshnode import redact
 from meshnode.archive import Archive
 from meshnode.core import records, views, wire
 from meshnode.core.address import is_wildcard, split_address
-from meshnode.core.channel import Channel
 from meshnode.core.gossip import (
     BulletinReceived,
     DeliveryReceived,
@@ -67,6 +65,11 @@ from meshnode.net.peers import Peers
 from meshnode.net.presence import Presence
 from meshnode.net.status import Status
 from meshnode.store import Budget, Store
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Sequence
+
+    from meshnode.core.channel import Channel
 
 log = logging.getLogger("meshnode.node")
 

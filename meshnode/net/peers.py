@@ -23,8 +23,8 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -34,7 +34,11 @@ from meshnode.core.identity import fingerprint
 from meshnode.core.wire import PeerId
 from meshnode.errors import MeshError, PeerDisconnected, RemoteProtocolError
 from meshnode.net import transport
-from meshnode.net.context import Context
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+
+    from meshnode.net.context import Context
 
 log = logging.getLogger("meshnode.node")
 

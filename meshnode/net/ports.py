@@ -9,16 +9,19 @@ port is taken, it tries another, ``BIND_ATTEMPTS`` times at most.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
 
 from meshnode.core.address import is_wildcard
 from meshnode.core.address import split_address as _split
-from meshnode.core.identity import Identity
 from meshnode.net import dht as _dht
-from meshnode.store import Store
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from meshnode.core.identity import Identity
+    from meshnode.store import Store
 
 BIND_ATTEMPTS: Final = 20
 

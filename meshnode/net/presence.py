@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -26,8 +27,10 @@ from meshnode.core import records
 from meshnode.core.channel import Channel, day_of
 from meshnode.core.wire import PeerId, Topic
 from meshnode.errors import MeshError, StoreError
-from meshnode.net.context import Context
-from meshnode.net.peers import Peers
+
+if TYPE_CHECKING:
+    from meshnode.net.context import Context
+    from meshnode.net.peers import Peers
 
 log = logging.getLogger("meshnode.node")
 

@@ -8,11 +8,14 @@ completed sync, which the machine reports.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from meshnode.core import views
-from meshnode.net.channels import Channels
-from meshnode.net.context import Context
-from meshnode.net.peers import Peers
+
+if TYPE_CHECKING:
+    from meshnode.net.channels import Channels
+    from meshnode.net.context import Context
+    from meshnode.net.peers import Peers
 
 
 class Status:

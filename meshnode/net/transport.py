@@ -47,14 +47,13 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
 
 from meshnode import redact
 from meshnode.core import crypto, wire
 from meshnode.core.address import join_address, split_address
-from meshnode.core.identity import Identity
 from meshnode.core.session import (
     LENGTH_SIZE,
     MAX_RECORD,
@@ -73,6 +72,9 @@ from meshnode.errors import (
     PeerDisconnected,
     RemoteProtocolError,
 )
+
+if TYPE_CHECKING:
+    from meshnode.core.identity import Identity
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,14 @@ import contextlib
 import functools
 import inspect
 import sqlite3
-from collections.abc import Callable
 from enum import Enum
-from types import TracebackType
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 from meshnode.errors import StorageFull, StoreError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from types import TracebackType
 
 
 class StorageState(Enum):

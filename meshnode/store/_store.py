@@ -6,11 +6,9 @@ The rules are in :mod:`meshnode.store`.
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
+from typing import TYPE_CHECKING
 
 from meshnode.core import crypto
 from meshnode.store._base import StorageState, _typed_errors
@@ -21,6 +19,11 @@ from meshnode.store.contacts import Contact, _Contacts
 from meshnode.store.dht_records import _DhtRecords
 from meshnode.store.mail import _Mail
 from meshnode.store.schema import connect
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Callable
+    from types import TracebackType
 
 
 @_typed_errors

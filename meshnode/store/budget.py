@@ -8,14 +8,16 @@ Admission itself, which weighs a bulletin against these, is
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.store._base import _Room
+
+if TYPE_CHECKING:
+    import sqlite3
+    from collections.abc import Iterable, Sequence
 
 DEFAULT_AUTHOR_QUOTA: Final = 64 * 1024 * 1024
 """Bytes of bulletins held for one author, unless the node is configured otherwise."""

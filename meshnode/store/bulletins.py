@@ -5,10 +5,9 @@ of what is held (by id, by stream, by channel, in arrival order).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.store._base import _Transaction
@@ -23,6 +22,9 @@ from meshnode.store.budget import (
     _Tally,
     share_of,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 
 class Insert(Enum):

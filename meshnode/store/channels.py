@@ -6,13 +6,15 @@ log's operations.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from meshnode.core import crypto
 from meshnode.core.channel import Channel, EpochKey
 from meshnode.errors import AuthenticationError, StoreError
 from meshnode.store._base import _Room
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 _SEAL_NONCE_SIZE: Final = 24
 

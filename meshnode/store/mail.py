@@ -5,12 +5,15 @@ running totals (``mail_usage``) per sender, author, recipient and in all.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from meshnode.core.bulletin import Bulletin
 from meshnode.store._base import _Room
-from meshnode.store.budget import Budget
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from meshnode.core.bulletin import Bulletin
+    from meshnode.store.budget import Budget
 
 DEFAULT_DIRECT_LIFETIME: Final = 7 * 86400
 """How long a direct bulletin without an expiry waits for an offline recipient."""

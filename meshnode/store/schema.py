@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from meshnode.errors import StorageFull, StoreError
 from meshnode.store._base import _is_full, _rollback
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 MIGRATIONS: Final[tuple[str, ...]] = (
     """

@@ -4,7 +4,7 @@ reaches the node."""
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -13,6 +13,9 @@ from meshnode.config import Config, Limits, LogSettings, Timing, from_mapping, l
 from meshnode.errors import ConfigError
 from meshnode.launch import node_config
 from meshnode.net.node import NodeConfig
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def test_init_writes_every_timing_key_with_its_default(tmp_path: Path) -> None:

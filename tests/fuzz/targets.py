@@ -13,9 +13,9 @@ import asyncio
 import contextlib
 import hashlib
 import tempfile
-from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kademlia.node import Node
 
@@ -47,6 +47,9 @@ from meshnode.net import dht
 from meshnode.net.dht.config import _Counters
 from meshnode.net.dht.protocol import _HardenedProtocol
 from meshnode.net.dht.storage import _RecordStorage
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine, Sequence
 
 NOW = 1_700_000_000
 CHEAP_KDF = {"opslimit": 1, "memlimit": 8192}

@@ -17,18 +17,22 @@ import contextlib
 import itertools
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import trio
 
 from meshnode.core import crypto, wire
 from meshnode.core.bulletin import Bulletin
-from meshnode.core.identity import Identity
 from meshnode.core.wire import PUBLIC_TOPIC, BulletinId
 from meshnode.errors import PeerDisconnected
 from meshnode.net.transport import Session, open_session
 from tests.conftest import make_identity
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Sequence
+
+    from meshnode.core.identity import Identity
 
 SUBNET = "127.0.5"
 """The scripted peers dial from 127.0.5.N (victims and honest nodes are elsewhere)."""

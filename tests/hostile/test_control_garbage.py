@@ -23,8 +23,7 @@ import random
 import socket
 import struct
 from collections import Counter
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -36,6 +35,9 @@ from tests.fuzz.control_decoder import CORPUS
 from tests.fuzz.mutate import mutate, random_bytes
 from tests.hostile.victim import rss, start_daemon
 from tests.system.daemons import Daemon, Mesh, cli, control_frames
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 DEADLINE = 30.0
 INPUTS = 1000

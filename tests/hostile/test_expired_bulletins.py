@@ -9,7 +9,7 @@ Network rules: those of tests/hostile/attacker.py; every test under ``trio.fail_
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -19,6 +19,9 @@ from meshnode.core.wire import PUBLIC_TOPIC, BulletinId
 from tests.hostile.attacker import SUBNET, filler, open_wire_peer, public_bulletin, throwaway
 from tests.hostile.victim import disk_bytes, wait_arrived, wal_allowance
 from tests.integration.test_node import node
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 TEXT = MAX_SIZE - 1024
 """Text of each expired bulletin: as large as a bulletin goes, with room for its header."""

@@ -11,7 +11,7 @@ Network rules: those of tests/hostile/attacker.py; every test under ``trio.fail_
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -22,6 +22,9 @@ from tests.conftest import make_identity
 from tests.hostile.attacker import SUBNET, direct_bulletins, filler, open_wire_peer, throwaway
 from tests.hostile.victim import disk_bytes, read_store, wal_allowance
 from tests.integration.test_node import CONFIG, node
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 BUDGET = Budget(mail=20 * 1024 * 1024)
 """A mail share larger than one recipient's (16 MiB), so that strangers meet both bounds:

@@ -16,8 +16,8 @@ import dataclasses
 import functools
 import os
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -31,6 +31,9 @@ from tests.hostile.victim import rss, start_daemon
 from tests.integration.test_node import node
 from tests.integration.test_transport import _silent_connections
 from tests.system.daemons import FAST, Daemon, Mesh
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 DEADLINE = 20.0
 PER_ADDRESS = 6

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 from kademlia.node import Node as KademliaNode
@@ -22,6 +22,9 @@ from meshnode.net.node import Node, NodeConfig
 from meshnode.store import Budget
 from tests.conftest import make_identity
 from tests.integration.test_node import CONFIG, arrived, node, settle
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 PUBLIC = 256 * 1024
 """The victim's public share: a 64th of it per stranger (4 KiB), a 16th per peer."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from contextlib import AsyncExitStack
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -28,6 +28,9 @@ from tests.hostile.attacker import (
 )
 from tests.hostile.victim import disk_bytes, wait_arrived, wal_allowance
 from tests.integration.test_node import CONFIG, node
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 VICTIM = NodeConfig(dht=CONFIG.dht, gossip=GossipConfig(heartbeat=0.2, want_timeout=2.0))
 """The default want bounds; a short heartbeat and want timeout, so broken promises

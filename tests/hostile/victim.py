@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
-from meshnode.config import Timing
-from meshnode.net.node import Node
 from meshnode.paths import STORE
 from tests.integration.test_node import arrived
 from tests.system.daemons import FAST, Daemon, Mesh
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Collection
+
+    from meshnode.config import Timing
+    from meshnode.net.node import Node
 
 DEADLINE = 10.0
 """Seconds an honest bulletin may take to reach a victim before the test fails."""

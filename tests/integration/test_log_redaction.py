@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from meshnode.redact import HIDDEN, PeerFilter, peer
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 FINGERPRINT = "em76-419x-argj-6777"
 

@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-from collections.abc import Iterator
 from contextlib import aclosing
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
@@ -29,6 +28,10 @@ from meshnode.daemon import serve_control
 from meshnode.home import DataDir
 from meshnode.store import Contact
 from tests.integration.test_node import node
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 CHEAP = {"opslimit": 1, "memlimit": 8192}
 

@@ -9,8 +9,8 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
@@ -21,12 +21,16 @@ from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.channel import KEY_UPDATE_TYPE
 from meshnode.core.identity import Identity, fingerprint
 from meshnode.core.membership import CheckpointEntry, Frontier, KeyUpdate, OpType, epoch_id, sign_op
-from meshnode.core.views import NodeStatus
 from meshnode.errors import MeshError, PeerDisconnected
 from meshnode.home import DataDir
 from meshnode.net import transport
 from meshnode.supervise import follow_until
 from tests.system.daemons import CLI, Daemon, Mesh, clean_env, wait_for
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from meshnode.core.views import NodeStatus
 
 CONVERGE = 30.0
 

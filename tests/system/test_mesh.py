@@ -19,8 +19,7 @@ import hashlib
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
@@ -29,14 +28,18 @@ from meshnode.core import wire
 from meshnode.core.bulletin import Bulletin
 from meshnode.core.channel import Channel
 from meshnode.core.gossip import Offence
-from meshnode.core.identity import Identity
-from meshnode.core.views import BulletinRecord
 from meshnode.errors import PeerDisconnected, UnknownChannel
 from meshnode.net import transport
 from meshnode.supervise import follow_until
 from tests.conftest import make_identity
 from tests.system.conftest import MESH_SIZE
 from tests.system.daemons import FAST, Daemon, Mesh, wait_for
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
+    from meshnode.core.identity import Identity
+    from meshnode.core.views import BulletinRecord
 
 pytestmark = pytest.mark.slow
 

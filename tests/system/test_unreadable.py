@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
@@ -26,6 +26,9 @@ from meshnode.redact import HIDDEN
 from meshnode.supervise import follow_until
 from tests.conftest import corrupt_box, make_identity, seeded_rng
 from tests.system.daemons import Mesh, cli, wait_for
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 pytestmark = pytest.mark.slow
 

@@ -4,8 +4,7 @@ updates, and bulletins that do not open."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -21,6 +20,10 @@ from meshnode.core.wire import Topic, Verdict
 from meshnode.errors import AmbiguousChannel, BulletinTooLarge, UnknownChannel, UnknownContact
 from meshnode.store import Insert, Store
 from tests.conftest import Rng, corrupt_box, resigned, seeded_rng
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 NOW = 1_800_000_000
 HASH = b"\x42" * 32

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -30,6 +30,9 @@ from meshnode.errors import (
     WrongEpoch,
 )
 from tests.conftest import StoppedClock
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 NOW = 1_760_000_000
 Doc = list[object]

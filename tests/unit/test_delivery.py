@@ -5,15 +5,13 @@ what (docs/spec/gossip.md, "Direct delivery")."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from meshnode.core import records, wire
 from meshnode.core.bulletin import Bulletin
-from meshnode.core.channel import Channel
 from meshnode.core.delivery import (
     MAX_HOLDERS,
     MAX_UNACKED,
@@ -25,9 +23,15 @@ from meshnode.core.delivery import (
     is_holder,
 )
 from meshnode.core.gossip import Offence
-from meshnode.core.identity import Identity
 from meshnode.store import Store
 from tests.conftest import make_identity
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from meshnode.core.channel import Channel
+    from meshnode.core.identity import Identity
 
 NOW = 1_800_000_000
 

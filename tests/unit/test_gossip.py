@@ -7,8 +7,8 @@ Honest nodes are real Gossip machines over MemoryHoldings whose node policy
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -35,6 +35,9 @@ from meshnode.core.sync import MemoryHoldings, SyncConfig
 from meshnode.core.wire import PUBLIC_TOPIC, BulletinId, PeerId, Topic
 from meshnode.errors import LocalProtocolError
 from sim import SeededRng
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 CHANNEL = Channel.from_secret("strike", b"\x33" * 32)
 TC = Topic(CHANNEL.id)

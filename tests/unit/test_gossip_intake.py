@@ -6,7 +6,7 @@ these pin the room's own contract: what ``check`` returns and counts.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from typing import TYPE_CHECKING
 
 from meshnode.core.bulletin import Bulletin
 from meshnode.core.channel import Channel
@@ -16,6 +16,9 @@ from meshnode.core.gossip._intake import Intake, Pending, PendingVerdicts, SeenC
 from meshnode.core.identity import Identity
 from meshnode.core.sync import MemoryHoldings
 from meshnode.core.wire import PUBLIC_TOPIC, BulletinId, PeerId, Topic
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
 
 A, B = PeerId(b"\x01" * 32), PeerId(b"\x02" * 32)
 AUTHOR = Identity.from_seed(b"\x05" * 32, "author")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import stat
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -25,6 +25,9 @@ from meshnode.core.identity import (
 )
 from meshnode.errors import InvalidKey, KeyfileError, MeshError, WrongPassphrase
 from tests.conftest import StoppedClock, seeded_rng
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 CHEAP = {"opslimit": 1, "memlimit": 8192}
 FINGERPRINT = re.compile(r"^[0-9a-hjkmnp-tv-z]{4}(-[0-9a-hjkmnp-tv-z]{4}){3}$")

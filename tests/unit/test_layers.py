@@ -33,11 +33,13 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterator, Mapping
 
 PACKAGE: Final = Path(__file__).resolve().parents[2] / "meshnode"
 

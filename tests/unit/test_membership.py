@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -23,6 +23,9 @@ from meshnode.core.membership import (
     sign_op,
 )
 from meshnode.errors import InvalidOperation
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 NOW = 1_760_000_000
 CHANNEL = crypto.blake2b_256(b"channel")

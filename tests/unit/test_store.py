@@ -6,18 +6,22 @@ import hashlib
 import inspect
 import sqlite3
 import stat
-from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.channel import Channel
-from meshnode.core.identity import Identity
 from meshnode.errors import StorageFull, StoreError
 from meshnode.store import MAIL_PER_SENDER, MIGRATIONS, Budget, Insert, StorageState, Store, schema
 from meshnode.store import budget as budget_module
 from tests.conftest import Rng, make_identity, seeded_rng
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from meshnode.core.identity import Identity
 
 KEY = bytes(range(32))
 NOW = 1_800_000_000

@@ -5,19 +5,23 @@ Each attack is written as the flood an attacker with free keys would send."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from meshnode.archive import Archive
 from meshnode.core.bulletin import PUBLIC_STREAM, Bulletin
-from meshnode.core.channel import Channel
-from meshnode.core.identity import Identity
 from meshnode.core.wire import Topic
 from meshnode.store import Budget, Insert, Origin, Share, Store, Trust, schema, share_of
 from meshnode.store import budget as budget_module
 from tests.conftest import Rng, make_identity, seeded_rng
 from tests.unit.test_store import KEY, NOW, post
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from meshnode.core.channel import Channel
+    from meshnode.core.identity import Identity
 
 SIZE = 169
 """The encoded size of :func:`post`'s public bulletins, at most (asserted below)."""

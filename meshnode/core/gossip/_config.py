@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from meshnode.core import wire
 from meshnode.core.gossip._offences import DEFAULT_PENALTIES, Offence
 from meshnode.core.sync import SyncConfig
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 __all__ = ["GossipConfig"]
 

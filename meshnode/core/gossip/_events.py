@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
-from meshnode.core import wire
-from meshnode.core.bulletin import Bulletin
-from meshnode.core.wire import BulletinId, PeerId, Topic
+if TYPE_CHECKING:
+    from meshnode.core import wire
+    from meshnode.core.bulletin import Bulletin
+    from meshnode.core.wire import BulletinId, PeerId, Topic
 
 __all__ = [
     "BulletinReceived",

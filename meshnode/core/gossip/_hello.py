@@ -15,11 +15,14 @@ Rules (normative text: docs/spec/gossip.md, "Topics and membership proofs"):
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from meshnode.core import crypto, wire
-from meshnode.core.channel import Channel
 from meshnode.core.wire import PUBLIC_TOPIC, PeerId, Topic
 from meshnode.errors import LocalProtocolError
+
+if TYPE_CHECKING:
+    from meshnode.core.channel import Channel
 
 __all__ = ["channel_keys", "check_keys", "expected_proofs", "hello", "shared_topics"]
 

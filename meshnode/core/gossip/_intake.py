@@ -25,7 +25,6 @@ steps are that section's, step 1, wants and the bulletin rate, is the machine's)
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Container
 from enum import Enum
 from typing import TYPE_CHECKING, Final
 
@@ -37,6 +36,8 @@ from meshnode.core.wire import BulletinId, PeerId, Topic
 from meshnode.errors import InvalidBulletin
 
 if TYPE_CHECKING:
+    from collections.abc import Container
+
     from meshnode.core.gossip._config import GossipConfig
 
 __all__ = ["Intake", "Pending", "PendingVerdicts", "Seen", "SeenCache", "SeenState"]

@@ -43,11 +43,9 @@ by itself: the machine acts on what it answers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from meshnode.core import crypto, wire
-from meshnode.core.bulletin import Bulletin
 from meshnode.core.gossip._config import GossipConfig
 from meshnode.core.gossip._events import (
     Counters,
@@ -70,6 +68,11 @@ from meshnode.core.gossip._wants import WantScheduler
 from meshnode.core.sync import Holdings, SyncMachine, topic_of
 from meshnode.core.wire import PUBLIC_TOPIC, BulletinId, PeerId, Topic
 from meshnode.errors import LocalProtocolError, MalformedMessage
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from meshnode.core.bulletin import Bulletin
 
 __all__ = ["Gossip"]
 

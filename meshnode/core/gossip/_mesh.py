@@ -25,16 +25,17 @@ Rules (normative text: docs/spec/gossip.md, "Propagation"):
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, KeysView
 from enum import Enum
 from typing import TYPE_CHECKING
 
 from meshnode.core import wire
-from meshnode.core.wire import BulletinId, PeerId, Topic
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, KeysView
+
     from meshnode.core.gossip._config import GossipConfig
     from meshnode.core.sync import Holdings
+    from meshnode.core.wire import BulletinId, PeerId, Topic
 
 __all__ = ["GraftVerdict", "Mesh"]
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from meshnode.core import wire
-from meshnode.core.wire import PeerId
 
 if TYPE_CHECKING:
     from meshnode.core.gossip._events import Counters
+    from meshnode.core.wire import PeerId
 
 __all__ = ["Outbox"]
 

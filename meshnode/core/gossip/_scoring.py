@@ -15,11 +15,12 @@ Rules (normative text: docs/spec/gossip.md, "Scores"):
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from meshnode.core.gossip._config import GossipConfig
-from meshnode.core.gossip._offences import Offence
-from meshnode.core.wire import PeerId
+if TYPE_CHECKING:
+    from meshnode.core.gossip._config import GossipConfig
+    from meshnode.core.gossip._offences import Offence
+    from meshnode.core.wire import PeerId
 
 __all__ = ["DECAY_TO_ZERO", "Scores"]
 

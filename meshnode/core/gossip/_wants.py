@@ -27,13 +27,14 @@ Rules (normative text: docs/spec/gossip.md, "Pull" and "Fair fetching"):
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Final
 
 from meshnode.core import wire
 from meshnode.core.wire import BulletinId, PeerId, Topic
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
     from meshnode.core.gossip._config import GossipConfig
 
 __all__ = ["Want", "WantScheduler"]
