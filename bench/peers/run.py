@@ -786,6 +786,8 @@ def plot_ladders(path: Path, sweep: Sweep) -> list[Path]:
         for ax in (p99, cpu):
             ax.set_xscale("log")
             ax.set_yscale("log")
+            ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(plt.NullFormatter())
             ax.set_xlabel("offered rate, messages/s")
             ax.legend(loc="best")
     fig.tight_layout()
