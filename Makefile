@@ -79,7 +79,7 @@ $(JS_STAMP): $(PEERS)/js/package.json $(PEERS)/js/package-lock.json
 	cd $(PEERS)/js && npm ci --no-audit --no-fund --loglevel=error
 	touch $(JS_STAMP)
 
-bench-peers: $(BENCH_STAMP) $(LIBP2P_STAMP) $(JS_STAMP)  ## meshnode beside py-libp2p and js-libp2p GossipSub (~20 min; QUICK=1 ~4)
+bench-peers: $(BENCH_STAMP) $(LIBP2P_STAMP) $(JS_STAMP)  ## meshnode beside py-libp2p and js-libp2p GossipSub (~10 min; QUICK=1 ~2)
 	$(BIN)/python $(PEERS)/run.py $(if $(QUICK),--quick)
 
 docs: $(STAMP)  ## regenerate docs/cli.md from the commands' --help
