@@ -37,7 +37,8 @@ from meshnode.core.bulletin import (
 from meshnode.core.channel import KEY_UPDATE_TYPE, Channel
 from meshnode.core.identity import Identity, fingerprint, normalize_name, parse_key
 from meshnode.core.invite import GRANT_TYPE, Grant, InviteCode
-from meshnode.core.membership import OP_CONTENT_TYPE, KeyUpdate, Op, decode_op
+from meshnode.core.membership import OP_CONTENT_TYPE, KeyUpdate
+from meshnode.core.operation import Op, decode_op
 from meshnode.core.sync import RangeIndex, topic_of
 from meshnode.errors import (
     AmbiguousChannel,

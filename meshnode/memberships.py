@@ -22,19 +22,8 @@ from meshnode.core import crypto
 from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.channel import Channel, EpochKey
 from meshnode.core.invite import Grant, InviteCode, check_redeem_proof
-from meshnode.core.membership import (
-    MAX_PENDING,
-    InviteState,
-    KeyUpdate,
-    Log,
-    Op,
-    OpType,
-    Post,
-    checkpoint_of,
-    decode_op,
-    epoch_id,
-    sign_op,
-)
+from meshnode.core.membership import InviteState, KeyUpdate, Log, Post, checkpoint_of
+from meshnode.core.operation import MAX_PENDING, Op, OpType, decode_op, epoch_id, sign_op
 from meshnode.core.wire import Verdict
 from meshnode.errors import (
     InvalidInvite,

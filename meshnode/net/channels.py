@@ -37,7 +37,8 @@ from meshnode.core import crypto, views, wire
 from meshnode.core.gossip import channel_keys
 from meshnode.core.identity import fingerprint
 from meshnode.core.invite import MAX_GRANT, Grant, InviteCode, make_code, parse_code, redeem_proof
-from meshnode.core.membership import Frontier, KeyUpdate, Log, OpType
+from meshnode.core.membership import KeyUpdate, Log
+from meshnode.core.operation import Frontier, OpType
 from meshnode.core.wire import PeerId, Topic
 from meshnode.errors import (
     InvalidInvite,

@@ -27,7 +27,8 @@ from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity, parse_key
 from meshnode.core.invite import INVITE_PREFIX as CODE_PREFIX
 from meshnode.core.invite import INVITE_SIGN_LABEL, Grant, make_code, parse_code
-from meshnode.core.membership import KeyUpdate, OpType, decode_op, epoch_id, sign_op
+from meshnode.core.membership import KeyUpdate
+from meshnode.core.operation import OpType, decode_op, epoch_id, sign_op
 from meshnode.core.session import MeshHandshake
 from meshnode.errors import (
     ConfigError,

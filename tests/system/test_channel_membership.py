@@ -20,7 +20,8 @@ from meshnode.core import codec, wire
 from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.channel import KEY_UPDATE_TYPE
 from meshnode.core.identity import Identity, fingerprint
-from meshnode.core.membership import CheckpointEntry, Frontier, KeyUpdate, OpType, epoch_id, sign_op
+from meshnode.core.membership import KeyUpdate
+from meshnode.core.operation import CheckpointEntry, Frontier, OpType, epoch_id, sign_op
 from meshnode.errors import MeshError, PeerDisconnected
 from meshnode.home import DataDir
 from meshnode.net import transport

@@ -14,7 +14,8 @@ from meshnode.core.bulletin import PUBLIC_STREAM, TEXT_PLAIN, Bulletin
 from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity, format_key
 from meshnode.core.invite import make_code, parse_code, redeem_proof
-from meshnode.core.membership import Frontier, KeyUpdate, OpType, Post
+from meshnode.core.membership import KeyUpdate, Post
+from meshnode.core.operation import Frontier, OpType
 from meshnode.core.views import ChannelInfo
 from meshnode.core.wire import Topic, Verdict
 from meshnode.errors import AmbiguousChannel, BulletinTooLarge, UnknownChannel, UnknownContact

@@ -8,16 +8,14 @@ import pytest
 
 from meshnode.core import codec, crypto
 from meshnode.core.identity import Identity
-from meshnode.core.membership import (
+from meshnode.core.membership import Log, Post, checkpoint_of
+from meshnode.core.operation import (
     HOUR,
     MAX_REKEYS_PER_HOUR,
     SIGN_LABEL,
     Frontier,
-    Log,
     Op,
     OpType,
-    Post,
-    checkpoint_of,
     decode_op,
     epoch_id,
     sign_op,
