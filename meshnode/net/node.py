@@ -52,8 +52,8 @@ from meshnode.core.identity import Identity, fingerprint
 from meshnode.core.session import OPEN_MESH_KEY
 from meshnode.core.wire import PUBLIC_TOPIC, PeerId
 from meshnode.errors import MeshError
+from meshnode.net import connect, ports, transport
 from meshnode.net import dht as _dht
-from meshnode.net import ports, transport
 from meshnode.net.bulletins import Bulletins
 from meshnode.net.channels import DEFAULT_INVITE_EXPIRY, Channels
 from meshnode.net.contacts import Contacts
@@ -478,7 +478,7 @@ async def start_node(
         )  # fmt: skip
         await nursery.start(
             functools.partial(
-                transport.serve_listeners, node._peers.accept, listeners, identity=identity,
+                connect.serve_listeners, node._peers.accept, listeners, identity=identity,
                 network_key=key, config=cfg.session,
             )
         )  # fmt: skip

@@ -33,7 +33,7 @@ from meshnode.core import records, views
 from meshnode.core.identity import fingerprint
 from meshnode.core.wire import PeerId
 from meshnode.errors import MeshError, PeerDisconnected, RemoteProtocolError
-from meshnode.net import transport
+from meshnode.net import connect, transport
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -111,7 +111,7 @@ class Peers:
         ctx = self._ctx
         me = ctx.identity.public_key
         try:
-            session = await transport.connect_session(
+            session = await connect.connect_session(
                 ctx.nursery,
                 address,
                 identity=ctx.identity,

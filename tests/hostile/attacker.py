@@ -26,13 +26,14 @@ from meshnode.core import crypto, wire
 from meshnode.core.bulletin import Bulletin
 from meshnode.core.wire import PUBLIC_TOPIC, BulletinId
 from meshnode.errors import PeerDisconnected
-from meshnode.net.transport import Session, open_session
+from meshnode.net.connect import open_session
 from tests.conftest import make_identity
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
 
     from meshnode.core.identity import Identity
+    from meshnode.net.transport import Session
 
 SUBNET = "127.0.5"
 """The scripted peers dial from 127.0.5.N (victims and honest nodes are elsewhere)."""

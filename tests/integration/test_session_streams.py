@@ -13,7 +13,8 @@ import trio.testing
 
 from meshnode.core.session import OPEN_MESH_KEY
 from meshnode.errors import PeerDisconnected
-from meshnode.net.transport import Session, SessionConfig, _handshake, _machine, start_session
+from meshnode.net.connect import _handshake, _machine, start_session
+from meshnode.net.transport import Session, SessionConfig
 from tests.conftest import make_identity
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ from meshnode.core.membership import KeyUpdate
 from meshnode.core.operation import CheckpointEntry, Frontier, OpType, epoch_id, sign_op
 from meshnode.errors import MeshError, PeerDisconnected
 from meshnode.home import DataDir
-from meshnode.net import transport
+from meshnode.net import connect
 from meshnode.supervise import follow_until
 from tests.system.daemons import CLI, Daemon, Mesh, clean_env, wait_for
 
@@ -269,7 +269,7 @@ def test_a_removed_member_cannot_take_the_channel_back(groups: list[Daemon]) -> 
 
     async def deposit(who: Identity, raws: tuple[bytes, ...], then: bytes = b"") -> None:
         with trio.fail_after(CONVERGE):
-            async with transport.open_session(a.address, identity=who) as session:
+            async with connect.open_session(a.address, identity=who) as session:
                 await session.send(wire.encode(wire.Hello(public=True, proofs=())))
                 await session.send(wire.encode(wire.Deposit(recipient=a.key, raws=raws)))
                 while not isinstance(wire.decode(await session.receive()), wire.DepositAck):
