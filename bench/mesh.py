@@ -105,12 +105,8 @@ def node_config() -> NodeConfig:
 
 
 def wire_bytes(node: Node) -> int:
-    """Bytes this node's open sessions have written (Noise framing included).
-
-    The node API shows no per-session counters, so this reads its session table.
-    """
-    peers: dict[bytes, Any] = getattr(node, "_peers", {})
-    return sum(p.session.statistics().counters.bytes_sent for p in peers.values())
+    """Bytes this node's open sessions have written (Noise framing included)."""
+    return sum(p.bytes_sent for p in node.peers())
 
 
 @dataclass(frozen=True)
