@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test fuzz lint typecheck bench docs check clean
+.PHONY: help install run demo test fuzz lint typecheck bench sim docs check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -56,6 +56,15 @@ bench: $(STAMP)  ## print the benchmark figures
 	$(BIN)/python bench/core.py
 	$(BIN)/python bench/dht.py
 	$(BIN)/python bench/mesh.py
+
+BENCH_STAMP  := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+sim: $(BENCH_STAMP)  ## simulate 100 to 10,000 nodes, churn and 3,000 adversaries (~10 min; QUICK=1 ~1)
+	$(BIN)/python -m sim $(if $(QUICK),--quick)
 
 docs: $(STAMP)  ## regenerate docs/cli.md from the commands' --help
 	$(BIN)/python -c "from meshnode.cli import render_docs; print(render_docs())" > docs/cli.md
