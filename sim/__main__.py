@@ -32,7 +32,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench/results"),
                         help="where the JSON record and the PNGs go (default: bench/results)")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNGs")
+    parser.add_argument("--replot", action="store_true",
+                        help="run nothing: draw the PNGs again from the JSON record in --out")
     args = parser.parse_args(argv)
+    stem = "sim-quick" if args.quick else "sim"
+    if args.replot:
+        saved = json.loads((args.out / f"{stem}.json").read_text())
+        for p in report.plot(saved["runs"], args.out, stem):
+            print(f"wrote {p}", file=sys.stderr)
+        return 0
 
     scenarios = report.full_set(quick=args.quick)
     if args.only:
@@ -58,7 +66,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report.targets_table(found))
     print(f"\n{len(order)} runs in {wall:.0f} s wall", file=sys.stderr)
 
-    stem = "sim-quick" if args.quick else "sim"
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{stem}.json"
     path.write_text(json.dumps({

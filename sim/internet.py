@@ -41,7 +41,10 @@ bookkeeping); what this module adds, and the rules it keeps:
    signed by their groups and checked by :func:`meshnode.core.records.validate`.
 7. **Direct delivery** is the real :class:`~meshnode.core.delivery.Delivery`
    machine over an in-memory :class:`MemoryMailbox`, driven as the node's
-   ``_deliveries`` and ``_mail`` tasks drive it.
+   ``_deliveries`` and ``_mail`` tasks drive it: a round every
+   ``delivery_interval`` while a bulletin is unacknowledged (to the recipient's
+   node if its contact record leads to it, else to the ``MAX_HOLDERS`` nodes
+   nearest it), and a collection from the nodes nearest us when we come back.
 8. **Signature verdicts are shared** (:func:`shared_verdicts`): a bulletin's
    decoding and signature check depend on its bytes only, so the first node to
    check one computes it and every other node reuses it. This changes no
@@ -51,6 +54,7 @@ bookkeeping); what this module adds, and the rules it keeps:
 from __future__ import annotations
 
 import enum
+import functools
 import math
 import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -99,6 +103,7 @@ class InternetConfig:
     store_interval: float = 0.05
     dial_timeout: float = 5.0
     max_inbound: int = 256
+    delivery_interval: float = 60.0
     dht_k: int = 20
     dht_alpha: int = 3
     rpc_timeout: float = 2.0
@@ -125,6 +130,8 @@ class NetNode(SimNode):
     last_pass: float = -math.inf
     delivery: Delivery | None = None
     mailbox: MemoryMailbox | None = None
+    delivering: bool = False
+    """Whether its delivery rounds run (while it has direct bulletins to deliver)."""
 
 
 class MemoryMailbox:
@@ -438,44 +445,77 @@ class Internet(Simulation):
     # -- direct mail --------------------------------------------------------------------
 
     def send_direct(self, sender: bytes, bulletin: Bulletin, recipient: bytes) -> DirectMail:
-        """``sender`` posts a direct bulletin to ``recipient`` now and delivers it as the
-        node's ``_deliveries`` does: to the recipient's node if it answers, else to
-        the ``MAX_HOLDERS`` nodes nearest it."""
+        """``sender`` posts a direct bulletin to ``recipient`` now; its delivery rounds
+        (:meth:`_deliveries`) take it from there."""
         node = self._net(sender)
         assert node.mailbox is not None
+        target = self._net(recipient)
+        if records.contact_key(recipient) not in self.records:
+            self.publish_contact(target)  # (every node publishes its own when it starts)
         bid = BulletinId(bulletin.id)
         node.mailbox.outbox[bid] = (bytes(recipient), 0, False)
         mail = self.mail[bid] = DirectMail(
             PeerId(sender), PeerId(recipient), bulletin, sent_at=self._now
         )
+        if not node.delivering:
+            node.delivering = True
+            self._deliveries(node, node.generation)
+        return mail
 
-        def found_contact() -> None:
-            contact = self.find(records.contact_key(recipient))
-            if contact is None or not self._net(recipient).online:
-                self.dial(sender, recipient, lambda ok: holders() if not ok else deposit())
-            else:
-                self.dial(sender, recipient, lambda ok: deposit() if ok else holders())
+    def _deliveries(self, node: NetNode, generation: int) -> None:
+        """The node's ``_deliveries`` task: every ``delivery_interval``, each of our direct
+        bulletins not yet acknowledged by its recipient goes to the recipient's node if
+        it answers, else to the nodes nearest it while fewer than ``MAX_HOLDERS`` keep it."""
+        if node.delivery is None or node.mailbox is None or node.generation != generation:
+            return
+        for attempt in node.delivery.due(now=T0 + int(self._now)):
+            self._deliver(node, self.mail[BulletinId(attempt.bulletin_id)], attempt.holders)
+        if node.mailbox.pending_deliveries(now=T0 + int(self._now)):
+            self.at(
+                self._now + self.net.delivery_interval,
+                functools.partial(self._deliveries, node, generation),
+            )
+        else:
+            node.delivering = False
 
-        def deposit() -> None:
-            self._deposit(node, PeerId(recipient), PeerId(recipient), bulletin.raw)
+    def _deliver(self, node: NetNode, mail: DirectMail, holders_wanted: int) -> None:
+        raw, recipient = mail.bulletin.raw, mail.recipient
 
-        def holders() -> None:
-            self.lookup(deposit_with_holders)
-
-        def deposit_with(holder: PeerId) -> Callable[[bool], None]:
+        def deposit_with(peer: PeerId) -> Callable[[bool], None]:
             def opened(ok: bool) -> None:
                 if ok:
-                    self._deposit(node, holder, PeerId(recipient), bulletin.raw)
+                    self._deposit(node, peer, recipient, raw)
 
             return opened
 
-        def deposit_with_holders() -> None:
+        def with_holders() -> None:
             for holder in self.nearest(recipient, MAX_HOLDERS):
                 mail.holders += 1
-                self.dial(sender, holder.key, deposit_with(holder.key))
+                if self.connected(node.key, holder.key):
+                    self._deposit(node, holder.key, recipient, raw)
+                else:
+                    self.dial(node.key, holder.key, deposit_with(holder.key))
 
-        self.lookup(found_contact)
-        return mail
+        def to_holders() -> None:
+            if holders_wanted > 0:
+                self.lookup(with_holders)
+
+        def found_contact() -> None:
+            if self.find(records.contact_key(recipient)) is None:
+                to_holders()
+                return
+            self.dial(node.key, recipient, answered)
+
+        def answered(ok: bool) -> None:
+            if ok:
+                self._deposit(node, recipient, recipient, raw)
+            else:
+                to_holders()
+
+        if self.connected(node.key, recipient):
+            self._deposit(node, recipient, recipient, raw)
+        else:
+            self.lookup(found_contact)
 
     def collect_mail(self, key: bytes) -> None:
         """The node's ``_mail`` task: find the nodes nearest our own id, dial them and

@@ -225,12 +225,13 @@ def plot(records: Mapping[str, Mapping[str, object]], folder: Path, stem: str) -
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
-    honest = [n for n in ("churn", "silent", "flood", "eclipse", "mixed") if n in records]
+    kinds = ("churn", "silent", "flood", "eclipse", "mixed", "silent-churn")
+    honest = [n for n in kinds if n in records]
     baseline = baseline_of(records, records[honest[0]]) if honest else None
     if honest and baseline is not None:
         names = ["baseline", *honest]
         runs = [baseline, *(records[n] for n in honest)]
-        fig, ax = plt.subplots(figsize=(9, 4.2))
+        fig, ax = plt.subplots(figsize=(10, 4.2))
         width = 0.2
         for i, (topic, q) in enumerate(
             (("public", "p50"), ("public", "p99"), ("channel", "p50"), ("channel", "p99"))
@@ -239,6 +240,7 @@ def plot(records: Mapping[str, Mapping[str, object]], folder: Path, stem: str) -
                    [_get(r, topic, q) for r in runs], width, label=f"{topic} {q}")
         ax.set_xticks(range(len(runs)), names)
         ax.set_yscale("log")
+        ax.set_ylim(bottom=0.05)
         ax.set_ylabel("seconds (log)")
         ax.set_title(f"honest latency per delivery, {int(_get(baseline, 'nodes')):,} honest nodes")
         ax.grid(True, axis="y", alpha=0.3)
