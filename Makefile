@@ -5,10 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test fuzz lint typecheck bench sim docs check clean
+.PHONY: help install run demo test fuzz lint typecheck bench bench-peers sim docs check clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,13 +57,32 @@ bench: $(STAMP)  ## print the benchmark figures
 	$(BIN)/python bench/dht.py
 	$(BIN)/python bench/mesh.py
 
+# bench-peers: meshnode beside py-libp2p and js-libp2p, each in a folder of its own
+# (neither is a dependency of meshnode). QUICK=1 runs the smaller sweep.
 BENCH_STAMP  := $(VENV)/.installed-bench
+PEERS        := bench/peers
+LIBP2P_VENV  := $(PEERS)/.venv-libp2p
+LIBP2P_STAMP := $(LIBP2P_VENV)/.installed
+JS_STAMP     := $(PEERS)/js/node_modules/.installed
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $(BENCH_STAMP)
 
-sim: $(BENCH_STAMP)  ## simulate 100 to 10,000 nodes, churn and 3,000 adversaries (~10 min; QUICK=1 ~1)
+$(LIBP2P_STAMP): $(PEERS)/requirements-libp2p.txt
+	$(PYTHON) -m venv $(LIBP2P_VENV)
+	$(LIBP2P_VENV)/bin/pip install --quiet --upgrade pip
+	$(LIBP2P_VENV)/bin/pip install --quiet -r $(PEERS)/requirements-libp2p.txt
+	touch $(LIBP2P_STAMP)
+
+$(JS_STAMP): $(PEERS)/js/package.json $(PEERS)/js/package-lock.json
+	cd $(PEERS)/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $(JS_STAMP)
+
+bench-peers: $(BENCH_STAMP) $(LIBP2P_STAMP) $(JS_STAMP)  ## meshnode beside py-libp2p and js-libp2p GossipSub (~10 min; QUICK=1 ~2)
+	$(BIN)/python $(PEERS)/run.py $(if $(QUICK),--quick)
+
+sim: $(BENCH_STAMP)  ## simulate 100 to 10,000 nodes, churn and 3,000 adversaries (~3 min; QUICK=1 ~1)
 	$(BIN)/python -m sim $(if $(QUICK),--quick)
 
 docs: $(STAMP)  ## regenerate docs/cli.md from the commands' --help
@@ -72,4 +91,4 @@ docs: $(STAMP)  ## regenerate docs/cli.md from the commands' --help
 check: lint test  ## what CI runs
 
 clean:  ## remove the virtualenv and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(LIBP2P_VENV) $(PEERS)/js/node_modules

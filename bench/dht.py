@@ -34,12 +34,13 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from meshnode.net.dht import DHTNode
 
 MESH_NET = "127.0.1"

@@ -40,12 +40,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+
     from meshnode.net.node import Node, NodeConfig
 
 NET = "127.0.5"
@@ -162,6 +163,9 @@ class Run:
     """Gossip payload bytes sent by every node during the run."""
     wire_out: int = 0
     """Session bytes written by every node during the run (Noise framing included)."""
+    rss_per_node: float = math.nan
+    """Resident memory per node at the end of the run (in one process: growth since
+    before the first node opened, divided by the nodes)."""
 
     def arrive(self, member: int, bid: str, at: float) -> None:
         self.arrived.setdefault(bid, {}).setdefault(member, at)
@@ -267,11 +271,42 @@ def settled(history: list[list[tuple[int, int]]]) -> bool:
 # --- all nodes in this process ------------------------------------------------------------
 
 
+Rung = tuple[float, int]
+"""A run's offered rate (per second) and count of bulletins."""
+
+
 async def _inproc(plan: Plan, args: argparse.Namespace) -> Result:
+    """The measured run and then the ladder, while each run keeps up."""
+    schedule = iter(
+        [(args.rate, args.count)]
+        + [(rate, max(2, round(rate * args.rung))) for rate in ladder_rates(args.rate, args.ladder)]
+    )
+
+    async def rungs(last: Run | None, result: Result) -> Rung | None:
+        return next(schedule, None) if last is None or keeps_up(last) else None
+
+    return await run_inproc(plan, rungs)
+
+
+async def run_inproc(
+    plan: Plan,
+    rungs: Callable[[Run | None, Result], Awaitable[Rung | None]],
+    *,
+    warmup: int = WARMUP,
+    drain: float = DRAIN,
+) -> Result:
+    """Every node of ``plan`` in this process (one trio loop), then timed runs.
+
+    After the mesh is built and the DHT has settled, ``warmup`` bulletins go out at
+    10/s; then ``rungs`` is called with the run before (None the first time) and the
+    result so far, and answers the next run's rate and count, or None to stop. The
+    first run is the result's ``main``, the others its ``ladder``. A run waits up to
+    ``drain`` seconds after its last post for every member to have every bulletin.
+    """
     import trio
     import trio_asyncio
 
-    from meshnode.net.node import open_node
+    from meshnode.launch import open_node
 
     result = Result("in one process", plan.nodes)
     count_logs(result.anomalies)
@@ -328,28 +363,30 @@ async def _inproc(plan: Plan, args: argparse.Namespace) -> Result:
                 at = time.perf_counter()
                 record = await nodes[0].post(CHANNEL, text_of(k))
                 run.posted[record.id.hex()] = at
-            with trio.move_on_after(DRAIN):
+            with trio.move_on_after(drain):
                 while run.remaining():
                     await changed.wait()
             run.cpu_s = time.process_time() - cpu0
             run.bytes_out = sum(n.gossip.statistics().bytes_out for n in nodes) - bytes0
             run.wire_out = sum(wire_bytes(n) for n in nodes) - wire0
+            run.rss_per_node = (rss_bytes() - rss0) / plan.nodes
             current[0] = None
             return run
 
         async with trio.open_nursery() as nursery:
             for i in range(1, plan.nodes):
                 nursery.start_soon(follow, i)
-            warm = await timed(10.0, WARMUP)
-            if not warm.complete:
-                result.note("warm-up bulletins missing", warm.remaining())
-            result.main = await timed(args.rate, args.count)
-            if keeps_up(result.main):
-                for rate in ladder_rates(args.rate, args.ladder):
-                    rung = await timed(rate, max(2, round(rate * args.rung)))
-                    result.ladder.append(rung)
-                    if not keeps_up(rung):
-                        break
+            if warmup:
+                warm = await timed(10.0, warmup)
+                if not warm.complete:
+                    result.note("warm-up bulletins missing", warm.remaining())
+            last: Run | None = None
+            while (rung := await rungs(last, result)) is not None:
+                last = await timed(*rung)
+                if result.main is None:
+                    result.main = last
+                else:
+                    result.ladder.append(last)
             result.rss_per_node = (rss_bytes() - rss0) / plan.nodes
             _collect(result, [n.gossip.statistics() for n in nodes])
             nursery.cancel_scope.cancel()
@@ -367,11 +404,27 @@ def _collect(result: Result, stats: Sequence[Any]) -> None:
 # --- one node per process -----------------------------------------------------------------
 
 
+async def stdin_lines() -> AsyncIterator[Any]:
+    """The JSON documents on this process's stdin, one a line, until it closes (in trio)."""
+    import trio
+
+    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    buffer = b""
+    while True:
+        while b"\n" not in buffer:
+            data = await stdin.receive_some(65536)
+            if not data:
+                return
+            buffer += data
+        line, buffer = buffer.split(b"\n", 1)
+        yield json.loads(line)
+
+
 async def _worker_main(args: argparse.Namespace) -> None:
     import trio
     import trio_asyncio
 
-    from meshnode.net.node import open_node
+    from meshnode.launch import open_node
 
     anomalies: dict[str, int] = {}
     count_logs(anomalies)
@@ -382,18 +435,6 @@ async def _worker_main(args: argparse.Namespace) -> None:
         out.flush()
 
     arrivals: list[tuple[str, float]] = []
-    stdin = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
-
-    async def lines() -> Any:
-        buffer = b""
-        while True:
-            while b"\n" not in buffer:
-                data = await stdin.receive_some(65536)
-                if not data:
-                    return
-                buffer += data
-            line, buffer = buffer.split(b"\n", 1)
-            yield json.loads(line)
 
     with trio.move_on_after(WORKER_LIFETIME), tempfile.TemporaryDirectory() as tmp:
         async with trio_asyncio.open_loop(), open_node(
@@ -425,7 +466,7 @@ async def _worker_main(args: argparse.Namespace) -> None:
                 say(posted=posted)
 
             say(ready=True, address=node.address)
-            async for cmd in lines():
+            async for cmd in stdin_lines():
                 match cmd["cmd"]:
                     case "create":  # (the poster: like node 0 in one process, it follows nothing)
                         await node.create_channel(CHANNEL)
@@ -470,12 +511,19 @@ def _public_stats(node: Node) -> dict[str, int]:
 class Worker:
     """One node in a child process: commands go in on stdin, JSON lines come out."""
 
-    def __init__(self, index: int, events: queue.Queue[tuple[int, dict[str, Any]]]) -> None:
+    def __init__(
+        self,
+        index: int,
+        events: queue.Queue[tuple[int, dict[str, Any]]],
+        argv: Sequence[str] = (),
+    ) -> None:
+        """Start node ``index``'s worker, or the program ``argv`` when given (it speaks
+        the same JSON lines: replies, and "arrived" or "posted" events)."""
         self.index = index
         self.replies: queue.Queue[dict[str, Any]] = queue.Queue()
         self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker",
-             "--host", f"{NET}.{index + 1}", "--name", f"bench {index}"],
+            list(argv) or [sys.executable, str(Path(__file__).resolve()), "--worker",
+                           "--host", f"{NET}.{index + 1}", "--name", f"bench {index}"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
         )  # fmt: skip
         assert self.proc.stdout is not None

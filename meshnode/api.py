@@ -1,22 +1,32 @@
-"""The public classes: the core's values with the system's clock, randomness and files.
+"""The system's side of the public API: the clock, randomness and keyfiles.
 
-The core (:mod:`meshnode.core`) takes the time and random bytes as arguments
-so that it can be tested and simulated deterministically. These subclasses
-supply ``time.time()`` and ``os.urandom`` and read and write keyfiles, which
-is all an application needs.
+The public classes (``meshnode.Identity``, ``Channel``, ``Bulletin``) are the
+core's own: the node, the store and the client hand back exactly those. The
+core reads no clock, draws no randomness and touches no file; its conveniences
+(``Identity.generate``, ``Channel.invite``, ``Bulletin.create``, ...) ask the
+providers of :mod:`meshnode.core.providers`, and :data:`SYSTEM`, installed when
+``meshnode`` is imported, supplies ``time.time()`` and ``os.urandom``.
+
+Keyfiles are files, so they are functions here: :func:`save_identity` and
+:func:`load_identity` (``Identity.save`` and ``Identity.load`` are deprecated).
+
+This module stays light to import (no libsodium): ``meshnode post`` starts fast.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import time
-from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from meshnode.core import bulletin as _bulletin
-from meshnode.core import channel as _channel
-from meshnode.core import identity as _identity
+from meshnode.core._deprecate import warn_deprecated
 from meshnode.errors import KeyfileError
+
+if TYPE_CHECKING:
+    from meshnode.core.identity import Identity
+    from meshnode.core.providers import StrPath
 
 
 def now() -> int:
@@ -24,113 +34,57 @@ def now() -> int:
     return int(time.time())
 
 
-class Identity(_identity.Identity):
-    """A group identity (see :class:`meshnode.core.identity.Identity`)."""
+def save_identity(
+    identity: Identity,
+    path: StrPath,
+    passphrase: str | None = None,
+    *,
+    opslimit: int | None = None,
+    memlimit: int | None = None,
+) -> None:
+    """Write ``identity``'s keyfile with mode 0600, atomically (a crash leaves the old file).
 
-    @classmethod
-    def generate(cls, name: str) -> Identity:
-        """A new identity with a fresh random key."""
-        return cls(name=name, seed=os.urandom(32))
+    Args:
+        identity: the group's identity; its seed is the whole secret.
+        path: the keyfile to write (replaced if it exists).
+        passphrase: seals the key under Argon2id; None writes it unsealed.
+        opslimit, memlimit: the Argon2id cost; the default takes about a second, so
+            guessing passphrases is slow too (tests pass cheaper ones).
+    """
+    from meshnode.core import identity as core_identity  # loaded already: identity is one
 
-    def save(
-        self,
-        path: str | os.PathLike[str],
-        passphrase: str | None = None,
-        *,
-        opslimit: int = _identity.DEFAULT_OPSLIMIT,
-        memlimit: int = _identity.DEFAULT_MEMLIMIT,
-    ) -> None:
-        """Write the keyfile with mode 0600, atomically (a crash leaves the old file).
-
-        With a passphrase the key is sealed under Argon2id; the default cost takes
-        about a second, so guessing passphrases is slow too.
-        """
-        data = self.to_keyfile(passphrase, rng=os.urandom, opslimit=opslimit, memlimit=memlimit)
-        write_private_file(Path(path), data)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], passphrase: str | None = None) -> Identity:
-        """Read a keyfile, raising KeyfileError or WrongPassphrase with a clear message."""
-        try:
-            data = Path(path).read_bytes()
-        except FileNotFoundError:
-            raise KeyfileError(f"no keyfile at {path}") from None
-        except OSError as exc:
-            raise KeyfileError(f"cannot read the keyfile {path}: {exc.strerror}") from None
-        identity = cls.from_keyfile(data, passphrase)
-        assert isinstance(identity, cls)
-        return identity
+    data = identity.to_keyfile(
+        passphrase,
+        rng=os.urandom,
+        opslimit=core_identity.DEFAULT_OPSLIMIT if opslimit is None else opslimit,
+        memlimit=core_identity.DEFAULT_MEMLIMIT if memlimit is None else memlimit,
+    )
+    write_private_file(Path(path), data)
 
 
-class Channel(_channel.Channel):
-    """A channel (see :class:`meshnode.core.channel.Channel`)."""
+def load_identity(path: StrPath, passphrase: str | None = None) -> Identity:
+    """The identity in a keyfile.
 
-    @classmethod
-    def create(cls, name: str) -> Channel:
-        """A new channel with a fresh random secret; its creator is its first member."""
-        return cls.from_secret(name, os.urandom(32))
+    Raises:
+        KeyfileError: no keyfile there, unreadable, damaged or of an unknown version.
+        WrongPassphrase: the keyfile is sealed and ``passphrase`` is missing or wrong.
+    """
+    # Imported here so that importing meshnode does not load libsodium.
+    from meshnode.core.identity import Identity
 
-    def invite(
-        self, by: _identity.Identity, expires: int | None = None, bootstrap: Sequence[str] = ()
-    ) -> str:
-        """A signed invite code; ``expires`` is a lifetime in seconds (None: no expiry)."""
-        t = now()
-        return self.make_invite(
-            by, now=t, expires_at=None if expires is None else t + expires, bootstrap=bootstrap
-        )
-
-    @classmethod
-    def from_invite(cls, code: str) -> Channel:
-        """The channel an invite admits to (raises InvalidInvite or InviteExpired)."""
-        channel = cls.parse_invite(code, now=now()).channel
-        assert isinstance(channel, cls)
-        return channel
-
-    def rekey(self) -> Channel:
-        """This channel with a fresh epoch (send its key update to the remaining members)."""
-        channel = self.next_epoch(os.urandom)
-        assert isinstance(channel, Channel)
-        return channel
+    return Identity.from_keyfile(read_keyfile(path), passphrase)
 
 
-class Bulletin(_bulletin.Bulletin):
-    """A signed bulletin (see :class:`meshnode.core.bulletin.Bulletin`)."""
-
-    __slots__ = ()
-
-    @classmethod
-    def create(
-        cls,
-        author: _identity.Identity,
-        audience: _bulletin.Audience,
-        text: str,
-        *,
-        seq: int,
-        prev: bytes | None = None,
-        expires: int | None = None,
-        reply_to: bytes | None = None,
-        content_type: str = _bulletin.TEXT_PLAIN,
-    ) -> Bulletin:
-        """Sign (and encrypt for ``audience``) a text bulletin created now.
-
-        ``audience`` is a Channel, a list of recipient group keys (direct), or
-        None (public). ``expires`` is a lifetime in seconds.
-        """
-        t = now()
-        b = cls.seal(
-            author,
-            audience,
-            text.encode("utf-8"),
-            seq=seq,
-            prev=prev,
-            now=t,
-            rng=os.urandom,
-            content_type=content_type,
-            expires_at=None if expires is None else t + expires,
-            reply_to=reply_to,
-        )
-        assert isinstance(b, cls)
-        return b
+def read_keyfile(path: StrPath) -> bytes:
+    """The bytes of a keyfile, or a KeyfileError that names the path and the reason."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise KeyfileError(f"no keyfile at {os.fspath(path)}") from None
+    except OSError as exc:
+        raise KeyfileError(
+            f"cannot read the keyfile {os.fspath(path)}: {exc.strerror}"
+        ) from None
 
 
 def write_private_file(path: Path, data: bytes) -> None:
@@ -149,3 +103,38 @@ def write_private_file(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+class SystemProviders:
+    """The system's clock, random source and files (:class:`meshnode.core.providers.Providers`).
+
+    Subclass it to change one of them, such as a fixed clock in a test, and install
+    the instance with :func:`meshnode.core.providers.installed`.
+    """
+
+    def now(self) -> int:
+        return now()
+
+    def random(self, size: int) -> bytes:
+        return os.urandom(size)
+
+    def read_keyfile(self, path: StrPath) -> bytes:
+        return read_keyfile(path)
+
+    def write_keyfile(self, path: StrPath, data: bytes) -> None:
+        write_private_file(Path(path), data)
+
+
+SYSTEM = SystemProviders()
+"""The providers ``import meshnode`` installs."""
+
+_MOVED = {"Identity": "identity", "Channel": "channel", "Bulletin": "bulletin"}
+
+
+def __getattr__(name: str) -> Any:
+    """``meshnode.api.Identity`` and its siblings, deprecated: they are ``meshnode``'s."""
+    module = _MOVED.get(name)
+    if module is None:
+        raise AttributeError(f"module 'meshnode.api' has no attribute {name!r}")
+    warn_deprecated(f"meshnode.api.{name}", instead=f"meshnode.{name}")
+    return getattr(importlib.import_module(f"meshnode.core.{module}"), name)

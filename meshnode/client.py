@@ -10,28 +10,31 @@ operations. Each call opens one connection to the control socket
 from __future__ import annotations
 
 import functools
-import os
 import shlex
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Concatenate, Final, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, Final, ParamSpec, TypeVar
 
 from meshnode import control
-from meshnode.core.views import (
-    BulletinRecord,
-    ChannelInfo,
-    ChannelRef,
-    ContactInfo,
-    InviteInfo,
-    MemberInfo,
-    NodeStatus,
-    OperationInfo,
-    PeerInfo,
-    UnreadableInfo,
-)
 from meshnode.errors import DaemonUnreachable, OperationTimeout
 from meshnode.paths import resolve_data_dir
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator, Sequence
+
+    from meshnode.core.views import (
+        BulletinRecord,
+        ChannelInfo,
+        ChannelRef,
+        ContactInfo,
+        InviteInfo,
+        MemberInfo,
+        NodeStatus,
+        OperationInfo,
+        PeerInfo,
+        UnreadableInfo,
+    )
 
 P = ParamSpec("P")
 R = TypeVar("R")

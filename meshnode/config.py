@@ -11,12 +11,14 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from meshnode.core import codec
 from meshnode.core.address import is_wildcard, split_address
 from meshnode.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 DEFAULT_PORT: Final = 7447
 DEFAULT_LISTEN: Final = f"0.0.0.0:{DEFAULT_PORT}"

@@ -31,18 +31,27 @@ from __future__ import annotations
 import dataclasses
 import enum
 import struct
-from collections.abc import Callable, Mapping
-from typing import Any, Final, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from meshnode import errors
 from meshnode.core import codec, views
 from meshnode.errors import BulletinTooLarge, MeshError, RemoteProtocolError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 VERSION: Final = 1
 MAX_FRAME: Final = 1 << 20
 MAX_DEPTH: Final = 16
 """Nesting of arrays and maps in a frame: records inside lists inside the answer map need
 far fewer levels; a deep nest is an attack on a recursive walk."""
+MAX_REQUEST: Final = 1 << 17
+"""A request frame's largest body: the longest bulletin text with room to spare. Every
+byte of a frame may decode to an object of about 80 bytes (an empty map), so the
+daemon reads requests under this bound, not :data:`MAX_FRAME` (answers may be larger)."""
+MAX_REQUEST_CONTAINERS: Final = 256
+"""Arrays and maps in a request frame: a request is a map of a few arguments, the
+largest a list of up to 16 groups."""
 SOCKET_NAME: Final = "control.sock"
 _HEADER: Final = struct.Struct(">I")
 MAX_INT_ARG: Final = 2**63 - 1
@@ -81,16 +90,18 @@ def frame(message: dict[str, Any]) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-def frame_length(header: bytes) -> int:
-    """The body length announced by a 4-byte frame header, refusing oversized frames."""
+def frame_length(header: bytes, limit: int = MAX_FRAME) -> int:
+    """The body length announced by a 4-byte frame header, refusing frames over ``limit``
+    (:data:`MAX_REQUEST` for requests, read by the daemon)."""
     (length,) = _HEADER.unpack(header)
-    if length > MAX_FRAME:
-        raise ControlProtocolError(f"control frame of {length} bytes exceeds {MAX_FRAME}")
+    if length > limit:
+        raise ControlProtocolError(f"control frame of {length} bytes exceeds {limit}")
     return int(length)
 
 
-def parse_frame(body: bytes) -> dict[str, Any]:
-    """Decode a frame body into its top-level map."""
+def parse_frame(body: bytes, *, max_containers: int | None = None) -> dict[str, Any]:
+    """Decode a frame body into its top-level map (a request: with ``max_containers``
+    :data:`MAX_REQUEST_CONTAINERS`, since no request needs more)."""
     try:
         value = codec.unpack(
             body,
@@ -100,6 +111,7 @@ def parse_frame(body: bytes) -> dict[str, Any]:
             max_array=100_000,
             max_map=64,
             max_depth=MAX_DEPTH,
+            max_containers=max_containers,
         )
     except codec.DecodeError as exc:
         raise ControlProtocolError(f"malformed control frame: {exc}") from None
@@ -344,7 +356,13 @@ class Operation(Generic[R]):
     def bind(self, args: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """A request's arguments, each checked for its exact type: the keyword arguments of
         the Node call (``fixed`` included; nil ones left to the Node's default), and
-        those the daemon applies itself."""
+        those the daemon applies itself. An argument the op does not take is refused,
+        so that nothing a request carries outlives its checks (a streaming request
+        would hold it as long as the stream stays open)."""
+        known = {a.key for a in self.args} | _SELECTORS.get(self.name, set())
+        unknown = sorted(k for k in args if k not in known)
+        if unknown:
+            raise ControlProtocolError(f"{self.name} takes no argument {unknown[0]!r}")
         for_node: dict[str, Any] = dict(self.fixed)
         for_daemon: dict[str, Any] = {}
         for arg in self.args:
@@ -491,6 +509,13 @@ OPERATIONS: Final[tuple[Operation[Any], ...]] = (
 )
 """Every operation of the control socket, in the order of docs/spec/control.md."""
 # fmt: on
+
+
+_SELECTORS: Final[dict[str, set[str]]] = {}
+"""Op name -> the ``when`` arguments that select among its rows (any row may see them)."""
+for _row in OPERATIONS:
+    if _row.when is not None:
+        _SELECTORS.setdefault(_row.name, set()).add(_row.when)
 
 
 def find_operation(op: str, args: Mapping[str, Any]) -> Operation[Any]:

@@ -5,7 +5,7 @@ Theory of operation:
    on the same data directory is refused with a clear message.
 2. Read ``meshnode.toml``; flags override it. Load the identity and the
    network key.
-3. In one trio nursery: the node (:func:`meshnode.net.node.open_node`), the
+3. In one trio nursery: the node (:func:`meshnode.launch.open_node`), the
    control socket, and a signal watcher. SIGTERM and SIGINT cancel the
    nursery; the node closes its sessions and the store finishes its writes.
 4. Once everything listens, tell systemd (``READY=1`` on ``$NOTIFY_SOCKET``)
@@ -32,18 +32,19 @@ import socket
 import stat
 import sys
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 import trio
 
-from meshnode import control
+from meshnode import control, redact
 from meshnode.config import Config
 from meshnode.config import load as load_config
 from meshnode.errors import AlreadyRunning, ConfigError, MeshError
-from meshnode.net import redact
 from meshnode.paths import resolve_data_dir
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 
 log = logging.getLogger("meshnode")
 
@@ -75,7 +76,7 @@ def setup_logging(
 ) -> None:
     """Logs to stderr: human-readable lines, or one JSON object per line. Peers are
     named at INFO and above only with ``peers`` (``[log] peers = true``; see
-    :mod:`meshnode.net.redact`)."""
+    :mod:`meshnode.redact`)."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(redact.PeerFilter(peers=peers, foreign=QUIET_LOGGERS))
     if fmt == "json":
@@ -205,7 +206,8 @@ async def answer(node: Any, body: bytes) -> AsyncGenerator[bytes, None]:
     """
     op = "(unparsed)"
     try:
-        op, args = control.parse_request(control.parse_frame(body))
+        message = control.parse_frame(body, max_containers=control.MAX_REQUEST_CONTAINERS)
+        op, args = control.parse_request(message)
         row = control.find_operation(op, args)
         for_node, for_daemon = row.bind(args)
         value = _call(node, row, for_node)
@@ -245,7 +247,7 @@ async def _serve_request(node: Any, stream: trio.abc.Stream) -> None:
     try:
         with trio.fail_after(30):
             header = await _receive_exact(stream, 4)
-            body = await _receive_exact(stream, control.frame_length(header))
+            body = await _receive_exact(stream, control.frame_length(header, control.MAX_REQUEST))
     except (MeshError, trio.TooSlowError) as exc:
         log.debug("control: bad request: %s", exc)
         failure = exc if isinstance(exc, MeshError) else MeshError("no request")
@@ -374,7 +376,7 @@ async def serve_daemon(
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the node and its control socket until cancelled or signalled."""
-    from meshnode.net.node import NodeConfig, open_node
+    from meshnode.launch import node_config, open_node
 
     network_key = read_network_key(config.network_key_file)
     with trio.CancelScope() as scope:
@@ -386,7 +388,7 @@ async def serve_daemon(
                 bootstrap=config.bootstrap,
                 network_key=network_key,
                 passphrase=passphrase,
-                config=NodeConfig.from_limits(config.limits, config.timing, config.store),
+                config=node_config(config.limits, config.timing, config.store),
             ) as node,
             trio.open_nursery() as nursery,
         ):

@@ -32,14 +32,16 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, TextIO
+from typing import TYPE_CHECKING, Final, TextIO
 
 from meshnode.client import connect
 from meshnode.errors import MeshError
 from meshnode.supervise import follow_until, notify_socket, terminate, wait_notified
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 GROUPS: Final = ("Local 12", "Tenants United", "Food Bank")
 DEFAULT_HOSTS: Final = ("127.0.0.41", "127.0.0.42", "127.0.0.43")

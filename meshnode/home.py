@@ -12,15 +12,18 @@ The data directory is ``--data-dir``, else ``$MESHNODE_HOME``, else
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-from meshnode.api import Identity, now
-from meshnode.core.identity import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT
+from meshnode.api import load_identity, now, save_identity
+from meshnode.core.identity import DEFAULT_MEMLIMIT, DEFAULT_OPSLIMIT, Identity
 from meshnode.errors import AlreadyInitialised, KeyfileError, NotInitialised
 from meshnode.paths import CONFIG, KEYFILE, STORE, resolve_data_dir
 from meshnode.store import DEFAULT_AUTHOR_QUOTA, Budget, Store
+
+if TYPE_CHECKING:
+    import os
+    from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class DataDir:
             raise AlreadyInitialised(f"{self.path} already holds an identity")
         self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
         identity = Identity.generate(name)
-        identity.save(self.keyfile, passphrase, opslimit=opslimit, memlimit=memlimit)
+        save_identity(identity, self.keyfile, passphrase, opslimit=opslimit, memlimit=memlimit)
         with self.open_store(identity) as store:
             store.set_meta("name", identity.name.encode())
             store.set_meta("public_key", identity.public_key)
@@ -82,7 +85,7 @@ class DataDir:
         """The node's identity (raises NotInitialised, WrongPassphrase, KeyfileError)."""
         if not self.is_initialised():
             raise self._not_initialised()
-        return Identity.load(self.keyfile, passphrase)
+        return load_identity(self.keyfile, passphrase)
 
     def open_store(
         self,

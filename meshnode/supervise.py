@@ -29,13 +29,14 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from meshnode.client import connect
 from meshnode.errors import DaemonUnreachable, MeshError, OperationTimeout
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Generator, Iterator
+
     from meshnode.core.views import BulletinRecord
 
 T = TypeVar("T")

@@ -57,21 +57,24 @@ import enum
 import functools
 import math
 import random
-from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from meshnode.core import crypto, records, wire
 from meshnode.core.bulletin import Bulletin
-from meshnode.core.crypto import Rng
 from meshnode.core.delivery import MAX_HOLDERS, Charge, Delivery, Send, Take, is_holder
 from meshnode.core.gossip import BulletinReceived, DeliveryReceived, Gossip, GossipConfig
-from meshnode.core.identity import Identity
-from meshnode.core.sync import MemoryHoldings
 from meshnode.core.wire import BulletinId, PeerId, Topic
 from meshnode.errors import InvalidBulletin
 from sim.network import SimNode, Simulation
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping, Sequence
+
+    from meshnode.core.crypto import Rng
+    from meshnode.core.identity import Identity
+    from meshnode.core.sync import MemoryHoldings
 
 T0: Final = 1_700_000_000
 """The Unix time at simulated time 0 (bulletins, records and mail carry wall times)."""

@@ -26,13 +26,10 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from meshnode.core import wire
-from meshnode.core.bulletin import Bulletin
-from meshnode.core.crypto import Rng
 from meshnode.core.gossip import (
     BulletinReceived,
     DeliveryReceived,
@@ -46,6 +43,12 @@ from meshnode.core.gossip import (
 from meshnode.core.sync import MemoryHoldings, topic_of
 from meshnode.core.wire import BulletinId, PeerId, Topic
 from meshnode.errors import LocalProtocolError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+
+    from meshnode.core.bulletin import Bulletin
+    from meshnode.core.crypto import Rng
 
 _DELIVER: Final = 0
 _TICK: Final = 1

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from sim.scenarios import Scenario
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 SIZES: Final = (100, 300, 1000, 3000, 10000)
 QUICK_SIZES: Final = (100, 300, 1000)

@@ -24,9 +24,8 @@ import functools
 import random
 import sys
 import time
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from meshnode.core.bulletin import Bulletin
 from meshnode.core.channel import Channel, day_of
@@ -43,6 +42,9 @@ from sim.internet import (
     junk_frames,
     shared_verdicts,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 D_LOW: Final = GossipConfig().d_low
 D: Final = GossipConfig().d

@@ -1,4 +1,5 @@
-"""Shared fixtures: cheap, deterministic identities, a channel and a seeded RNG.
+"""Shared fixtures: cheap, deterministic identities, a channel, a seeded RNG and a
+stopped clock for the public classes' conveniences.
 
 Only generic fixtures belong here. Identities come from fixed seeds (no
 Argon2, no os.urandom), so tests are reproducible and fast.
@@ -11,6 +12,7 @@ from collections.abc import Callable
 
 import pytest
 
+from meshnode.api import SystemProviders
 from meshnode.core import codec
 from meshnode.core.bulletin import SIGN_LABEL, Bulletin
 from meshnode.core.channel import Channel
@@ -33,6 +35,22 @@ def seeded_rng(seed: bytes | str = b"meshnode-tests") -> Rng:
         return out[:n]
 
     return rng
+
+
+class StoppedClock(SystemProviders):
+    """The system's providers with the clock stopped at ``at`` (set it to move time),
+    and with ``rng``, when given, as the random source: for
+    :func:`meshnode.core.providers.installed`."""
+
+    def __init__(self, at: int, rng: Rng | None = None) -> None:
+        self.at = at
+        self.rng = rng
+
+    def now(self) -> int:
+        return self.at
+
+    def random(self, size: int) -> bytes:
+        return super().random(size) if self.rng is None else self.rng(size)
 
 
 def make_identity(name: str) -> Identity:

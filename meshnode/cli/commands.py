@@ -8,7 +8,6 @@ dispatcher (:mod:`meshnode.cli.dispatch`) turns into one line and an exit code.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import getpass
 import os
@@ -17,7 +16,7 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from meshnode.cli.rendering import (
     channel_line,
@@ -41,7 +40,10 @@ from meshnode.cli.rendering import (
 from meshnode.errors import AlreadyInitialised, ConfigError, UsageError
 
 if TYPE_CHECKING:
+    import argparse
+
     from meshnode.client import Client
+    from meshnode.home import DataDir
 
 PASSPHRASE_ENV = "MESHNODE_PASSPHRASE"
 
@@ -92,7 +94,7 @@ def _bulletin_id(text: str) -> bytes:
     return value
 
 
-def _data_dir(args: argparse.Namespace) -> Any:
+def _data_dir(args: argparse.Namespace) -> DataDir:
     from meshnode.home import DataDir
 
     return DataDir.resolve(args.data_dir)
@@ -116,7 +118,7 @@ def _ask_passphrase(prompt: str, *, confirm: bool) -> str:
     return first
 
 
-def _passphrase_for(home: Any) -> str | None:
+def _passphrase_for(home: DataDir) -> str | None:
     return _ask_passphrase("Passphrase: ", confirm=False) if home.needs_passphrase() else None
 
 

@@ -7,9 +7,8 @@ Every known error becomes one line on stderr, ``meshnode: error: ...``, and an
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from enum import IntEnum
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from meshnode.cli.parser import build_parser
 from meshnode.errors import (
@@ -20,6 +19,9 @@ from meshnode.errors import (
     ProtocolError,
     UsageError,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 class ExitStatus(IntEnum):

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from meshnode.cli.commands import (
     PASSPHRASE_ENV,
@@ -42,6 +41,9 @@ from meshnode.cli.commands import (
     cmd_upgrade,
 )
 from meshnode.errors import UsageError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 _CHANNEL_HELP = "a channel's name, or its id in hex (8 digits or more; see 'channel list')"
 """Names may repeat (a join can bring a second channel of a name): the id never does."""
@@ -112,14 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def command(
-        group: Any, name: str, help_text: str, run: Callable[[argparse.Namespace], None]
-    ) -> Any:
+        group: argparse._SubParsersAction[_Parser],
+        name: str,
+        help_text: str,
+        run: Callable[[argparse.Namespace], None],
+    ) -> _Parser:
         p = group.add_parser(name, help=help_text, description=help_text)
         _common(p, top=False)
         p.set_defaults(run=run)
         return p
 
-    def noun(name: str, help_text: str) -> Any:
+    def noun(name: str, help_text: str) -> argparse._SubParsersAction[_Parser]:
         p = sub.add_parser(name, help=help_text, description=help_text)
         _common(p, top=False)
         p.set_defaults(run=_needs_subcommand(p))

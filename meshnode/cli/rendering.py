@@ -7,16 +7,18 @@ lists or streams records (as ``read`` does); diagnostics stay on stderr. Records
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable
+
+    from meshnode.core.identity import Identity
     from meshnode.core.views import (
         BulletinRecord,
         ChannelInfo,
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
         ShareUse,
         UnreadableInfo,
     )
+    from meshnode.home import DataDir
 
 
 def jsonable(value: Any) -> Any:
@@ -77,13 +80,13 @@ def unreadable_line(u: UnreadableInfo) -> str:
     return f"{head}\n    id {u.id.hex()[:16]}"
 
 
-def contact_card(identity: Any) -> str:
+def contact_card(identity: Identity) -> str:
     """``meshnode:<key text>?name=<name, percent-encoded>``: what another group needs to
     name this one, as text (``id``, ``id --json``) and in ``id --qr``'s QR code."""
     return f"meshnode:{identity.key_text}?name={urllib.parse.quote(identity.name)}"
 
 
-def identity_view(identity: Any, home: Any) -> dict[str, str]:
+def identity_view(identity: Identity, home: DataDir) -> dict[str, str]:
     return {
         "name": identity.name,
         "fingerprint": identity.fingerprint,

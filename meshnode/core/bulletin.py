@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Final
 
-from meshnode.core import codec, crypto
+from meshnode.core import codec, crypto, providers
 from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity
 from meshnode.errors import (
@@ -217,6 +217,40 @@ class Bulletin:
         )
         _check_header(bulletin)
         return bulletin
+
+    @classmethod
+    def create(
+        cls,
+        author: Identity,
+        audience: Audience,
+        text: str,
+        *,
+        seq: int,
+        prev: bytes | None = None,
+        expires: int | None = None,
+        reply_to: bytes | None = None,
+        content_type: str = TEXT_PLAIN,
+    ) -> Bulletin:
+        """Sign (and encrypt for ``audience``) a text bulletin made now: :meth:`seal`
+        with the installed clock and random source.
+
+        ``audience`` is a Channel, a list of recipient group keys (direct), or
+        None (public). ``expires`` is a lifetime in seconds.
+        """
+        system = providers.current()
+        now = system.now()
+        return cls.seal(
+            author,
+            audience,
+            text.encode("utf-8"),
+            seq=seq,
+            prev=prev,
+            now=now,
+            rng=system.random,
+            content_type=content_type,
+            expires_at=None if expires is None else now + expires,
+            reply_to=reply_to,
+        )
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Bulletin:

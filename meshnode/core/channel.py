@@ -28,11 +28,10 @@ Theory of operation:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Self
+from typing import TYPE_CHECKING, Final, Self
 
-from meshnode.core import codec, crypto, textcode
+from meshnode.core import codec, crypto, providers, textcode
 from meshnode.core.address import check_address
 from meshnode.core.identity import Identity, normalize_name
 from meshnode.errors import (
@@ -42,6 +41,9 @@ from meshnode.errors import (
     MeshError,
     WrongEpoch,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 ID_LABEL: Final = b"meshnode/v1/channel/id"
 EPOCH_ID_LABEL: Final = b"meshnode/v1/channel/epoch-id"
@@ -122,6 +124,12 @@ class Channel:
         return cls(name=name, id=crypto.derive(secret, ID_LABEL), keys=(first,), current=first.id)
 
     @classmethod
+    def create(cls, name: str) -> Self:
+        """A new channel with a fresh random secret (from the installed providers);
+        its creator is its first member."""
+        return cls.from_secret(name, providers.current().random(crypto.KEY_SIZE))
+
+    @classmethod
     def from_epochs(cls, name: str, secret: bytes, epochs: Mapping[int, bytes]) -> Self:
         """A channel of the first format (one secret per number, the highest current),
         as 0.1.0 stored it and its invites carried it."""
@@ -196,6 +204,30 @@ class Channel:
         if self.epoch >= MAX_EPOCH:
             raise MeshError("this channel has used every epoch number")
         return self.with_key(EpochKey(self.epoch + 1, rng(crypto.KEY_SIZE)), current=True)
+
+    def rekey(self) -> Self:
+        """This channel with a fresh epoch drawn from the installed providers (send
+        its key update to the remaining members)."""
+        return self.next_epoch(providers.current().random)
+
+    def invite(
+        self, by: Identity, expires: int | None = None, bootstrap: Sequence[str] = ()
+    ) -> str:
+        """A self-contained signed invite code made now (by the installed clock);
+        ``expires`` is a lifetime in seconds (None: no expiry).
+
+        A node makes one-time codes instead (``Node.invite``) and refuses these, which
+        carry the channel's secrets: they are for programs that share a channel by
+        other means."""
+        now = providers.current().now()
+        expires_at = None if expires is None else now + expires
+        return self.make_invite(by, now=now, expires_at=expires_at, bootstrap=bootstrap)
+
+    @classmethod
+    def from_invite(cls, code: str) -> Channel:
+        """The channel a code of :meth:`invite` admits to, checked against the installed
+        clock (raises InvalidInvite or InviteExpired)."""
+        return cls.parse_invite(code, now=providers.current().now()).channel
 
     def make_invite(
         self,

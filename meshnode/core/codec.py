@@ -15,9 +15,13 @@ Rules:
 
 from __future__ import annotations
 
-from typing import Final
+import itertools
+from typing import TYPE_CHECKING, Any, Final
 
 import msgpack
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 MAX_DOCUMENT: Final = 1 << 20
 
@@ -40,16 +44,30 @@ def unpack(
     max_array: int = 1024,
     max_map: int = 0,
     max_depth: int | None = None,
+    max_containers: int | None = None,
 ) -> object:
     """Decode one msgpack document within the given bounds, refusing trailing bytes.
 
     ``max_depth`` bounds how many arrays and maps may nest (a scalar is depth 0);
-    None leaves msgpack's own bound.
+    None leaves msgpack's own bound. ``max_containers`` bounds how many arrays and
+    maps the document holds in all, counted as they are built, so that a document
+    whose every byte is an empty map stops early instead of growing to some 80
+    times its size.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise DecodeError("not bytes")
     if len(data) > max_size:
         raise DecodeError(f"document of {len(data)} bytes exceeds {max_size}")
+    hooks: dict[str, Callable[[Any], Any]] = {}
+    if max_containers is not None:
+        built = itertools.count(1)
+
+        def counted(container: Any) -> Any:
+            if next(built) > max_containers:
+                raise _TooMany
+            return container
+
+        hooks = {"list_hook": counted, "object_hook": counted}
     try:
         value = msgpack.unpackb(
             data,
@@ -61,7 +79,10 @@ def unpack(
             max_array_len=max_array,
             max_map_len=max_map,
             max_ext_len=0,
+            **hooks,
         )
+    except _TooMany:
+        raise DecodeError(f"more than {max_containers} arrays and maps") from None
     except (
         ValueError,
         TypeError,
@@ -76,6 +97,10 @@ def unpack(
     if max_depth is not None:
         _check_depth(value, max_depth)
     return value
+
+
+class _TooMany(Exception):
+    """Raised by the container count inside msgpack's hooks: stops the decode."""
 
 
 def _check_depth(value: object, max_depth: int) -> None:

@@ -30,15 +30,18 @@ The machine does no I/O and reads no clock: times come in as arguments.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
 
 from meshnode.core import crypto, records, wire
 from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.gossip import Offence
-from meshnode.core.identity import Identity
 from meshnode.errors import InvalidBulletin, MeshError, NotARecipient
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from meshnode.core.identity import Identity
 
 MAX_HOLDERS: Final = 8
 """Holders a sender deposits with, for a recipient that does not answer."""
@@ -160,6 +163,10 @@ class Delivery:
             Attempt(bid, recipient, MAX_HOLDERS - holders)
             for bid, recipient, holders in self._mailbox.pending_deliveries(now=now)
         ]
+
+    def awaiting(self, peer: bytes) -> frozenset[bytes]:
+        """Ids of the bulletins deposited with ``peer`` whose ack has not come."""
+        return frozenset(self._unacked.get(peer, ()))
 
     def forget(self, peer: bytes) -> None:
         """``peer``'s session ended: its acks will not come (the outbox retries)."""

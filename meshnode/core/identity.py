@@ -8,8 +8,9 @@ Theory of operation:
 - People compare the *fingerprint* aloud: 80 bits of BLAKE2b of the public key
   in 16 Crockford base32 characters, in four groups. Machines exchange the
   *key text*: ``mk1`` and the full key with a 4-byte checksum (see textcode).
-- The keyfile is bytes in, bytes out here; :mod:`meshnode.api` writes it with
-  mode 0600. Format (msgpack array, version 1)::
+- The keyfile is bytes in, bytes out here; :func:`meshnode.save_identity` writes it
+  with mode 0600 and :func:`meshnode.load_identity` reads it. Format (msgpack array,
+  version 1)::
 
       ["meshnode-keyfile", 1, name, kdf, nonce, secret]
 
@@ -25,7 +26,8 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Final
 
-from meshnode.core import codec, crypto, textcode
+from meshnode.core import codec, crypto, providers, textcode
+from meshnode.core._deprecate import warn_deprecated
 from meshnode.errors import AuthenticationError, InvalidKey, KeyfileError, WrongPassphrase
 
 KEY_PREFIX: Final = "mk1"
@@ -127,6 +129,14 @@ class Identity:
         """The identity of a 32-byte seed (``Identity.generate`` draws one at random)."""
         return cls(name=name, seed=seed)
 
+    @classmethod
+    def generate(cls, name: str) -> Identity:
+        """A new identity with a fresh random key (from the installed providers).
+
+        Keep it with :func:`meshnode.save_identity`: the seed is the group's whole secret.
+        """
+        return cls.from_seed(providers.current().random(crypto.KEY_SIZE), name)
+
     @property
     def fingerprint(self) -> str:
         """See :func:`fingerprint`."""
@@ -189,6 +199,28 @@ class Identity:
         except AuthenticationError:
             raise WrongPassphrase("wrong passphrase (or a damaged keyfile)") from None
         return cls(name=name, seed=seed)
+
+    def save(
+        self,
+        path: providers.StrPath,
+        passphrase: str | None = None,
+        *,
+        opslimit: int = DEFAULT_OPSLIMIT,
+        memlimit: int = DEFAULT_MEMLIMIT,
+    ) -> None:
+        """Deprecated since 0.2.0: use ``meshnode.save_identity(identity, path, ...)``."""
+        warn_deprecated("Identity.save(path)", instead="meshnode.save_identity(identity, path)")
+        system = providers.current()
+        data = self.to_keyfile(
+            passphrase, rng=system.random, opslimit=opslimit, memlimit=memlimit
+        )
+        system.write_keyfile(path, data)
+
+    @classmethod
+    def load(cls, path: providers.StrPath, passphrase: str | None = None) -> Identity:
+        """Deprecated since 0.2.0: use ``meshnode.load_identity(path, ...)``."""
+        warn_deprecated("Identity.load(path)", instead="meshnode.load_identity(path)")
+        return cls.from_keyfile(providers.current().read_keyfile(path), passphrase)
 
     @staticmethod
     def keyfile_is_sealed(data: bytes) -> bool:

@@ -24,9 +24,8 @@ Theory of operation:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from meshnode.core import codec, crypto, textcode
 from meshnode.core.address import check_address
@@ -43,6 +42,9 @@ from meshnode.core.channel import (
 )
 from meshnode.core.identity import Identity, normalize_name
 from meshnode.errors import AuthenticationError, InvalidInvite, InviteExpired
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 VERSION: Final = 2
 REDEEM_LABEL: Final = b"meshnode/v1/invite-redeem"

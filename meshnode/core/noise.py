@@ -29,10 +29,9 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
 from meshnode.core import crypto
 from meshnode.errors import (
@@ -41,6 +40,9 @@ from meshnode.errors import (
     LocalProtocolError,
     NonceExhausted,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 DHLEN: Final = 32
 HASHLEN: Final = 64

@@ -40,15 +40,18 @@ Rules:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Final, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from meshnode.core import codec, crypto
 from meshnode.core.address import check_address
-from meshnode.core.identity import Identity
 from meshnode.errors import AuthenticationError, InvalidRecord, StaleRecord
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
+
+    from meshnode.core.identity import Identity
 
 NODE_ID_LABEL: Final = b"meshnode/v1/node-id"
 CONTACT_SIGN_LABEL: Final = b"meshnode/v1/record/contact"

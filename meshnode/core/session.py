@@ -26,10 +26,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum, IntEnum
-from typing import Final, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from meshnode.core import codec, crypto
-from meshnode.core.identity import Identity
 from meshnode.core.noise import (
     MAX_NOISE_MESSAGE,
     PSKLEN,
@@ -47,6 +46,9 @@ from meshnode.errors import (
     NonceExhausted,
     RemoteProtocolError,
 )
+
+if TYPE_CHECKING:
+    from meshnode.core.identity import Identity
 
 PROTOCOL_NAME: Final = "Noise_XXpsk0_25519_ChaChaPoly_BLAKE2b"
 PROLOGUE: Final = b"meshnode/v1/session"

@@ -34,15 +34,17 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_left
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from meshnode.core import wire
 from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.wire import INFINITY, BulletinId, PeerId, RangeMode, SyncRange, Topic
 from meshnode.errors import LocalProtocolError
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Sequence
 
 _MOD: Final = 1 << 256
 _DEMANDING: Final = frozenset((RangeMode.FINGERPRINT, RangeMode.IDLIST))

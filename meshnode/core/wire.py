@@ -22,14 +22,16 @@ Rules (normative text: docs/spec/gossip.md, "Messages"; sync ranges: docs/spec/s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import ClassVar, Final, NewType, TypeAlias
+from typing import TYPE_CHECKING, ClassVar, Final, NewType, TypeAlias
 
 from meshnode.core import bulletin as _bulletin
 from meshnode.core import codec, crypto
 from meshnode.errors import LocalProtocolError, MalformedMessage
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 PeerId = NewType("PeerId", bytes)
 """A peer: the 32-byte Ed25519 key of its group, as its Noise session proved it."""

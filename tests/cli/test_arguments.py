@@ -6,14 +6,16 @@ from __future__ import annotations
 import io
 import json
 import tomllib
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from meshnode.cli import ExitStatus, build_parser, run
 from meshnode.client import Client
 from meshnode.errors import MeshError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 # --bootstrap (and --keep) add up: repeated, listed, or both -------------------------------
 

@@ -4,14 +4,18 @@ reaches the node."""
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from meshnode.cli import run
 from meshnode.config import Config, Limits, LogSettings, Timing, from_mapping, load, render
 from meshnode.errors import ConfigError
+from meshnode.launch import node_config
 from meshnode.net.node import NodeConfig
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def test_init_writes_every_timing_key_with_its_default(tmp_path: Path) -> None:
@@ -67,7 +71,7 @@ def test_timing_reaches_the_node_config() -> None:
         rpc_timeout=0.7,
         handshake_timeout=1.5,
     )
-    cfg = NodeConfig.from_limits(Limits(mesh_degree=5), timing)
+    cfg = node_config(Limits(mesh_degree=5), timing)
     assert cfg.gossip.heartbeat == 0.2
     assert cfg.gossip.sync.interval == 3.0
     assert cfg.overlay_interval == 4.0
@@ -82,7 +86,7 @@ def test_session_and_handshake_limits_reach_the_listener() -> None:
     limits = Limits(
         max_sessions=9, max_sessions_per_ip=3, max_handshakes=7, max_handshakes_per_ip=2
     )
-    session = NodeConfig.from_limits(limits).session
+    session = node_config(limits).session
     assert (session.max_sessions, session.max_sessions_per_ip) == (9, 3)
     assert (session.max_handshakes, session.max_handshakes_per_ip) == (7, 2)
     parsed = from_mapping(tomllib.loads(render(Config(limits=limits))))
@@ -90,7 +94,7 @@ def test_session_and_handshake_limits_reach_the_listener() -> None:
 
 
 def test_default_timing_is_the_node_default() -> None:
-    assert NodeConfig.from_limits(Limits()) == NodeConfig.from_limits(Limits(), Timing())
+    assert node_config(Limits()) == node_config(Limits(), Timing())
     default, node = Timing(), NodeConfig()
     assert default.heartbeat == node.gossip.heartbeat
     assert default.sync_interval == node.gossip.sync.interval

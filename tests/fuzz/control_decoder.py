@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import random
 import sys
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from meshnode import control
 from meshnode.core.views import MemberInfo
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 CORPUS: tuple[bytes, ...] = tuple(
     control.frame(control.request(op, **args))[4:]

@@ -9,10 +9,13 @@ the checks behind the msgpack layer, where byte noise rarely gets.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import msgpack
+
+if TYPE_CHECKING:
+    import random
+    from collections.abc import Callable, Sequence
 
 INTERESTING = bytes(
     [0x00, 0x01, 0x7F, 0x80, 0xFF, 0xC0, 0xC1, 0xC2, 0xC3, 0xC4, 0xC5, 0xC6, 0xCA, 0xCB, 0xCC,

@@ -13,9 +13,9 @@ import asyncio
 import contextlib
 import hashlib
 import tempfile
-from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kademlia.node import Node
 
@@ -27,7 +27,8 @@ from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity, parse_key
 from meshnode.core.invite import INVITE_PREFIX as CODE_PREFIX
 from meshnode.core.invite import INVITE_SIGN_LABEL, Grant, make_code, parse_code
-from meshnode.core.membership import KeyUpdate, OpType, decode_op, epoch_id, sign_op
+from meshnode.core.membership import KeyUpdate
+from meshnode.core.operation import OpType, decode_op, epoch_id, sign_op
 from meshnode.core.session import MeshHandshake
 from meshnode.errors import (
     ConfigError,
@@ -47,6 +48,9 @@ from meshnode.net import dht
 from meshnode.net.dht.config import _Counters
 from meshnode.net.dht.protocol import _HardenedProtocol
 from meshnode.net.dht.storage import _RecordStorage
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine, Sequence
 
 NOW = 1_700_000_000
 CHEAP_KDF = {"opslimit": 1, "memlimit": 8192}

@@ -6,7 +6,7 @@ test's playing the attacker (a forged source would be a third party's address)."
 
 from __future__ import annotations
 
-import socket
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -14,6 +14,9 @@ from meshnode.core import codec, records
 from meshnode.net.dht import AMPLIFICATION, HEADER_SIZE, MAX_DATAGRAM, open_dht
 from tests.conftest import make_identity
 from tests.integration.test_dht import FAST, _distance, _nodes, _raw, _request
+
+if TYPE_CHECKING:
+    import socket
 
 
 async def _receive(sock: socket.socket) -> tuple[int, str, bytes, int]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 from kademlia.node import Node as KademliaNode
@@ -22,6 +22,9 @@ from meshnode.net.node import Node, NodeConfig
 from meshnode.store import Budget
 from tests.conftest import make_identity
 from tests.integration.test_node import CONFIG, arrived, node, settle
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 PUBLIC = 256 * 1024
 """The victim's public share: a 64th of it per stranger (4 KiB), a 16th per peer."""
@@ -72,9 +75,9 @@ async def test_throw_away_authors_fill_only_their_bounds_and_evict_no_known_grou
                     attacker.gossip.publish(b, trio.current_time())
                     sent += 1
                     if sent % RATE == 0:  # the attacker's pace: what a session carries
-                        attacker._flush()
+                        attacker._peers.flush()
                         await trio.sleep(0.05)
-            attacker._flush()
+            attacker._peers.flush()
             later = await honest.post_public("after the flood")
             await arrived(victim, [later.id])
 
@@ -116,7 +119,7 @@ async def test_mail_deposited_with_a_node_that_is_no_holder_is_refused_and_charg
             for n in range(1, 21):
                 nearer = (target ^ (ours >> (n + 2))).to_bytes(20)  # XOR distance < ours
                 router.add_contact(KademliaNode(nearer, "127.0.0.99", 9000 + n))
-            assert not victim._holds_for(recipient)
+            assert not victim._delivery.holds_for(recipient)
             await attacker.connect(victim.address)
             key = victim.identity.public_key
             for n in range(40):
@@ -127,7 +130,7 @@ async def test_mail_deposited_with_a_node_that_is_no_holder_is_refused_and_charg
                 deposit = wire.Deposit(recipient=recipient, raws=(raw,))
                 if not attacker.gossip.send(PeerId(key), deposit):
                     break
-                attacker._flush()
+                attacker._peers.flush()
             await settle(lambda: victim.status().peers == 0, victim)
             assert victim.gossip.statistics().drops == 1
             assert victim.status().held_mail == 0

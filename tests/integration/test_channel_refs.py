@@ -7,7 +7,7 @@ its own 127.0.0.N with port 0. Every test runs under ``trio.fail_after``.
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
@@ -15,6 +15,9 @@ import trio
 from meshnode.core.invite import parse_code
 from meshnode.errors import AmbiguousChannel, StoreError, UnknownChannel
 from tests.integration.test_node import node
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def invited_to(code: str) -> bytes:

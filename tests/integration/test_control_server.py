@@ -7,15 +7,18 @@ runs under ``trio.fail_after``.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pytest
 import trio
 
 from meshnode import control
 from meshnode.daemon import serve_control
 from tests.system.daemons import control_frames
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import pytest
 
 
 class _BuggyNode:

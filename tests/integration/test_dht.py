@@ -27,16 +27,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
 
 from meshnode.core import codec, crypto, records
-from meshnode.core.identity import Identity
 from meshnode.core.records import ContactRecord, make_contact
 from meshnode.core.session import OPEN_MESH_KEY
 from meshnode.errors import InvalidRecord
@@ -50,6 +48,11 @@ from meshnode.net.dht import (
 )
 from meshnode.store import Store
 from tests.conftest import make_identity
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Iterator
+
+    from meshnode.core.identity import Identity
 
 FAST = DHTConfig(rpc_timeout=0.4, refresh_interval=600, republish_interval=600, save_interval=600)
 STOCK_NODE = Path(__file__).with_name("stock_kademlia_node.py")

@@ -1,4 +1,4 @@
-"""The one rule for peers in logs (meshnode/net/redact.py): wrapped arguments are hidden
+"""The one rule for peers in logs (meshnode/redact.py): wrapped arguments are hidden
 at INFO and above unless peers are shown; DEBUG keeps them; the DHT library's arguments
 are all hidden. No network."""
 
@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from meshnode.net.redact import HIDDEN, PeerFilter, peer
+from meshnode.redact import HIDDEN, PeerFilter, peer
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 FINGERPRINT = "em76-419x-argj-6777"
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
@@ -21,9 +20,15 @@ from meshnode.core import wire
 from meshnode.core.bulletin import Bulletin
 from meshnode.core.wire import PeerId
 from meshnode.errors import PeerDisconnected, StorageFull
+from meshnode.launch import open_node
 from meshnode.net.dht import DHTConfig
-from meshnode.net.node import Node, NodeConfig, default_interface, open_node
+from meshnode.net.interfaces import default_interface
+from meshnode.net.node import Node, NodeConfig
 from tests.conftest import make_identity
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable, Collection
+    from pathlib import Path
 
 CONFIG = NodeConfig(dht=DHTConfig(rpc_timeout=0.5), overlay_interval=0.5, mail_interval=1.0)
 
@@ -178,7 +183,7 @@ async def test_simultaneous_dials_keep_one_shared_session(tmp_path: Path) -> Non
                 # Both kept the connection the smaller key dialled.
                 assert ab.outbound == (a.identity.public_key == smaller)
                 assert ba.outbound == (b.identity.public_key == smaller)
-                await a._close(b.identity.public_key)
+                await a._peers.close(b.identity.public_key)
                 await settle(lambda: a.peers() == [] and b.peers() == [], a, b)
 
 
@@ -219,9 +224,9 @@ async def test_an_expired_bulletin_is_neither_taken_nor_relayed(tmp_path: Path) 
             )  # fmt: skip
             a.gossip.send(PeerId(member), wire.Mail(raws=(mail.raw,), more=False))
             async with aclosing(a.changes()) as changes:  # (b reads a's messages in order)
-                assert await a._deposit_with(member, member, deposit.raw)
+                assert await a._delivery.deposit_with(member, member, deposit.raw)
                 async for _ in changes:  # until b's DEPOSIT_ACK
-                    if (member, deposit.id) not in a._deposits:
+                    if deposit.id not in a._delivery.machine.awaiting(member):
                         break
             posted = await a.post("expiry", "fresh")  # the same seq: no fork, old was refused
             async with aclosing(c.bulletins("expiry")) as arrivals:
@@ -244,15 +249,15 @@ async def test_standing_for_mail_comes_from_contacts_and_shared_channels(
     with trio.fail_after(30):
         async with node(tmp_path, 1) as a, node(tmp_path, 2, a) as b:
             me, member = a.identity.public_key, b.identity.public_key
-            assert not a._standing(member, me)
+            assert not a._delivery.standing(member, me)
             await a.create_channel("standing")
             await b.join(await a.invite("standing"))
-            assert a._standing(member, me)
-            assert a._standing(me, member)
-            assert not a._standing(member, other)  # other is in no channel of ours
-            assert not a._standing(stranger, me)
+            assert a._delivery.standing(member, me)
+            assert a._delivery.standing(me, member)
+            assert not a._delivery.standing(member, other)  # other is in no channel of ours
+            assert not a._delivery.standing(stranger, me)
             a.add_contact("known", stranger)
-            assert a._standing(stranger, other)
+            assert a._delivery.standing(stranger, other)
 
 
 async def test_a_full_store_refuses_without_charging_and_recovers(tmp_path: Path) -> None:
@@ -279,7 +284,7 @@ async def test_a_full_store_refuses_without_charging_and_recovers(tmp_path: Path
                 async def background_write() -> None:  # a key handover, say
                     b.archive.store.set_meta("job", text.encode())
 
-                b._spawn(background_write)  # ends that job alone, not the node
+                b._ctx.spawn(background_write)  # ends that job alone, not the node
                 await trio.testing.wait_all_tasks_blocked()
                 db.execute(f"PRAGMA max_page_count = {pages * 100}")
                 posted = await b.post_public(text)
@@ -316,9 +321,9 @@ async def test_direct_bulletins_not_addressed_to_us_are_not_kept(tmp_path: Path)
             )  # fmt: skip
             a.gossip.send(PeerId(member), wire.Mail(raws=(mail.raw, mine.raw), more=False))
             async with aclosing(a.changes()) as changes:  # (b reads a's messages in order)
-                assert await a._deposit_with(member, member, deposit.raw)
+                assert await a._delivery.deposit_with(member, member, deposit.raw)
                 async for _ in changes:  # until b's DEPOSIT_ACK
-                    if (member, deposit.id) not in a._deposits:
+                    if deposit.id not in a._delivery.machine.awaiting(member):
                         break
             assert b.archive.has(mine.id)
             assert not b.archive.has(mail.id)

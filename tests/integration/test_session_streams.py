@@ -4,8 +4,8 @@ TCP, its timers driven by ``trio.testing.MockClock`` instead of waited out."""
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
@@ -13,8 +13,12 @@ import trio.testing
 
 from meshnode.core.session import OPEN_MESH_KEY
 from meshnode.errors import PeerDisconnected
-from meshnode.net.transport import Session, SessionConfig, _handshake, _machine, start_session
+from meshnode.net.connect import _handshake, _machine, start_session
+from meshnode.net.transport import Session, SessionConfig
 from tests.conftest import make_identity
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 ALICE, BOB = make_identity("Local 12"), make_identity("Tenants United")
 CONFIG = SessionConfig(keepalive_interval=5.0, idle_timeout=15.0, write_timeout=10.0)

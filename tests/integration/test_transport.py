@@ -33,13 +33,8 @@ from meshnode.errors import (
     OperationTimeout,
     PeerDisconnected,
 )
-from meshnode.net.transport import (
-    Session,
-    SessionConfig,
-    connect_session,
-    open_session,
-    serve_sessions,
-)
+from meshnode.net.connect import connect_session, open_session, serve_sessions
+from meshnode.net.transport import Session, SessionConfig
 from tests.conftest import make_identity, seeded_rng
 
 TIMEOUT = 20

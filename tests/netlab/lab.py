@@ -20,12 +20,11 @@ import contextlib
 import dataclasses
 import json
 import signal
-import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from meshnode.config import load, render
 from meshnode.paths import CONFIG
@@ -38,6 +37,10 @@ from tests.system.daemons import (
     clean_env,
     launch,
 )
+
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Iterable, Iterator, Sequence
 
 # tests/netlab/lab.py -> the repository is parents[2]; shared/ sits beside it.
 LAB = Path(__file__).resolve().parents[2].parent / "shared" / "tools" / "netns-lab.sh"

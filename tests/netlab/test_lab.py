@@ -14,8 +14,7 @@ import os
 import re
 import sqlite3
 import time
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -23,6 +22,10 @@ from meshnode.client import connect
 from meshnode.paths import STORE
 from tests.netlab.lab import LAB, LabNode, following, lab, start_all
 from tests.system.daemons import wait_for
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator, Sequence
+    from pathlib import Path
 
 pytestmark = [
     pytest.mark.netlab,

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
@@ -25,8 +24,12 @@ from hypothesis import strategies as st
 
 from meshnode import control, errors
 from meshnode.daemon import answer
+from meshnode.launch import open_node
 from meshnode.net.dht import DHTConfig
-from meshnode.net.node import Node, NodeConfig, open_node
+from meshnode.net.node import Node, NodeConfig
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 SETTINGS = settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -9,12 +9,15 @@ error may come out, and tracemalloc's peak per input stays under 16 MiB.
 from __future__ import annotations
 
 import tracemalloc
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.fuzz.run import MAX_MEMORY, fuzz
 from tests.fuzz.targets import TARGETS, Target
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 SLICE = 500
 

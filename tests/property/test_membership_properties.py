@@ -8,7 +8,8 @@ import contextlib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from meshnode.core.membership import Log, Op, OpType, checkpoint_of, decode_op, epoch_id
+from meshnode.core.membership import Log, checkpoint_of
+from meshnode.core.operation import Op, OpType, decode_op, epoch_id
 from meshnode.errors import InvalidOperation
 from tests.unit.test_membership import A, B, C, D, E, admit, new_log, op, remove
 

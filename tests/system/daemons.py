@@ -20,25 +20,28 @@ import contextlib
 import dataclasses
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from meshnode import control
 from meshnode.client import Client, connect
 from meshnode.config import Timing, load, render
-from meshnode.core.bulletin import Bulletin
-from meshnode.core.channel import Channel
 from meshnode.core.identity import parse_key
-from meshnode.core.views import NodeStatus
 from meshnode.home import DataDir
 from meshnode.paths import CONFIG, STORE
 from meshnode.supervise import notify_socket, terminate, wait_notified, wait_on
+
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Callable, Iterable, Sequence
+
+    from meshnode.core.bulletin import Bulletin
+    from meshnode.core.channel import Channel
+    from meshnode.core.views import NodeStatus
 
 T = TypeVar("T")
 

@@ -9,24 +9,29 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
 
+from meshnode.archive import Archive
 from meshnode.core import codec, wire
 from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.channel import KEY_UPDATE_TYPE
 from meshnode.core.identity import Identity, fingerprint
-from meshnode.core.membership import CheckpointEntry, Frontier, KeyUpdate, OpType, epoch_id, sign_op
-from meshnode.core.views import NodeStatus
+from meshnode.core.membership import KeyUpdate
+from meshnode.core.operation import CheckpointEntry, Frontier, OpType, epoch_id, sign_op
 from meshnode.errors import MeshError, PeerDisconnected
 from meshnode.home import DataDir
-from meshnode.net import transport
-from meshnode.net.archive import Archive
+from meshnode.net import connect
 from meshnode.supervise import follow_until
 from tests.system.daemons import CLI, Daemon, Mesh, clean_env, wait_for
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from meshnode.core.views import NodeStatus
 
 CONVERGE = 30.0
 
@@ -264,7 +269,7 @@ def test_a_removed_member_cannot_take_the_channel_back(groups: list[Daemon]) -> 
 
     async def deposit(who: Identity, raws: tuple[bytes, ...], then: bytes = b"") -> None:
         with trio.fail_after(CONVERGE):
-            async with transport.open_session(a.address, identity=who) as session:
+            async with connect.open_session(a.address, identity=who) as session:
                 await session.send(wire.encode(wire.Hello(public=True, proofs=())))
                 await session.send(wire.encode(wire.Deposit(recipient=a.key, raws=raws)))
                 while not isinstance(wire.decode(await session.receive()), wire.DepositAck):

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -19,6 +18,9 @@ from meshnode import control
 from meshnode.client import socket_path
 from meshnode.core import codec
 from tests.system.daemons import Daemon, Mesh, control_frames
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 DEADLINE = 30.0
 

@@ -31,14 +31,13 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import pytest
 import trio
 
-from meshnode.api import Channel, Identity
+from meshnode import Channel, Identity
 from meshnode.cli import build_parser
 from meshnode.client import MAX_TEXT, connect, connect_async
 from meshnode.core.bulletin import MAX_SIZE
@@ -46,6 +45,9 @@ from meshnode.core.invite import make_code, parse_code
 from meshnode.errors import AmbiguousChannel, UnknownChannel
 from meshnode.supervise import follow_until, notify_socket, wait_notified
 from tests.system.daemons import clean_env
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 _SCRIPT = Path(sys.executable).with_name("meshnode")
 CLI: tuple[str, ...] = (

@@ -15,13 +15,16 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from meshnode.paths import STORE
 from tests.system.daemons import CLI, Daemon, Mesh, clean_env, cli, wait_for
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 pytestmark = [
     pytest.mark.root,

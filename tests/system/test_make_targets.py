@@ -14,14 +14,17 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from meshnode import demo
 from meshnode.demo import GROUPS, POSTS
 from tests.system.daemons import clean_env
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_HOSTS = ("127.0.4.101", "127.0.4.102", "127.0.4.103")

@@ -19,8 +19,7 @@ import hashlib
 import os
 import random
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
@@ -29,14 +28,18 @@ from meshnode.core import wire
 from meshnode.core.bulletin import Bulletin
 from meshnode.core.channel import Channel
 from meshnode.core.gossip import Offence
-from meshnode.core.identity import Identity
-from meshnode.core.views import BulletinRecord
 from meshnode.errors import PeerDisconnected, UnknownChannel
-from meshnode.net import transport
+from meshnode.net import connect, transport
 from meshnode.supervise import follow_until
 from tests.conftest import make_identity
 from tests.system.conftest import MESH_SIZE
 from tests.system.daemons import FAST, Daemon, Mesh, wait_for
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
+    from meshnode.core.identity import Identity
+    from meshnode.core.views import BulletinRecord
 
 pytestmark = pytest.mark.slow
 
@@ -325,7 +328,7 @@ async def test_hostile_peer_is_dropped_and_nothing_invalid_spreads(mesh: list[Da
     async def misbehave(who: Identity, name: str, messages: Iterable[bytes]) -> None:
         """As ``who``: a session with the target, HELLO, then ``messages`` until the
         daemon closes the session; then until it has dropped ``who``."""
-        async with transport.open_session(
+        async with connect.open_session(
             target.address, identity=who, local_host=HOSTILE_HOST
         ) as session:
             await session.send(hello)

@@ -6,13 +6,16 @@ channel and synced; with ``[log] peers = true`` it does. Network rules: see daem
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from meshnode.config import LogSettings, load, render
 from meshnode.core.identity import fingerprint
 from meshnode.paths import CONFIG
 from meshnode.supervise import follow_until
 from tests.system.daemons import Daemon, Mesh, wait_for
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 CONVERGE = 30.0
 

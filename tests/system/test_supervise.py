@@ -7,12 +7,15 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from meshnode.errors import DaemonUnreachable, OperationTimeout
 from meshnode.supervise import notify_socket, terminate, wait_notified
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 NOTIFY = (
     "import os, socket, time\n"

@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 import trio
@@ -21,11 +21,14 @@ import trio
 from meshnode.core import wire
 from meshnode.core.bulletin import Bulletin
 from meshnode.core.channel import Channel
-from meshnode.net import transport
-from meshnode.net.redact import HIDDEN
+from meshnode.net import connect
+from meshnode.redact import HIDDEN
 from meshnode.supervise import follow_until
 from tests.conftest import corrupt_box, make_identity, seeded_rng
 from tests.system.daemons import Mesh, cli, wait_for
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +83,7 @@ async def test_unreadable_bulletins_never_break_reading(
         what="read --follow to go past the unreadable bulletins",
         explain=target.log_tail,
     )
-    async with transport.open_session(
+    async with connect.open_session(
         target.address, identity=stranger, local_host=STRANGER_HOST
     ) as session:
         await session.send(wire.encode(wire.Hello(public=True, proofs=())))

@@ -14,6 +14,8 @@ The grammar alone serves what an operator types and what the transport dials
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pytest
 
 from meshnode.core import channel, codec, invite, records, textcode
@@ -27,8 +29,10 @@ from meshnode.core.address import (
     split_ipv4_address,
 )
 from meshnode.core.channel import INVITE_PREFIX, INVITE_SIGN_LABEL, Channel
-from meshnode.core.identity import Identity
 from meshnode.errors import InvalidInvite, InvalidRecord
+
+if TYPE_CHECKING:
+    from meshnode.core.identity import Identity
 
 NOW = 1_760_000_000
 CHANNEL = Channel.from_secret("x", bytes(32))

@@ -1,10 +1,47 @@
-"""The public API example from issue 2, exactly as written there (plus cheap key costs)."""
+"""The public API examples: the README's, run as written, and issue 2's.
+
+Issue 2's example is kept as written there (plus cheap key costs): its keyfile
+lines use ``Identity.save`` and ``Identity.load``, deprecated since 0.2.0, which
+still work and warn until 0.3.0.
+"""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_readme_example_runs_as_written_without_warnings() -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Using it from Python", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "Identity.generate" in example
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exec(compile(example, "README.md", "exec"), {})
+
+
+def test_the_api_page_examples_of_the_classes_run_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/api.md from its top to the node: identities, channels, bulletins, the clock."""
+    monkeypatch.chdir(tmp_path)
+    page = (ROOT / "docs" / "api.md").read_text().split("## A node in your program", 1)[0]
+    blocks = [part.split("```", 1)[0] for part in page.split("```python\n")[1:]]
+    assert len(blocks) == 4
+    # The one change: a cheap Argon2id cost instead of the default second and 384 MiB.
+    sealed = 'passphrase="correct horse")'
+    assert sealed in blocks[0]
+    cheap = 'passphrase="correct horse", opslimit=1, memlimit=8192)'
+    blocks[0] = blocks[0].replace(sealed, cheap, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        exec(compile("\n".join(blocks), "docs/api.md", "exec"), {})
+    assert (tmp_path / "local12.key").stat().st_mode & 0o777 == 0o600
 
 
 def test_issue_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -21,8 +58,11 @@ def test_issue_example(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     local12 = Identity.generate("Local 12")
     tenants = Identity.generate("Tenants United")
-    local12.save("local12.key", passphrase="correct horse")  # mode 0600
-    assert Identity.load("local12.key", passphrase="correct horse").public_key == local12.public_key
+    with pytest.warns(DeprecationWarning, match="save_identity"):
+        local12.save("local12.key", passphrase="correct horse")  # mode 0600
+    with pytest.warns(DeprecationWarning, match="load_identity"):
+        loaded = Identity.load("local12.key", passphrase="correct horse")
+    assert loaded.public_key == local12.public_key
     assert parse_key(format_key(local12.public_key)) == local12.public_key
 
     strike = Channel.create("strike-support")

@@ -4,23 +4,27 @@ updates, and bulletins that do not open."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
+from meshnode.archive import Archive
 from meshnode.core import codec, crypto
 from meshnode.core.bulletin import PUBLIC_STREAM, TEXT_PLAIN, Bulletin
 from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity, format_key
 from meshnode.core.invite import make_code, parse_code, redeem_proof
-from meshnode.core.membership import Frontier, KeyUpdate, OpType, Post
+from meshnode.core.membership import KeyUpdate, Post
+from meshnode.core.operation import Frontier, OpType
 from meshnode.core.views import ChannelInfo
 from meshnode.core.wire import Topic, Verdict
 from meshnode.errors import AmbiguousChannel, BulletinTooLarge, UnknownChannel, UnknownContact
-from meshnode.net.archive import Archive
 from meshnode.store import Insert, Store
 from tests.conftest import Rng, corrupt_box, resigned, seeded_rng
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
 
 NOW = 1_800_000_000
 HASH = b"\x42" * 32

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import pytest
 
-import meshnode.api
+import meshnode
 from meshnode.core import codec, crypto
 from meshnode.core.bulletin import (
     DIRECT_STREAM,
@@ -21,6 +21,7 @@ from meshnode.core.bulletin import (
 )
 from meshnode.core.channel import KEY_UPDATE_TYPE, Channel
 from meshnode.core.identity import Identity
+from meshnode.core.providers import installed
 from meshnode.errors import (
     InvalidBulletin,
     MeshError,
@@ -28,6 +29,10 @@ from meshnode.errors import (
     WrongChannel,
     WrongEpoch,
 )
+from tests.conftest import StoppedClock
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 NOW = 1_760_000_000
 Doc = list[object]
@@ -614,21 +619,24 @@ def test_mesh_errors(alice: Identity, rng: crypto.Rng) -> None:
         assert issubclass(error, MeshError)
 
 
-# --- the API wrapper -----------------------------------------------------------------------
+# --- the convenience, on the installed clock and random source ----------------------------
 
 
-def test_api_create(
-    alice: Identity, bob: Identity, channel: Channel, monkeypatch: pytest.MonkeyPatch
+def test_create_seals_on_the_installed_clock(
+    alice: Identity, bob: Identity, channel: Channel, make_rng: Callable[[str], crypto.Rng]
 ) -> None:
-    monkeypatch.setattr(meshnode.api, "now", lambda: NOW)
-    first = meshnode.api.Bulletin.create(alice, channel, "Strike vote Friday 6pm", seq=1)
-    reply = meshnode.api.Bulletin.create(
-        bob, channel, "We'll be there", seq=1, reply_to=first.id, expires=3600
+    with installed(StoppedClock(NOW, make_rng("create"))):
+        first = Bulletin.create(alice, channel, "Strike vote Friday 6pm", seq=1)
+        reply = Bulletin.create(
+            bob, channel, "We'll be there", seq=1, reply_to=first.id, expires=3600
+        )
+        md = Bulletin.create(alice, None, "# Hi", seq=1, content_type="text/markdown")
+    sealed = Bulletin.seal(
+        alice, channel, b"Strike vote Friday 6pm", seq=1, prev=None, now=NOW, rng=make_rng("create")
     )
-    assert isinstance(reply, meshnode.api.Bulletin)
-    got = meshnode.api.Bulletin.from_bytes(reply.to_bytes())
-    assert isinstance(got, meshnode.api.Bulletin)
+    assert first.raw == sealed.raw
+    got = Bulletin.from_bytes(reply.to_bytes())
+    assert type(got) is meshnode.Bulletin
     assert (got.created_at, got.expires_at, got.reply_to) == (NOW, NOW + 3600, first.id)
     assert got.open(channel).text == "We'll be there"
-    md = meshnode.api.Bulletin.create(alice, None, "# Hi", seq=1, content_type="text/markdown")
-    assert meshnode.api.Bulletin.from_bytes(md.raw).open().content_type == "text/markdown"
+    assert Bulletin.from_bytes(md.raw).open().content_type == "text/markdown"

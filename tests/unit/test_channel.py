@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-import meshnode.api
+import meshnode
 from meshnode.core import codec, crypto, textcode
 from meshnode.core.bulletin import Bulletin
 from meshnode.core.channel import (
@@ -26,7 +26,9 @@ from meshnode.core.channel import (
     day_of,
 )
 from meshnode.core.identity import MAX_NAME_CHARS, Identity
+from meshnode.core.providers import installed
 from meshnode.errors import InvalidInvite, InviteExpired, MeshError, WrongEpoch
+from tests.conftest import StoppedClock
 
 MakeRng = Callable[[str], crypto.Rng]
 NOW = 1_760_000_000
@@ -400,9 +402,9 @@ def test_next_epoch_takes_its_secret_from_randomness_only(make_rng: MakeRng) -> 
 
 
 def test_rekeyed_secret_is_not_derivable_from_old_ones() -> None:
-    ch = meshnode.api.Channel.create("strike-support")
+    ch = meshnode.Channel.create("strike-support")
     rekeyed = ch.rekey().rekey()
-    assert isinstance(rekeyed, meshnode.api.Channel)
+    assert type(rekeyed) is meshnode.Channel
     assert rekeyed.epoch == 2
     old = list(ch.epochs.values())
     labels = [ID_LABEL, EPOCH_KEY_LABEL, RENDEZVOUS_LABEL, INVITE_SIGN_LABEL, b""]
@@ -435,21 +437,28 @@ def test_every_epoch_number_used() -> None:
         ch.next_epoch(lambda n: b"\x02" * n)
 
 
-# --- the API wrappers ----------------------------------------------------------------------
+# --- the conveniences, on the installed clock and random source ---------------------------
 
 
-def test_api_invite_round_trip_and_expiry(alice: Identity, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(meshnode.api, "now", lambda: NOW)
-    ch = meshnode.api.Channel.create("strike-support")
-    code = ch.invite(by=alice, expires=3600, bootstrap=["127.0.0.1:4000"])
-    joined = meshnode.api.Channel.from_invite(code)
-    assert isinstance(joined, meshnode.api.Channel)
-    assert joined.id == ch.id
-    assert joined.epoch_key() == ch.epoch_key()
-    monkeypatch.setattr(meshnode.api, "now", lambda: NOW + 3600)
-    with pytest.raises(InviteExpired):
-        meshnode.api.Channel.from_invite(code)
-    assert meshnode.api.Channel.from_invite(ch.invite(by=alice)).id == ch.id
+def test_invite_round_trip_and_expiry_on_the_installed_clock(
+    alice: Identity, make_rng: MakeRng
+) -> None:
+    clock = StoppedClock(NOW, make_rng("convenience"))
+    with installed(clock):
+        ch = Channel.create("strike-support")
+        assert ch == Channel.from_secret("strike-support", make_rng("convenience")(32))
+        code = ch.invite(by=alice, expires=3600, bootstrap=["127.0.0.1:4000"])
+        assert code == ch.make_invite(
+            alice, now=NOW, expires_at=NOW + 3600, bootstrap=["127.0.0.1:4000"]
+        )
+        joined = Channel.from_invite(code)
+        assert type(joined) is meshnode.Channel
+        assert joined.id == ch.id
+        assert joined.epoch_key() == ch.epoch_key()
+        clock.at = NOW + 3600
+        with pytest.raises(InviteExpired):
+            Channel.from_invite(code)
+        assert Channel.from_invite(ch.invite(by=alice)).id == ch.id
 
 
 def test_siblings_share_a_number_and_readers_try_each() -> None:

@@ -185,3 +185,15 @@ def test_max_depth_counts_arrays_and_maps(data: bytes, depth: int) -> None:
     if depth:
         with pytest.raises(DecodeError, match=f"deeper than {depth - 1}"):
             codec.unpack(data, max_map=1, max_depth=depth - 1)
+
+
+def test_a_bound_on_containers_stops_a_document_of_empty_maps_early() -> None:
+    """Each byte of ``[{}, {}, ...]`` is a map of some 64 bytes once built: the count
+    stops the decode as the bound is passed, not after."""
+    bomb = codec.pack([{}] * 50_000)
+    with pytest.raises(codec.DecodeError, match="more than 256 arrays and maps"):
+        codec.unpack(bomb, max_size=len(bomb), max_array=50_000, max_map=1, max_containers=256)
+    fine = codec.pack([{"a": [1, 2]}, [], {}])
+    assert codec.unpack(fine, max_map=1, max_containers=5) == [{"a": [1, 2]}, [], {}]
+    with pytest.raises(codec.DecodeError):
+        codec.unpack(fine, max_map=1, max_containers=4)

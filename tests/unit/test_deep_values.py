@@ -16,7 +16,7 @@ from meshnode.core.channel import INVITE_PREFIX as CHANNEL_PREFIX
 from meshnode.core.channel import Channel
 from meshnode.core.identity import KEYFILE_MAGIC, Identity
 from meshnode.core.invite import INVITE_PREFIX, parse_code
-from meshnode.core.membership import decode_op
+from meshnode.core.operation import decode_op
 from meshnode.errors import InvalidBulletin, InvalidInvite, InvalidOperation, KeyfileError
 
 DEEP = b"\x91" * 600 + b"\x90"

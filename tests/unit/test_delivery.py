@@ -5,15 +5,13 @@ what (docs/spec/gossip.md, "Direct delivery")."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from meshnode.core import records, wire
 from meshnode.core.bulletin import Bulletin
-from meshnode.core.channel import Channel
 from meshnode.core.delivery import (
     MAX_HOLDERS,
     MAX_UNACKED,
@@ -25,9 +23,15 @@ from meshnode.core.delivery import (
     is_holder,
 )
 from meshnode.core.gossip import Offence
-from meshnode.core.identity import Identity
 from meshnode.store import Store
 from tests.conftest import make_identity
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from meshnode.core.channel import Channel
+    from meshnode.core.identity import Identity
 
 NOW = 1_800_000_000
 
@@ -210,9 +214,9 @@ def test_deposits_in_flight_are_bounded_per_peer_and_forgotten_with_it(net: Net)
     alice, bob = net.add("alice"), net.add("bob")
     for n in range(MAX_UNACKED + 10):
         alice.machine.deposit(bob.key, bob.key, n.to_bytes(4) * 25)
-    assert len(alice.machine._unacked[bob.key]) == MAX_UNACKED
+    assert len(alice.machine.awaiting(bob.key)) == MAX_UNACKED
     alice.machine.forget(bob.key)
-    assert bob.key not in alice.machine._unacked
+    assert alice.machine.awaiting(bob.key) == frozenset()
 
 
 def test_holders_are_the_nodes_nearest_the_recipient_by_each_ones_view() -> None:

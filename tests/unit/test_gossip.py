@@ -7,8 +7,8 @@ Honest nodes are real Gossip machines over MemoryHoldings whose node policy
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -35,6 +35,9 @@ from meshnode.core.sync import MemoryHoldings, SyncConfig
 from meshnode.core.wire import PUBLIC_TOPIC, BulletinId, PeerId, Topic
 from meshnode.errors import LocalProtocolError
 from sim import SeededRng
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 CHANNEL = Channel.from_secret("strike", b"\x33" * 32)
 TC = Topic(CHANNEL.id)
@@ -289,9 +292,9 @@ def test_subscribe_and_unsubscribe_update_peers() -> None:
     posted = seal(identity(1))
     a.holdings.add(posted)
     a.gossip.publish(posted, net.now)
-    assert a.gossip._cache_bytes > 0
+    assert a.gossip._mesh.cached_bytes > 0
     a.gossip.unsubscribe(TC, now=net.now)
-    assert a.gossip._cache_bytes == 0
+    assert a.gossip._mesh.cached_bytes == 0
     net.pump()
     assert b.gossip.shared_topics(a.key) == {PUBLIC_TOPIC}
     assert b.gossip.mesh(TC) == []
@@ -492,11 +495,7 @@ def test_late_joiner_converges_by_sync() -> None:
     assert len(b.holdings) == 50
     opener, answerer = (a, b) if a.key < b.key else (b, a)
     assert len(opener.of(SyncCompleted)) == 2  # one per shared topic
-    assert answerer.of(SyncCompleted) == []
-    answerer.gossip.request_sync(opener.key, TC, net.now)
-    net.advance(net.config.heartbeat)
-    (done,) = answerer.of(SyncCompleted)
-    assert done == SyncCompleted(peer=opener.key, topic=TC, rounds=1, missing=0)
+    assert answerer.of(SyncCompleted) == []  # the answerer opens only to retry (see below)
 
 
 # -- validation, verdicts and scores -----------------------------------------------
@@ -717,12 +716,12 @@ def test_seen_cache_is_bounded_in_size_and_time() -> None:
     for b in flood:
         net.send(rogue, hub, wire.encode_bulletins([b.raw]))
     assert len(hub.holdings) == 20
-    assert len(hub.gossip._seen) <= 8
+    assert len(hub.gossip._intake.seen) <= 8
     # an old one comes back: recognised from the holdings, not verified again
     net.send(rogue, hub, wire.encode_bulletins([flood[0].raw]))
     assert hub.gossip.statistics().received == 20
     net.advance(11)
-    assert len(hub.gossip._seen) == 0
+    assert len(hub.gossip._intake.seen) == 0
 
 
 def test_pending_verdicts_are_bounded() -> None:
@@ -931,6 +930,9 @@ def test_sync_overflowing_the_want_table_schedules_a_retry() -> None:
     net.advance(config.sync.retry + config.heartbeat)
     opened = [m for m in rogue.inbox if isinstance(m, wire.Sync) and m.opened_by_sender]
     assert [m.topic for m in opened] == [TC]
+    in_sync = wire.Sync(topic=TC, opened_by_sender=False, ranges=())
+    events = net.send(rogue, hub, wire.encode(in_sync))
+    assert events == [SyncCompleted(peer=rogue.key, topic=TC, rounds=1, missing=0)]
 
 
 def test_wants_survive_their_peers() -> None:
@@ -1026,7 +1028,7 @@ def test_pending_entries_survive_seen_cache_eviction() -> None:
     for b in rest:
         net.send(rogue, hub, wire.encode_bulletins([b.raw]))
         assert hub.gossip.accept(b.id, net.now)
-    assert first.id in hub.gossip._seen
+    assert first.id in hub.gossip._intake.seen
     net.send(rogue, hub, wire.encode_bulletins([first.raw]))  # still a known duplicate
     assert hub.gossip.statistics().received == 5
 
@@ -1095,8 +1097,13 @@ def test_ids_learnt_by_sync_cost_nothing_when_not_served() -> None:
     net = Net(config)
     hub = net.node(1)
     peer = member_rogue(net, hub, 8)
-    hub.gossip._want(_fake_ids(1)[0], TC, (peer.key,), eager=False)
-    hub.gossip._dispatch_wants(net.now)
-    net.pump()
+    synced, announced = _fake_ids(2)
+    diff = wire.SyncRange(upper=wire.INFINITY, mode=wire.RangeMode.DIFF, ids=(synced,))
+    net.send(peer, hub, wire.encode(wire.Sync(topic=TC, opened_by_sender=True, ranges=(diff,))))
+    assert [m.ids for m in peer.inbox if isinstance(m, wire.Want)] == [(synced,)]
     net.advance(config.want_timeout + config.heartbeat)
+    assert hub.gossip.statistics().want_timeouts == 1
     assert hub.gossip.score(peer.key) == 0
+    net.send(peer, hub, wire.encode(wire.Announce(topic=TC, ids=(announced,))))
+    net.advance(config.want_timeout + config.heartbeat)
+    assert hub.gossip.score(peer.key) < 0  # charged (then decayed for a heartbeat)

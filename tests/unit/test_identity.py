@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 import re
 import stat
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from meshnode.api import Identity as ApiIdentity
-from meshnode.core import codec, crypto, textcode
+import meshnode
+import meshnode.api
+from meshnode.api import load_identity, save_identity
+from meshnode.core import codec, crypto, providers, textcode
 from meshnode.core.identity import (
     KEYFILE_MAGIC,
     KEYFILE_VERSION,
@@ -22,6 +24,10 @@ from meshnode.core.identity import (
     parse_key,
 )
 from meshnode.errors import InvalidKey, KeyfileError, MeshError, WrongPassphrase
+from tests.conftest import StoppedClock, seeded_rng
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 CHEAP = {"opslimit": 1, "memlimit": 8192}
 FINGERPRINT = re.compile(r"^[0-9a-hjkmnp-tv-z]{4}(-[0-9a-hjkmnp-tv-z]{4}){3}$")
@@ -324,41 +330,85 @@ def test_damaged_and_foreign_files_are_refused(data: bytes) -> None:
 # --- the API's files ---------------------------------------------------------------------
 
 
-def test_api_save_and_load(tmp_path: Path) -> None:
-    me = ApiIdentity.generate("Local 12")
-    assert isinstance(me, ApiIdentity)
+def test_save_identity_and_load_identity(tmp_path: Path) -> None:
+    me = Identity.generate("Local 12")
+    assert type(me) is meshnode.Identity
     path = tmp_path / "local12.key"
-    me.save(path, passphrase="correct horse", **CHEAP)
+    meshnode.save_identity(me, path, passphrase="correct horse", **CHEAP)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    loaded = ApiIdentity.load(path, passphrase="correct horse")
-    assert isinstance(loaded, ApiIdentity)
+    loaded = meshnode.load_identity(path, passphrase="correct horse")
+    assert type(loaded) is meshnode.Identity
     assert loaded.public_key == me.public_key
     with pytest.raises(WrongPassphrase):
-        ApiIdentity.load(path, passphrase="wrong")
+        load_identity(path, passphrase="wrong")
     assert [p.name for p in tmp_path.iterdir()] == ["local12.key"]  # no temporary left
+    save_identity(me, str(path))  # unsealed, the default cost unused; a str path too
+    assert load_identity(str(path)).seed == me.seed
 
 
-def test_api_save_keeps_mode_0600_over_a_wider_file(tmp_path: Path) -> None:
+def test_save_identity_keeps_mode_0600_over_a_wider_file(tmp_path: Path) -> None:
     path = tmp_path / "k.key"
     path.write_bytes(b"old")
     path.chmod(0o644)
     old_umask = os.umask(0)
     try:
-        ApiIdentity.generate("x").save(path)
+        save_identity(Identity.generate("x"), path)
     finally:
         os.umask(old_umask)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert ApiIdentity.load(path).name == "x"
+    assert load_identity(path).name == "x"
 
 
-def test_api_load_reports_missing_and_unreadable_files(tmp_path: Path) -> None:
+def test_load_identity_reports_missing_and_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(KeyfileError, match="no keyfile"):
-        ApiIdentity.load(tmp_path / "absent.key")
+        load_identity(tmp_path / "absent.key")
     with pytest.raises(KeyfileError, match="cannot read"):
-        ApiIdentity.load(tmp_path)  # a directory
+        load_identity(tmp_path)  # a directory
     (tmp_path / "notes.txt").write_text("not a key\n")
     with pytest.raises(KeyfileError):
-        ApiIdentity.load(tmp_path / "notes.txt")
+        load_identity(tmp_path / "notes.txt")
+
+
+def test_generate_draws_the_seed_from_the_installed_random_source() -> None:
+    with providers.installed(StoppedClock(0, seeded_rng("generate"))):
+        me = Identity.generate("Local 12")
+    assert me.seed == seeded_rng("generate")(32)
+    assert Identity.generate("Local 12").seed != me.seed  # the system's again
+
+
+def test_without_providers_the_conveniences_say_what_to_do(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(providers, "_current", None)
+    with pytest.raises(MeshError, match="import meshnode, or pass now and rng"):
+        Identity.generate("Local 12")
+
+
+def test_identity_save_and_load_still_work_for_one_release(tmp_path: Path) -> None:
+    me = Identity.generate("Local 12")
+    path = tmp_path / "local12.key"
+    with pytest.warns(DeprecationWarning, match=r"Identity\.save.*0\.3\.0.*save_identity") as w:
+        me.save(path, passphrase="correct horse", **CHEAP)
+    assert [r.filename for r in w] == [__file__]  # the warning points at the caller
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with pytest.warns(DeprecationWarning, match=r"Identity\.load.*load_identity"):
+        loaded = Identity.load(path, passphrase="correct horse")
+    assert type(loaded) is meshnode.Identity
+    assert loaded.seed == me.seed
+    absent = tmp_path / "absent.key"
+    with (
+        pytest.warns(DeprecationWarning, match="load_identity"),
+        pytest.raises(KeyfileError, match=f"no keyfile at {absent}"),
+    ):
+        Identity.load(absent)
+
+
+def test_the_api_module_classes_are_deprecated_names_of_the_one_class() -> None:
+    for name in ("Identity", "Channel", "Bulletin"):
+        with pytest.warns(DeprecationWarning, match=f"meshnode.api.{name} .*use meshnode.{name}"):
+            assert getattr(meshnode.api, name) is getattr(meshnode, name)
+    with pytest.raises(AttributeError, match="no attribute 'Node'"):
+        meshnode.api.Node  # noqa: B018
 
 
 def test_errors_are_mesh_errors() -> None:

@@ -16,9 +16,16 @@ Rules enforced:
 3. ``ONLY_IN``: the asyncio island (asyncio, kademlia, rpcudp, trio_asyncio)
    lives in the ``meshnode.net.dht`` package alone, each library in the
    modules that need it (the trio-asyncio bridge in ``host`` only); sqlite3
-   in ``meshnode.store`` alone.
+   in the ``meshnode.store`` package alone (``package.*`` names a package and
+   every module in it).
 4. Importing ``meshnode`` or ``meshnode.cli`` loads no part of the asyncio
    island, so ``meshnode post`` starts fast.
+5. No cycles: the layers of ``LAYERS`` stand on one another without a cycle
+   (each may import itself, and the package root re-exports all of them), and
+   no module imports itself through others, so ``meshnode.net`` in particular
+   imports nothing above it, directly or not (its rooms never import
+   ``net/node.py``). The package root is left out of the module graph: its
+   imports are lazy re-exports, made under ``TYPE_CHECKING`` only.
 """
 
 from __future__ import annotations
@@ -26,11 +33,13 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
-from collections.abc import Collection, Iterator
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterator, Mapping
 
 PACKAGE: Final = Path(__file__).resolve().parents[2] / "meshnode"
 
@@ -41,18 +50,30 @@ LAYERS: Final[dict[str, tuple[str, ...]]] = {
     "meshnode": ("meshnode",),  # the package __init__ re-exports from all of them
     "meshnode.errors": (),
     "meshnode.core": ("meshnode.errors", CORE),
-    "meshnode.store": ("meshnode.errors", CORE),
-    # The node opens its data directory (identity, store) through home and api.
+    "meshnode.store": ("meshnode.errors", CORE, "meshnode.store"),
+    # How a log names peers: below everything that logs them.
+    "meshnode.redact": (),
+    # What a node holds and writes, over the store: no I/O of its own but the store's.
+    "meshnode.memberships": ("meshnode.errors", CORE, "meshnode.store"),
+    "meshnode.archive": (
+        "meshnode.errors", CORE, "meshnode.store", "meshnode.memberships", "meshnode.redact",
+    ),
+    # The shell knows no data directory and no configuration file: launch does.
     "meshnode.net": (
-        "meshnode.errors", CORE, "meshnode.store", "meshnode.net",
-        "meshnode.home", "meshnode.paths", "meshnode.api", "meshnode.config",
+        "meshnode.errors", CORE, "meshnode.store", "meshnode.archive", "meshnode.memberships",
+        "meshnode.redact", "meshnode.net",
+    ),
+    # open_node: the data directory (home) and the daemon's tables (config) around net.
+    "meshnode.launch": (
+        "meshnode.errors", CORE, "meshnode.store", "meshnode.net", "meshnode.home",
+        "meshnode.config",
     ),
     "meshnode.control": ("meshnode.errors", CORE),
     "meshnode.config": ("meshnode.errors", CORE),
     "meshnode.paths": ("meshnode.errors",),
     "meshnode.daemon": (
-        "meshnode.errors", CORE, "meshnode.net", "meshnode.control",
-        "meshnode.config", "meshnode.paths",
+        "meshnode.errors", CORE, "meshnode.net", "meshnode.launch", "meshnode.control",
+        "meshnode.config", "meshnode.paths", "meshnode.redact",
     ),
     "meshnode.client": ("meshnode.errors", CORE, "meshnode.control", "meshnode.paths"),
     # The offline side of the CLI (init, id): the data directory and its identity.
@@ -89,7 +110,7 @@ ONLY_IN: Final[dict[str, frozenset[str]]] = {
     "kademlia": frozenset({"meshnode.net.dht.protocol", "meshnode.net.dht.storage"}),
     "rpcudp": frozenset({"meshnode.net.dht.protocol"}),
     "trio_asyncio": frozenset({"meshnode.net.dht.host"}),
-    "sqlite3": frozenset({"meshnode.store"}),
+    "sqlite3": frozenset({"meshnode.store.*"}),
 }
 
 
@@ -171,12 +192,64 @@ def _io_violations(imports: list[tuple[str, int]], open_calls: list[int]) -> lis
     return wrong + [f"line {line}: open() builtin" for line in open_calls]
 
 
+def _one_of(module: str, places: Collection[str]) -> bool:
+    """Whether ``module`` is one of ``places``: modules, or ``package.*`` for a package
+    and every module in it."""
+    return any(_within(module, p[:-2]) if p.endswith(".*") else module == p for p in places)
+
+
 def _island_violations(module: str, imports: list[tuple[str, int]]) -> list[str]:
     return [
         f"line {line}: {name} (only {sorted(ONLY_IN[top])} may)"
         for name, line in imports
-        if (top := name.partition(".")[0]) in ONLY_IN and module not in ONLY_IN[top]
+        if (top := name.partition(".")[0]) in ONLY_IN and not _one_of(module, ONLY_IN[top])
     ]
+
+
+def _cycle(graph: Mapping[str, Collection[str]]) -> list[str]:
+    """A cycle of ``graph`` (its first node repeated at the end), or [] if none."""
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        if node in path:
+            return [*path[path.index(node) :], node]
+        if node in done:
+            return []
+        path.append(node)
+        for after in sorted(graph.get(node, ())):
+            found = visit(after)
+            if found:
+                return found
+        path.pop()
+        done.add(node)
+        return []
+
+    for start in sorted(graph):
+        found = visit(start)
+        if found:
+            return found
+    return []
+
+
+def _layer_graph() -> dict[str, set[str]]:
+    """Which layers each layer stands on (itself and the package root left out)."""
+    graph: dict[str, set[str]] = {}
+    for layer, allowed in LAYERS.items():
+        if layer == "meshnode":
+            continue
+        below = {_layer_of(a) for a in allowed} - {layer, "meshnode", None}
+        graph[layer] = {b for b in below if b is not None}
+    return graph
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """Which meshnode modules each module imports (the lazy package root left out)."""
+    return {
+        module: {name for name, _ in _imports(module, path) if name in MODULES} - {module}
+        for module, path in MODULES.items()
+        if module != "meshnode"
+    }
 
 
 def test_the_package_is_found() -> None:
@@ -200,6 +273,21 @@ def test_core_does_no_io(module: str) -> None:
 def test_islands_stay_in_their_module(module: str) -> None:
     wrong = _island_violations(module, list(_imports(module, MODULES[module])))
     assert not wrong, f"{module}: {wrong}"
+
+
+def test_the_layers_form_no_cycle() -> None:
+    assert _cycle(_layer_graph()) == []
+
+
+def test_no_module_imports_itself_through_others() -> None:
+    assert _cycle(_module_graph()) == []
+
+
+def test_the_checker_sees_cycles() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) == []
+    assert "meshnode.net" not in _layer_graph()["meshnode.net"]
+    assert "meshnode.config" not in _layer_graph()["meshnode.net"]
 
 
 def test_the_checker_sees_violations(tmp_path: Path) -> None:
@@ -229,6 +317,8 @@ def test_the_checker_sees_violations(tmp_path: Path) -> None:
     assert len(_io_violations(imports, list(_open_calls(path)))) == 3  # os, trio_asyncio, open
     assert len(_island_violations("meshnode.core.bad", imports)) == 1
     assert _island_violations("meshnode.net.dht.host", imports) == []
+    assert _island_violations("meshnode.store.schema", [("sqlite3", 1)]) == []
+    assert _island_violations("meshnode.storage", [("sqlite3", 1)]) != []
     assert _layer_violations("meshnode.brand_new", []) != []
     assert _layer_of("meshnode.core.bad") == "meshnode.core"
     assert _layer_of("meshnode.net.node") == "meshnode.net"

@@ -2,27 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pytest
 
 from meshnode.core import codec, crypto
 from meshnode.core.identity import Identity
-from meshnode.core.membership import (
+from meshnode.core.membership import Log, Post, checkpoint_of
+from meshnode.core.operation import (
     HOUR,
     MAX_REKEYS_PER_HOUR,
     SIGN_LABEL,
     Frontier,
-    Log,
     Op,
     OpType,
-    Post,
-    checkpoint_of,
     decode_op,
     epoch_id,
     sign_op,
 )
 from meshnode.errors import InvalidOperation
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 NOW = 1_760_000_000
 CHANNEL = crypto.blake2b_256(b"channel")

@@ -10,16 +10,8 @@ from pathlib import Path
 from meshnode.core import crypto
 from meshnode.core.channel import Channel
 from meshnode.core.identity import Identity
-from meshnode.core.membership import (
-    CheckpointEntry,
-    Frontier,
-    Log,
-    Op,
-    OpType,
-    Post,
-    epoch_id,
-    sign_op,
-)
+from meshnode.core.membership import Log, Post
+from meshnode.core.operation import CheckpointEntry, Frontier, Op, OpType, epoch_id, sign_op
 
 SPEC = Path(__file__).resolve().parents[2] / "docs" / "spec" / "membership.md"
 GROUPS = ("A", "B", "C")

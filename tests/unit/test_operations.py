@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
@@ -31,6 +30,9 @@ from meshnode import control, daemon
 from meshnode.client import AsyncClient, Client
 from meshnode.errors import UnknownContact
 from meshnode.net.node import Node
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 SPEC = Path(__file__).resolve().parents[2] / "docs" / "spec" / "control.md"
 NODE_ONLY = {

@@ -10,13 +10,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meshnode.core import codec
-from meshnode.core.identity import Identity
 from meshnode.core.noise import MAX_NONCE, HandshakePhase, HandshakeState, KeyPair
 from meshnode.core.session import (
     IDENTITY_LABEL,
@@ -43,6 +43,9 @@ from meshnode.errors import (
     RemoteProtocolError,
 )
 from tests.conftest import make_identity, seeded_rng
+
+if TYPE_CHECKING:
+    from meshnode.core.identity import Identity
 
 OTHER_KEY = hashlib.blake2b(b"a private mesh", digest_size=32).digest()
 

@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import sqlite3
 import stat
-from collections.abc import Iterator
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from meshnode import store as store_module
 from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.channel import Channel
-from meshnode.core.identity import Identity
 from meshnode.errors import StorageFull, StoreError
-from meshnode.store import MAIL_PER_SENDER, MIGRATIONS, Budget, Insert, StorageState, Store
+from meshnode.store import MAIL_PER_SENDER, MIGRATIONS, Budget, Insert, StorageState, Store, schema
+from meshnode.store import budget as budget_module
 from tests.conftest import Rng, make_identity, seeded_rng
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+    from meshnode.core.identity import Identity
 
 KEY = bytes(range(32))
 NOW = 1_800_000_000
@@ -260,7 +265,7 @@ def test_a_version_1_store_keeps_its_channels_and_lets_names_repeat(
     path = tmp_path / "meshnode.db"
     strike = Channel.from_secret("strike-support", rng(32)).next_epoch(rng)
     with monkeypatch.context() as m:
-        m.setattr(store_module, "MIGRATIONS", MIGRATIONS[:1])
+        m.setattr(schema, "MIGRATIONS", MIGRATIONS[:1])
         with Store.open(path, seal_key=KEY) as s:
             assert s.schema_version == 1
             # As 0.1.0 wrote a channel: one sealed secret per epoch number.
@@ -366,6 +371,27 @@ def test_outbox_until_delivered(
     assert store.pending_count(now=NOW + 8 * 86400) == 0
 
 
+def test_purge_expired_forgets_what_expired_in_every_room(
+    store: Store, alice: Identity, bob: Identity, channel: Channel
+) -> None:
+    rng = seeded_rng()
+    end = NOW + 100
+    store.add(post(alice, channel, 1, rng, expires_at=end), now=NOW)
+    direct = mail(alice, bob, 1, rng, expires_at=end)
+    assert store.hold_mail(bob.public_key, direct, now=NOW, standing=True)
+    store.queue_delivery(direct, [bob.public_key])
+    store.dht_put(b"k", b"v", end)
+    tables = ("bulletins", "mail", "mail_usage", "outbox", "dht_records")
+
+    def rows() -> list[int]:
+        return [store._db.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables]
+
+    assert store.purge_expired(now=end - 1) == 0
+    assert all(rows())
+    assert store.purge_expired(now=end) == 1
+    assert rows() == [0] * len(tables)
+
+
 def mail(author: Identity, recipient: Identity, seq: int, rng: Rng, **kw: object) -> Bulletin:
     return Bulletin.seal(
         author, [recipient.public_key], b"m", seq=seq, prev=_prev(seq), now=NOW + seq, rng=rng,
@@ -437,7 +463,7 @@ def test_throw_away_senders_fill_half_a_share_and_half_of_all(
     if bound == "mail share":
         budget = Budget(mail=10 * size)
     else:
-        monkeypatch.setattr(store_module, bound, 10 * size)
+        monkeypatch.setattr(budget_module, bound, 10 * size)
     store = Store.open(tmp_path / "meshnode.db", seal_key=KEY, budget=budget)
     # Twenty throw-away keys, to one recipient or (for the total) to twenty.
     one = bound == "MAIL_BYTES_PER_RECIPIENT"
@@ -499,7 +525,7 @@ def test_migration_3_totals_the_mail_held(
     held.append(mail(alice, carol, 3, rng))
     to = [bob, bob, bob, carol]
     with monkeypatch.context() as m:
-        m.setattr(store_module, "MIGRATIONS", MIGRATIONS[:2])
+        m.setattr(schema, "MIGRATIONS", MIGRATIONS[:2])
         with Store.open(path, seal_key=KEY) as s:
             s._db.executemany(
                 "INSERT INTO mail (recipient, id, author, size, expires_at, received_at, raw) "
@@ -576,6 +602,33 @@ def test_a_closed_store_raises_store_errors(tmp_path: Path) -> None:
         _ = s.schema_version
     with pytest.raises(StoreError, match="closed database"):
         s.count()
+
+
+def test_every_room_s_public_methods_raise_store_errors(tmp_path: Path) -> None:
+    """Rule 6 covers the methods and properties Store gets from its rooms (mixins)
+    as well as its own: each one is wrapped on Store itself."""
+    public = {
+        name
+        for name in dir(Store)
+        if not name.startswith("_")
+        and (
+            inspect.isfunction(getattr(Store, name))
+            or isinstance(inspect.getattr_static(Store, name), property)
+        )
+    }
+    typed = {
+        name
+        for name, attr in vars(Store).items()
+        if hasattr(attr.fget if isinstance(attr, property) else attr, "__wrapped__")
+        and not isinstance(attr, classmethod)  # open() types its errors itself
+    }
+    assert public == typed
+    assert {"add", "save_channel", "contacts", "hold_mail", "dht_put", "known"} <= typed
+    s = Store.open(tmp_path / "meshnode.db", seal_key=KEY)
+    s.close()
+    for call in (s.channels, s.contacts, s.mail_count, s.dht_records, s.evicted_count, s.count):
+        with pytest.raises(StoreError, match="closed database"):
+            call()
 
 
 def test_a_rollback_sqlite_did_already_does_not_mask_the_error(store: Store) -> None:

@@ -5,19 +5,23 @@ Each attack is written as the flood an attacker with free keys would send."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from meshnode import store as store_module
+from meshnode.archive import Archive
 from meshnode.core.bulletin import PUBLIC_STREAM, Bulletin
-from meshnode.core.channel import Channel
-from meshnode.core.identity import Identity
 from meshnode.core.wire import Topic
-from meshnode.net.archive import Archive
-from meshnode.store import Budget, Insert, Origin, Share, Store, Trust, share_of
+from meshnode.store import Budget, Insert, Origin, Share, Store, Trust, schema, share_of
+from meshnode.store import budget as budget_module
 from tests.conftest import Rng, make_identity, seeded_rng
 from tests.unit.test_store import KEY, NOW, post
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from meshnode.core.channel import Channel
+    from meshnode.core.identity import Identity
 
 SIZE = 169
 """The encoded size of :func:`post`'s public bulletins, at most (asserted below)."""
@@ -244,7 +248,7 @@ def test_expiry_and_eviction_keep_every_total_exact(
 def test_evicted_ids_are_remembered_up_to_a_bound(
     tmp_path: Path, rng: Rng, strangers: list[Identity], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "EVICTED_KEPT", 10)
+    monkeypatch.setattr(budget_module, "EVICTED_KEPT", 10)
     with open_store(tmp_path, public=10 * SIZE) as s:
         feed(s, flood(strangers, rng, 1), [stranger(n) for n in range(40)])
         assert 0 < s.evicted_count() <= 10
@@ -262,7 +266,7 @@ def test_a_store_from_before_the_budget_counts_what_it_holds(
 ) -> None:
     held = [post(alice, None, 1, rng), post(bob, None, 1, rng)]
     with monkeypatch.context() as m:
-        m.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:3])
+        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:3])
         with Store.open(tmp_path / "meshnode.db", seal_key=KEY) as s:
             s._db.executemany(
                 "INSERT INTO bulletins (id, author, stream, seq, kind, channel_id, created_at, "

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from meshnode.archive import Archive
 from meshnode.core.bulletin import Bulletin
 from meshnode.errors import MeshError
 from meshnode.home import DataDir
-from meshnode.net.archive import Archive
 from meshnode.store import MIGRATIONS
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "data-0.1.0"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -27,6 +27,9 @@ from meshnode.core.sync import (
 from meshnode.core.wire import INFINITY, BulletinId, PeerId, RangeMode, SyncRange, Topic
 from meshnode.errors import LocalProtocolError
 from sim import SeededRng
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 TOPIC = Topic(b"\x07" * 32)
 CFG = SyncConfig()

@@ -6,12 +6,15 @@ is the snapshot :meth:`~meshnode.net.dht.host.DHTNode.statistics` hands out.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import trio
 
 from meshnode.core import records
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,16 +11,14 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import trio
 import trio_asyncio
 
 from meshnode.core import codec, crypto, records
 from meshnode.core.address import ipv4_host, split_ipv4_address
-from meshnode.core.identity import Identity
 from meshnode.core.records import ContactRecord, Record, RendezvousRecord
 from meshnode.core.session import OPEN_MESH_KEY
 from meshnode.errors import InvalidRecord, StoreError
@@ -28,6 +26,11 @@ from meshnode.net.dht.config import DHTConfig, DHTStatistics, _Counters
 from meshnode.net.dht.datagrams import _node_entry, _Sealer
 from meshnode.net.dht.protocol import _HardenedProtocol, _HardenedServer
 from meshnode.net.dht.storage import RecordStore, _RecordStorage
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+
+    from meshnode.core.identity import Identity
 
 LOG: Final = logging.getLogger("meshnode.net.dht")
 

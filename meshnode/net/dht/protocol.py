@@ -14,11 +14,9 @@ import functools
 import logging
 import os
 import random
-import socket
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 from kademlia.crawling import NodeSpiderCrawl, RPCFindResponse, ValueSpiderCrawl
@@ -26,11 +24,9 @@ from kademlia.network import Server
 from kademlia.node import Node
 from kademlia.protocol import KademliaProtocol
 
+from meshnode import redact
 from meshnode.core import codec, records
-from meshnode.core.records import Record
 from meshnode.errors import AuthenticationError, InvalidRecord
-from meshnode.net import redact
-from meshnode.net.dht.config import DHTConfig, _Counters
 from meshnode.net.dht.datagrams import (
     HEADER_SIZE,
     MAX_DATAGRAM,
@@ -46,7 +42,14 @@ from meshnode.net.dht.datagrams import (
     _node_entry,
     _Sealer,
 )
-from meshnode.net.dht.storage import _RecordStorage
+
+if TYPE_CHECKING:
+    import socket
+    from collections.abc import Coroutine
+
+    from meshnode.core.records import Record
+    from meshnode.net.dht.config import DHTConfig, _Counters
+    from meshnode.net.dht.storage import _RecordStorage
 
 LOG: Final = logging.getLogger("meshnode.net.dht")
 

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from kademlia.storage import IStorage
 
 from meshnode.core import records
 from meshnode.core.records import Record, RendezvousRecord
 from meshnode.errors import InvalidRecord, StaleRecord, StoreError
-from meshnode.net.dht.config import DHTConfig, _Counters
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from meshnode.net.dht.config import DHTConfig, _Counters
 
 LOG: Final = logging.getLogger("meshnode.net.dht")
 

@@ -16,9 +16,11 @@ A program that embeds a node and sets up its own logging sees the peers as they 
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Collection
 
 HIDDEN: Final = "[peer hidden]"
 

@@ -16,26 +16,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from meshnode.core import crypto
 from meshnode.core.bulletin import Bulletin, Kind
 from meshnode.core.channel import Channel, EpochKey
-from meshnode.core.identity import Identity
 from meshnode.core.invite import Grant, InviteCode, check_redeem_proof
-from meshnode.core.membership import (
-    MAX_PENDING,
-    InviteState,
-    KeyUpdate,
-    Log,
-    Op,
-    OpType,
-    Post,
-    checkpoint_of,
-    decode_op,
-    epoch_id,
-    sign_op,
-)
+from meshnode.core.membership import InviteState, KeyUpdate, Log, Post, checkpoint_of
+from meshnode.core.operation import MAX_PENDING, Op, OpType, decode_op, epoch_id, sign_op
 from meshnode.core.wire import Verdict
 from meshnode.errors import (
     InvalidInvite,
@@ -45,7 +33,12 @@ from meshnode.errors import (
     InviteUsed,
     MeshError,
 )
-from meshnode.store import Store
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
+    from meshnode.core.identity import Identity
+    from meshnode.store import Store
 
 MAX_HELD_PER_CHANNEL = MAX_PENDING
 """Channel bulletins held per channel while their author is unknown to the log."""

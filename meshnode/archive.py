@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from meshnode import redact
 from meshnode.core import crypto, views
 from meshnode.core.bulletin import (
     DIRECT_STREAM,
@@ -36,9 +37,9 @@ from meshnode.core.bulletin import (
 from meshnode.core.channel import KEY_UPDATE_TYPE, Channel
 from meshnode.core.identity import Identity, fingerprint, normalize_name, parse_key
 from meshnode.core.invite import GRANT_TYPE, Grant, InviteCode
-from meshnode.core.membership import OP_CONTENT_TYPE, KeyUpdate, Op, decode_op
+from meshnode.core.membership import OP_CONTENT_TYPE, KeyUpdate
+from meshnode.core.operation import Op, decode_op
 from meshnode.core.sync import RangeIndex, topic_of
-from meshnode.core.wire import Topic
 from meshnode.errors import (
     AmbiguousChannel,
     BulletinTooLarge,
@@ -52,9 +53,13 @@ from meshnode.errors import (
     UnknownContact,
     WrongEpoch,
 )
-from meshnode.net import redact
-from meshnode.net.memberships import Memberships
-from meshnode.store import Insert, Origin, Store, StoredBulletin
+from meshnode.memberships import Memberships
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+    from meshnode.core.wire import Topic
+    from meshnode.store import Insert, Origin, Store, StoredBulletin
 
 log = logging.getLogger("meshnode.archive")
 

@@ -1,0 +1,127 @@
+"""The background loops that keep a node present on the mesh (docs/spec/gossip.md,
+"Finding peers").
+
+Theory of operation:
+1. The ticker wakes the machine at its next deadline (heartbeats, wants,
+   syncs) and writes what the tick queued.
+2. The contact record is republished every ``overlay_interval``, before it
+   expires; each channel's rendezvous record is published for each new day,
+   and members found there are dialled until ``d`` peers share the channel's
+   topic (also when the node creates or joins a channel, and after a rekey).
+3. The mesh-wide (public) overlay keeps at least ``d_low`` sessions, dialled
+   from the DHT's routing table: a node's sessions listen on its DHT port, so
+   routing entries are dialable.
+4. Expired bulletins and mail are purged every ``purge_interval``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import trio
+
+from meshnode.core import records
+from meshnode.core.channel import Channel, day_of
+from meshnode.core.wire import PeerId, Topic
+from meshnode.errors import MeshError, StoreError
+
+if TYPE_CHECKING:
+    from meshnode.net.context import Context
+    from meshnode.net.peers import Peers
+
+log = logging.getLogger("meshnode.node")
+
+
+class Presence:
+    """The node's loops: machine ticks, records and overlays, purges."""
+
+    def __init__(
+        self,
+        ctx: Context,
+        peers: Peers,
+        *,
+        overlay_interval: float,
+        purge_interval: float,
+        d: int,
+        d_low: int,
+    ) -> None:
+        """``d``: the members of a channel to dial; ``d_low``: the sessions to keep."""
+        self._ctx = ctx
+        self._peers = peers
+        self._overlay_interval = overlay_interval
+        self._purge_interval = purge_interval
+        self._d = d
+        self._d_low = d_low
+
+    async def run_ticks(self) -> None:
+        gossip = self._ctx.gossip
+        while True:
+            await trio.sleep_until(gossip.next_deadline())
+            self._ctx.handle(gossip.tick(trio.current_time()))
+            self._peers.flush()
+
+    async def run_presence(self) -> None:
+        """Publish our contact record, then our channels' rendezvous, again and again;
+        keep at least ``d_low`` sessions for the mesh-wide (public) overlay."""
+        ctx = self._ctx
+        while True:
+            with contextlib.suppress(MeshError):
+                await ctx.dht.publish_contact([ctx.announce])
+            for channel in ctx.archive.channels():
+                await self.find_members(channel)
+            await self._fill_overlay()
+            await trio.sleep(self._overlay_interval)
+
+    async def _fill_overlay(self) -> None:
+        """Dial nodes from the routing table while there are fewer than ``d_low`` sessions.
+
+        A node's sessions listen on its DHT port, so routing entries are dialable."""
+        connected = {records.node_id(k) for k in self._peers}
+        for node_id, host, port in self._ctx.dht.routing_snapshot():
+            if len(self._peers) >= self._d_low:
+                return
+            if node_id in connected:
+                continue
+            with contextlib.suppress(MeshError):
+                await self._peers.dial(f"{host}:{port}")
+
+    async def find_members(self, channel: Channel) -> None:
+        """Put our contact in today's rendezvous of ``channel`` and dial members found there
+        until the mesh has ``d`` of them."""
+        ctx = self._ctx
+        tag = channel.rendezvous_tag(day_of(int(time.time())))
+        with contextlib.suppress(MeshError):
+            if ctx.dht.contact is None:
+                await ctx.dht.publish_contact([ctx.announce])
+            await ctx.dht.publish_rendezvous(tag)
+        found = await ctx.dht.lookup_rendezvous(tag)
+        sharing = [
+            k for k in self._peers if Topic(channel.id) in ctx.gossip.shared_topics(PeerId(k))
+        ]
+        for contact in found:
+            if len(sharing) >= self._d:
+                break
+            key = contact.group_key
+            if key == ctx.identity.public_key or key in self._peers or ctx.blocked(key):
+                continue
+            for address in contact.addresses:
+                try:
+                    await self._peers.dial(address)
+                except MeshError:
+                    continue
+                sharing.append(key)
+                break
+
+    async def run_purges(self) -> None:
+        while True:
+            await trio.sleep(self._purge_interval)
+            try:
+                purged = self._ctx.archive.purge_expired()
+            except StoreError as exc:  # tried again next time
+                log.error("could not purge expired data: %s", exc)
+                continue
+            if purged:
+                self._ctx.changed()  # (held mail and unreadable bulletins may have expired)
