@@ -67,7 +67,7 @@ from meshnode.core.delivery import MAX_HOLDERS, Charge, Delivery, Send, Take, is
 from meshnode.core.gossip import BulletinReceived, DeliveryReceived, Gossip, GossipConfig
 from meshnode.core.wire import BulletinId, PeerId, Topic
 from meshnode.errors import InvalidBulletin
-from sim.network import SimNode, Simulation
+from sim.network import _DELIVER, _TICK, SimNode, Simulation
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -261,6 +261,7 @@ class Internet(Simulation):
         self._random = random.Random(self._rng.fork(b"internet")(32))
         self._draw = self._random.random
         self.mail: dict[BulletinId, DirectMail] = {}
+        self._ids: list[bytes] = []
         self.records: dict[bytes, bytes] = {}
         """The DHT's contents: key -> record bytes (contact and rendezvous records)."""
         self.lookups = 0
@@ -443,7 +444,7 @@ class Internet(Simulation):
         )
         for topic, keys in node.topics.items():
             node.gossip.subscribe(topic, keys, now=self._now)
-        self._push(node.gossip.next_deadline(), 1, node.key, node.key, b"", node.generation)
+        self._push(node.gossip.next_deadline(), _TICK, node.key, node.key, b"", node.generation)
 
     # -- direct mail --------------------------------------------------------------------
 
@@ -603,11 +604,10 @@ class Internet(Simulation):
         return node
 
     def _node_ids(self) -> list[bytes]:
-        ids = getattr(self, "_ids_cache", None)
-        if ids is None or len(ids) != len(self.nodes):
-            ids = [records.node_id(k) for k in self.nodes]
-            self._ids_cache: list[bytes] = ids
-        return ids
+        """Every node's DHT id (a holder's view of the routing table: all of them)."""
+        if len(self._ids) != len(self.nodes):
+            self._ids = [records.node_id(k) for k in self.nodes]
+        return self._ids
 
     def _transmit(self, src: PeerId, dst: PeerId, payload: bytes) -> None:
         link = self._links[(src, dst)]
@@ -630,7 +630,7 @@ class Internet(Simulation):
         if when < link.last:
             when = link.last
         link.last = when
-        self._push(when, 0, src, dst, payload, link.generation)
+        self._push(when, _DELIVER, src, dst, payload, link.generation)
 
     def _on_deliver(self, src: PeerId, dst: PeerId, payload: bytes, generation: int) -> None:
         link = self._links.get((src, dst))
