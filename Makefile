@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test fuzz lint typecheck bench bench-peers docs check clean
+.PHONY: help install run demo test fuzz lint typecheck bench bench-peers sim docs check clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -81,6 +81,9 @@ $(JS_STAMP): $(PEERS)/js/package.json $(PEERS)/js/package-lock.json
 
 bench-peers: $(BENCH_STAMP) $(LIBP2P_STAMP) $(JS_STAMP)  ## meshnode beside py-libp2p and js-libp2p GossipSub (~10 min; QUICK=1 ~2)
 	$(BIN)/python $(PEERS)/run.py $(if $(QUICK),--quick)
+
+sim: $(BENCH_STAMP)  ## simulate 100 to 10,000 nodes, churn and 3,000 adversaries (~3 min; QUICK=1 ~1)
+	$(BIN)/python -m sim $(if $(QUICK),--quick)
 
 docs: $(STAMP)  ## regenerate docs/cli.md from the commands' --help
 	$(BIN)/python -c "from meshnode.cli import render_docs; print(render_docs())" > docs/cli.md

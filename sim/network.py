@@ -16,6 +16,10 @@ Rules:
    transport delivers as part of opening the session. Closing a session
    discards what is in flight on it.
 4. Cost is per event, so 10,000 nodes are a matter of patience, not of design.
+5. What a subclass changes (sim/internet.py does) goes through a few hooks: how a
+   payload travels (``_transmit``), what a node does with a payload, a tick or a
+   received bulletin (``_on_deliver``, ``_on_tick``, ``_on_bulletin``) and where a
+   node's randomness comes from (``_node_rng``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import TYPE_CHECKING, Final
 from meshnode.core import wire
 from meshnode.core.gossip import (
     BulletinReceived,
+    DeliveryReceived,
     DropPeer,
     Event,
     ForkDetected,
@@ -43,6 +48,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
 
     from meshnode.core.bulletin import Bulletin
+    from meshnode.core.crypto import Rng
 
 _DELIVER: Final = 0
 _TICK: Final = 1
@@ -101,6 +107,8 @@ class SimNode:
     forks: list[ForkDetected] = field(default_factory=list)
     drops: list[DropPeer] = field(default_factory=list)
     syncs: list[SyncCompleted] = field(default_factory=list)
+    bytes_sent: int = 0
+    """Session payload bytes this node sent."""
 
 
 @dataclass(eq=False)
@@ -108,6 +116,7 @@ class _Link:
     generation: int
     session_id: bytes
     last: float = 0.0
+    rtt: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -188,13 +197,13 @@ class Simulation:
         gossip = Gossip(
             local=peer,
             holdings=holdings,
-            rng=self._rng.fork(b"node" + peer),
+            rng=self._node_rng(peer),
             now=self._now,
             config=self._config,
         )
         for topic, keys in topics.items():
             gossip.subscribe(topic, keys, now=self._now)
-        node = SimNode(key=peer, gossip=gossip, holdings=holdings)
+        node = self._new_node(peer, gossip, holdings)
         self.nodes[peer] = node
         self._push(gossip.next_deadline(), _TICK, peer, peer, b"", 0)
         return node
@@ -206,8 +215,9 @@ class Simulation:
             return False
         self._generation += 1
         session_id = self._net_rng(32)
-        self._links[(pa, pb)] = _Link(self._generation, session_id, self._now)
-        self._links[(pb, pa)] = _Link(self._generation, session_id, self._now)
+        rtt = self._rtt(pa, pb)
+        self._links[(pa, pb)] = _Link(self._generation, session_id, self._now, rtt)
+        self._links[(pb, pa)] = _Link(self._generation, session_id, self._now, rtt)
         for x, y in ((pa, pb), (pb, pa)):
             self.nodes[x].gossip.add_peer(y, session_id, self._now)
         self._flush(self.nodes[pa])
@@ -301,14 +311,9 @@ class Simulation:
             self._now = when
             self._events += 1
             if kind == _DELIVER:
-                link = self._links.get((src, dst))
-                if link is not None and link.generation == tag:
-                    node = self.nodes[dst]
-                    self._handle(node, node.gossip.receive_data(src, payload, when))
+                self._on_deliver(src, dst, payload, tag)
             elif kind == _TICK:
-                node = self.nodes[src]
-                self._handle(node, node.gossip.tick(when))
-                self._push(node.gossip.next_deadline(), _TICK, src, src, b"", 0)
+                self._on_tick(src, tag)
             else:
                 self._calls.pop(tag)()
             if stop is not None and when >= next_check:
@@ -357,12 +362,41 @@ class Simulation:
         self._seq += 1
         heapq.heappush(self._queue, (when, self._seq, kind, src, dst, payload, tag))
 
+    def _rtt(self, a: PeerId, b: PeerId) -> float:
+        """The round trip of a new session (this class draws each payload's delay)."""
+        return 0.0
+
+    def _new_node(self, key: PeerId, gossip: Gossip, holdings: MemoryHoldings) -> SimNode:
+        return SimNode(key=key, gossip=gossip, holdings=holdings)
+
+    def _node_rng(self, peer: PeerId) -> Rng:
+        return self._rng.fork(b"node" + peer)
+
+    def _on_deliver(self, src: PeerId, dst: PeerId, payload: bytes, generation: int) -> None:
+        link = self._links.get((src, dst))
+        if link is not None and link.generation == generation:
+            node = self.nodes[dst]
+            self._handle(node, node.gossip.receive_data(src, payload, self._now))
+
+    def _on_tick(self, key: PeerId, tag: int) -> None:
+        node = self.nodes[key]
+        self._handle(node, node.gossip.tick(self._now))
+        self._push(node.gossip.next_deadline(), _TICK, key, key, b"", tag)
+
+    def _on_bulletin(self, node: SimNode, event: BulletinReceived) -> None:
+        """Store a received bulletin and accept it at once (the trio node batches:
+        see sim/internet.py)."""
+        node.holdings.add(event.bulletin)
+        self._arrived(node, event.topic, BulletinId(event.bulletin.id))
+        node.gossip.accept(event.bulletin.id, self._now)
+
+    def _on_delivery(self, node: SimNode, event: DeliveryReceived) -> None:
+        """A direct-delivery message: nodes here have no delivery machine."""
+
     def _handle(self, node: SimNode, events: list[Event]) -> None:
         for event in events:
             if isinstance(event, BulletinReceived):
-                node.holdings.add(event.bulletin)
-                self._arrived(node, event.topic, BulletinId(event.bulletin.id))
-                node.gossip.accept(event.bulletin.id, self._now)
+                self._on_bulletin(node, event)
             elif isinstance(event, DropPeer):
                 node.drops.append(event)
                 self.disconnect(node.key, event.peer)
@@ -370,6 +404,8 @@ class Simulation:
                 node.forks.append(event)
             elif isinstance(event, SyncCompleted):
                 node.syncs.append(event)
+            elif isinstance(event, DeliveryReceived):
+                self._on_delivery(node, event)
         self._flush(node)
 
     def _arrived(self, node: SimNode, topic: Topic, bid: BulletinId) -> None:
@@ -387,6 +423,7 @@ class Simulation:
         link = self._links[(src, dst)]
         self._sent += 1
         self._bytes += len(payload)
+        self.nodes[src].bytes_sent += len(payload)
         lossy = self.loss and payload[1] != wire.MessageType.HELLO
         if lossy and self._net_rng.random() < self.loss:
             self._lost += 1
