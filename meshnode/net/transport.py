@@ -16,11 +16,11 @@ Theory of operation (normative text: docs/spec/session.md):
   stopped reading). The send queue is bounded in messages not yet written,
   so ``send`` blocks (backpressure) while it is full.
 - The *reader* task waits for the socket, reads what is there, feeds the
-  machine and hands that read's messages either to a handler
-  (``deliver_to``, which the node uses: no queue, no second task) or to a
-  bounded queue for ``receive``; while the queue is full it stops reading
-  and TCP pushes back on the peer. It closes the session when no message or
-  keepalive arrives for ``idle_timeout`` (a trickle of bytes does not count).
+  machine and hands that read's messages to the handler the session's owner
+  gave (``deliver_to``): no queue, no second task. Until a handler is given it
+  reads nothing, and TCP pushes back on the peer. It closes the session when no
+  message or keepalive arrives for ``idle_timeout`` (a trickle of bytes does
+  not count).
 - Errors: a broken connection and the peer's protocol errors end that one
   session; the caller sees :class:`PeerDisconnected` with the reason.
 """
@@ -28,7 +28,6 @@ Theory of operation (normative text: docs/spec/session.md):
 from __future__ import annotations
 
 import logging
-import math
 import socket
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -89,8 +88,6 @@ class SessionConfig:
     """Close a session when one write is stuck this long (the peer stopped reading)."""
     send_queue_size: int = 16
     """Messages waiting to be written; ``send`` blocks while it is full."""
-    receive_queue_size: int = 16
-    """Messages received and not yet taken by ``receive``; reading stops while it is full."""
     max_sessions: int = 256
     """Open sessions a listener holds at once (handshakes not counted)."""
     max_sessions_per_ip: int = 8
@@ -103,7 +100,7 @@ class SessionConfig:
     def __post_init__(self) -> None:
         times = (self.handshake_timeout, self.keepalive_interval, self.idle_timeout,
                  self.write_timeout)  # fmt: skip
-        counts = (self.rekey_after, self.send_queue_size, self.receive_queue_size,
+        counts = (self.rekey_after, self.send_queue_size,
                   self.max_sessions, self.max_sessions_per_ip, self.max_handshakes,
                   self.max_handshakes_per_ip)  # fmt: skip
         if min(times) <= 0 or min(counts) < 1 or self.max_message < 0:
@@ -118,7 +115,6 @@ class SessionStatistics:
 
     counters: SessionCounters
     queued_to_send: int
-    queued_received: int
     closed_reason: str | None
 
 
@@ -193,16 +189,20 @@ _BROKEN: Final = (OSError, trio.BrokenResourceError, trio.ClosedResourceError)
 """What a broken connection raises: the socket's errors, or a trio stream's."""
 
 
+def _unreachable(messages: list[bytes]) -> None:
+    raise AssertionError("a session reads nothing before deliver_to")
+
+
 class Session:
     """An open, authenticated session with a peer.
 
     Made by :func:`open_session` or handed to a :func:`serve_sessions` handler;
     both close it when their block or handler ends.
 
-    Messages are received either from :meth:`receive` (a bounded queue) or, once
-    :meth:`deliver_to` gave a handler, by that handler, called in the reader task
-    with every message one read brought. Sends are written at once when the
-    socket takes them; only what it does not take waits for the writer task.
+    Messages go to the handler :meth:`deliver_to` gave, called in the reader task
+    with every message one read brought; nothing is read before. Sends are written
+    at once when the socket takes them; only what it does not take waits for the
+    writer task.
     """
 
     def __init__(
@@ -243,8 +243,8 @@ class Session:
         """Set (and replaced) when queued messages were written while ``send`` waits
         for room (``_space_wanted``); most writes have nobody waiting."""
         self._space_wanted = False
-        self._handler: Callable[[list[bytes]], None] | None = None
-        self._recv_tx, self._recv_rx = trio.open_memory_channel[bytes](config.receive_queue_size)
+        self._handler: Callable[[list[bytes]], None] = _unreachable
+        self._handler_set = trio.Event()
         self._scope = trio.CancelScope()
         self._done = trio.Event()
         self._reason: str | None = None
@@ -351,46 +351,17 @@ class Session:
                 self._stalled_at = trio.current_time()
             self._wake.set()
 
-    async def receive(self) -> bytes:
-        """The next message from the peer; messages that arrived before a close are kept.
-
-        Raises:
-            PeerDisconnected: the session closed and every message was taken.
-        """
-        try:
-            return await self._recv_rx.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise self._disconnected() from None
-
-    def receive_nowait(self) -> bytes:
-        """The next message if one is queued already: :meth:`receive` without waiting,
-        so a caller can take a burst in one wake-up.
-
-        Raises:
-            trio.WouldBlock: no message is queued (the session may still be open).
-            PeerDisconnected: the session closed and every message was taken.
-        """
-        try:
-            return self._recv_rx.receive_nowait()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            raise self._disconnected() from None
-
     def deliver_to(self, handler: Callable[[list[bytes]], None]) -> None:
-        """From now on, hand received messages to ``handler`` instead of the queue.
+        """Hand every message received to ``handler``; nothing is read before.
 
         It is called in the reader task, synchronously, with the messages of one
-        read in order (first with any already queued). It must not block; what it
-        raises ends the session's tasks and propagates to their nursery.
+        read in order (the first call with any the handshake read past its end). It
+        must not block; what it raises ends the session's tasks and propagates to
+        their nursery. Until a handler is given the session reads nothing, so TCP
+        pushes back on the peer and the idle timer does not run.
         """
-        queued: list[bytes] = []
-        while True:
-            try:
-                queued.append(self._recv_rx.receive_nowait())
-            except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
-                break
         self._handler = handler
-        if queued:
-            handler(queued)
+        self._handler_set.set()
 
     async def wait_closed(self) -> None:
         """Return once the session has ended (for a caller that handles messages by
@@ -414,13 +385,12 @@ class Session:
         return SessionStatistics(
             counters=self._machine.statistics(),
             queued_to_send=len(self._ends),
-            queued_received=self._recv_rx.statistics().current_buffer_used,
             closed_reason=self._reason,
         )
 
     @property
     def closed(self) -> bool:
-        """Whether the session has ended (queued messages may still be received)."""
+        """Whether the session has ended."""
         return self._done.is_set()
 
     def _abort(self, reason: str) -> None:
@@ -438,7 +408,6 @@ class Session:
                     nursery.start_soon(self._writer)
         finally:
             self._closing = True
-            self._recv_tx.close()
             self._space.set()  # wakes senders waiting for room: they see the close
             try:
                 with trio.CancelScope(shield=True):
@@ -455,10 +424,12 @@ class Session:
         passes, the session is idle only if nothing was heard since.
         """
         idle_timeout = self._config.idle_timeout
+        await self._handler_set.wait()
+        self._heard_at = trio.current_time()
         try:
             while True:
-                with trio.CancelScope(deadline=self._heard_at + idle_timeout) as idle:
-                    await self._read(idle)
+                with trio.CancelScope(deadline=self._heard_at + idle_timeout):
+                    await self._read()
                     return
                 if trio.current_time() >= self._heard_at + idle_timeout:
                     self._abort(f"no message or keepalive for {idle_timeout} s")
@@ -470,8 +441,8 @@ class Session:
         except _BROKEN:
             self._abort("the connection broke")
 
-    async def _read(self, idle: trio.CancelScope) -> None:
-        """Until the peer closes: every read's messages go to the handler or the queue.
+    async def _read(self) -> None:
+        """Until the peer closes: every read's messages go to the handler.
 
         What the handshake read beyond its last message is in the machine already,
         so each pass takes the machine's events before it waits for the socket.
@@ -485,28 +456,13 @@ class Session:
                 if isinstance(event, MessageReceived):
                     messages.append(event.data)
             if messages:
-                await self._deliver(messages, idle)
+                self._handler(messages)
             if ended:
                 self._abort("the peer closed the connection")
                 return
             chunks, ended = await io.read()
             for data in chunks:
                 machine.receive_data(data)
-
-    async def _deliver(self, messages: list[bytes], idle: trio.CancelScope) -> None:
-        if self._handler is not None:
-            self._handler(messages)
-            return
-        for data in messages:
-            try:  # no checkpoint per message while the queue has room
-                self._recv_tx.send_nowait(data)
-            except trio.WouldBlock:  # our side is slow: not the peer's idling
-                deadline, idle.deadline = idle.deadline, math.inf
-                await self._recv_tx.send(data)
-                idle.deadline = deadline
-                self._heard_at = trio.current_time()
-            except trio.BrokenResourceError:  # nobody receives any more
-                return
 
     async def _writer(self) -> None:
         """Write what the socket did not take at once; a keepalive when idle; the rest

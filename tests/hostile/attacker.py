@@ -28,6 +28,7 @@ from meshnode.core.wire import PUBLIC_TOPIC, BulletinId
 from meshnode.errors import PeerDisconnected
 from meshnode.net.connect import open_session
 from tests.conftest import make_identity
+from tests.inbox import received
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
@@ -142,7 +143,7 @@ class WirePeer:
     async def _read(self) -> None:
         while True:
             try:
-                data = await self.session.receive()
+                data = await received(self.session)
             except PeerDisconnected as exc:
                 self.closed = str(exc)
                 self._wake()

@@ -129,9 +129,9 @@ async def test_silent_connections_hold_only_handshake_slots(
     assert "refused a connection from [peer hidden]" in journal
     assert "127.0.6." not in journal
     # The victim holds a connection for each handshake slot and each session, no more;
-    # a handshake buffers one record at most, a session its two queues of messages.
+    # a handshake buffers one record at most, a session its send queue of messages.
     assert tcp_after - tcp_before == limits.max_handshakes + status.peers
     session = SessionConfig()
-    queues = (session.send_queue_size + session.receive_queue_size) * session.max_message
+    queues = session.send_queue_size * session.max_message
     record = LENGTH_SIZE + MAX_RECORD
     assert rss_after - rss_before <= limits.max_handshakes * record + status.peers * queues

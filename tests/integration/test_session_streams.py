@@ -16,6 +16,7 @@ from meshnode.errors import PeerDisconnected
 from meshnode.net.connect import _handshake, _machine, start_session
 from meshnode.net.transport import Session, SessionConfig
 from tests.conftest import make_identity
+from tests.inbox import inbox, received
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -59,12 +60,12 @@ async def test_messages_cross_both_ways_over_memory_streams(
         big = bytes(range(256)) * 200
         a.send_many_nowait([b"one", big])
         await b.send(b"back")
-        assert await b.receive() == b"one"
-        assert await b.receive() == big
-        assert await a.receive() == b"back"
+        assert await received(b) == b"one"
+        assert await received(b) == big
+        assert await received(a) == b"back"
         await a.aclose()
         with pytest.raises(PeerDisconnected):
-            await b.receive()
+            await received(b)
 
 
 async def test_keepalives_hold_an_idle_session_open(autojump_clock: trio.testing.MockClock) -> None:
@@ -73,7 +74,7 @@ async def test_keepalives_hold_an_idle_session_open(autojump_clock: trio.testing
         assert not a.closed
         assert not b.closed
         await b.send(b"still here")
-        assert await a.receive() == b"still here"
+        assert await received(a) == b"still here"
         assert a.statistics().counters.keepalives_received >= 20
 
 
@@ -106,8 +107,38 @@ async def test_a_silent_peer_is_closed_after_the_idle_timeout(
         silent = _machine(BOB, False, OPEN_MESH_KEY, CONFIG, os.urandom)
         nursery.start_soon(_handshake, right, silent, CONFIG)
         a = await start_session(nursery, left, initiator=True, identity=ALICE, config=CONFIG)
+        inbox(a)  # (its owner reads: only the idle timer can end it)
         opened_at = trio.current_time()
         await a.wait_closed()
         assert trio.current_time() - opened_at >= CONFIG.idle_timeout
         assert "no message or keepalive" in (a.statistics().closed_reason or "")
+        nursery.cancel_scope.cancel()
+
+
+async def test_nothing_is_read_before_a_handler_is_given(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Until its owner says where messages go a session reads nothing (the peer is
+    pushed back by the stream) and its idle timer does not run; then everything
+    comes, in order."""
+    left, right = trio.testing.memory_stream_pair()
+    async with trio.open_nursery() as nursery:
+        sessions: dict[str, Session] = {}
+
+        async def open_end(name: str, stream: trio.abc.Stream) -> None:
+            sessions[name] = await start_session(
+                nursery, stream, initiator=name == "a", identity=ALICE if name == "a" else BOB,
+                config=CONFIG,
+            )  # fmt: skip
+
+        async with trio.open_nursery() as handshakes:
+            handshakes.start_soon(open_end, "a", left)
+            handshakes.start_soon(open_end, "b", right)
+        a, b = sessions["a"], sessions["b"]
+        inbox(b)  # (b reads: a's keepalives flow)
+        b.send_many_nowait([b"one", b"two"])
+        await trio.sleep(10 * CONFIG.idle_timeout)  # (mock time)
+        assert not a.closed
+        assert a.statistics().counters.messages_received == 0
+        assert [await received(a), await received(a)] == [b"one", b"two"]
         nursery.cancel_scope.cancel()

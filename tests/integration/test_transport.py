@@ -36,6 +36,7 @@ from meshnode.errors import (
 from meshnode.net.connect import connect_session, open_session, serve_sessions
 from meshnode.net.transport import Session, SessionConfig
 from tests.conftest import make_identity, seeded_rng
+from tests.inbox import received
 
 TIMEOUT = 20
 OTHER_KEY = hashlib.blake2b(b"a private mesh", digest_size=32).digest()
@@ -65,7 +66,7 @@ async def _listening(
 async def _echo(session: Session) -> None:
     """Answer each message with its BLAKE2b-256, until the peer goes."""
     while True:
-        data = await session.receive()
+        data = await received(session)
         await session.send(crypto.blake2b_256(data))
 
 
@@ -85,11 +86,10 @@ async def _never_reads(session: Session) -> None:
 
 @asynccontextmanager
 async def _to_a_peer_that_never_reads(
-    host: str, config: SessionConfig, receive_queue: int = 1
+    host: str, config: SessionConfig
 ) -> AsyncIterator[Session]:
-    peer_config = SessionConfig(receive_queue_size=receive_queue)
     async with (
-        _listening(_never_reads, host, peer_config) as address,
+        _listening(_never_reads, host) as address,
         open_session(address, identity=ALICE, config=config) as session,
     ):
         yield session
@@ -130,7 +130,7 @@ async def test_two_sessions_exchange_messages_both_ways() -> None:
                 assert session.remote_address == address
                 for message in (b"", b"hello", bytes(range(256)) * 257, bytes(65_792)):
                     await session.send(message)
-                    assert await session.receive() == crypto.blake2b_256(message)
+                    assert await received(session) == crypto.blake2b_256(message)
                 (theirs,) = seen
                 assert theirs.peer_key == ALICE.public_key
                 assert theirs.handshake_hash == session.handshake_hash
@@ -144,28 +144,6 @@ async def test_two_sessions_exchange_messages_both_ways() -> None:
                 await session.send(b"after close")
 
 
-async def test_receive_nowait_takes_a_burst_in_order_then_would_block() -> None:
-    with trio.fail_after(TIMEOUT):
-        async with _listening(_echo, "127.0.0.2") as address:
-            async with open_session(address, identity=ALICE, local_host="127.0.0.3") as session:
-                with pytest.raises(trio.WouldBlock):
-                    session.receive_nowait()
-                messages = [bytes([n]) * 100 for n in range(5)]
-                for message in messages:
-                    session.send_nowait(message)
-                got = [await session.receive()]
-                while len(got) < len(messages):
-                    try:
-                        got.append(session.receive_nowait())
-                    except trio.WouldBlock:
-                        got.append(await session.receive())
-                assert got == [crypto.blake2b_256(m) for m in messages]
-                with pytest.raises(trio.WouldBlock):
-                    session.receive_nowait()
-            with pytest.raises(PeerDisconnected):
-                session.receive_nowait()
-
-
 async def test_a_wrong_network_key_cannot_open_a_session_and_the_listener_serves_on() -> None:
     with trio.fail_after(TIMEOUT):
         opened: list[Session] = []
@@ -175,7 +153,7 @@ async def test_a_wrong_network_key_cannot_open_a_session_and_the_listener_serves
                     pytest.fail("a session opened with the wrong network key")
             async with open_session(address, identity=ALICE) as session:
                 await session.send(b"still serving?")
-                assert await session.receive() == crypto.blake2b_256(b"still serving?")
+                assert await received(session) == crypto.blake2b_256(b"still serving?")
         assert [s.peer_key for s in opened] == [ALICE.public_key]
 
 
@@ -186,7 +164,7 @@ async def test_a_private_mesh_works_with_its_own_key() -> None:
             open_session(address, identity=ALICE, network_key=OTHER_KEY) as session,
         ):
             await session.send(b"private")
-            assert await session.receive() == crypto.blake2b_256(b"private")
+            assert await received(session) == crypto.blake2b_256(b"private")
 
 
 async def test_a_dialer_without_the_network_key_gets_nothing_back() -> None:
@@ -291,7 +269,7 @@ async def test_the_per_ip_session_limit() -> None:
                     pytest.fail("a third session from one address")
             async with open_session(address, identity=ALICE, local_host="127.0.0.12") as other:
                 await other.send(b"another address")
-                assert await other.receive() == crypto.blake2b_256(b"another address")
+                assert await received(other) == crypto.blake2b_256(b"another address")
 
 
 async def test_the_total_session_limit_and_its_release() -> None:
@@ -315,7 +293,7 @@ async def test_the_total_session_limit_and_its_release() -> None:
             await trio.testing.wait_all_tasks_blocked()  # the listener released the slot
             async with open_session(address, identity=ALICE, local_host="127.0.0.16") as third:
                 await third.send(b"a slot freed")
-                assert await third.receive() == crypto.blake2b_256(b"a slot freed")
+                assert await received(third) == crypto.blake2b_256(b"a slot freed")
 
 
 async def _silent_connections(
@@ -360,7 +338,7 @@ async def test_silent_connections_leave_room_for_honest_sessions_and_our_own_dia
                 honest = await _held_sessions(stack, address, ["127.0.0.44"] * 4)
                 for session in honest:
                     await session.send(b"still served")
-                    assert await session.receive() == crypto.blake2b_256(b"still served")
+                    assert await received(session) == crypto.blake2b_256(b"still served")
                 with pytest.raises(HandshakeError, match="session limit"):
                     async with open_session(address, identity=ALICE, local_host="127.0.0.45"):
                         pytest.fail("a session past max_sessions")
@@ -369,7 +347,7 @@ async def test_silent_connections_leave_room_for_honest_sessions_and_our_own_dia
                 carol = await carols.start(serve)
                 async with open_session(carol, identity=BOB, local_host="127.0.0.43") as dialled:
                     await dialled.send(b"our own dial")
-                    assert await dialled.receive() == crypto.blake2b_256(b"our own dial")
+                    assert await received(dialled) == crypto.blake2b_256(b"our own dial")
                 carols.cancel_scope.cancel()
             assert len(closed) == 6  # the six within the limits are still handshaking
             nursery.cancel_scope.cancel()
@@ -389,7 +367,7 @@ async def test_silent_connections_are_closed_at_the_handshake_timeout_freeing_th
             await trio.testing.wait_all_tasks_blocked()  # the listener released the slots
             async with open_session(address, identity=ALICE, local_host="127.0.0.48") as session:
                 await session.send(b"a slot freed")
-                assert await session.receive() == crypto.blake2b_256(b"a slot freed")
+                assert await received(session) == crypto.blake2b_256(b"a slot freed")
 
 
 async def test_a_handshake_that_completes_when_the_sessions_are_full_is_closed() -> None:
@@ -427,7 +405,7 @@ async def test_the_idle_timeout_closes_a_silent_peer() -> None:
 
     async def handler(session: Session) -> None:
         try:
-            await session.receive()
+            await received(session)
         except PeerDisconnected as exc:
             reasons.append(str(exc))
             raise
@@ -467,11 +445,11 @@ async def test_an_oversize_message_is_refused_on_both_ends() -> None:
                     await session.send(bytes(200_001))
                 await session.send(bytes(100_000))
                 with pytest.raises(PeerDisconnected, match="closed the connection"):
-                    await session.receive()
+                    await received(session)
             assert "over the 65792-byte limit" in reasons[0]
             async with open_session(address, identity=ALICE) as session:  # still serving
                 await session.send(b"ok")
-                assert await session.receive() == crypto.blake2b_256(b"ok")
+                assert await received(session) == crypto.blake2b_256(b"ok")
 
 
 async def test_rekeying_after_a_few_messages_keeps_working() -> None:
@@ -485,7 +463,7 @@ async def test_rekeying_after_a_few_messages_keeps_working() -> None:
             # that followed echo 30, so exactly 10 rekeys have been read by then.
             for n in range(31):
                 await session.send(b"message %d" % n)
-                assert await session.receive() == crypto.blake2b_256(b"message %d" % n)
+                assert await received(session) == crypto.blake2b_256(b"message %d" % n)
             counters = session.statistics().counters
             assert counters.rekeys_sent == 10
             assert counters.rekeys_received == 10
@@ -496,15 +474,15 @@ async def test_a_peer_that__never_reads_makes_send_block() -> None:
     config = SessionConfig(send_queue_size=2)
 
     with trio.fail_after(TIMEOUT):
-        async with _to_a_peer_that_never_reads("127.0.0.21", config, 2) as session:
+        async with _to_a_peer_that_never_reads("127.0.0.21", config) as session:
             sent = 0
             with trio.move_on_after(2) as blocked:
                 while True:
                     await session.send(bytes(65_536))
                     sent += 1
             assert blocked.cancelled_caught
-            # Two queues of 2, the reader's one message in hand, and the kernel's
-            # socket buffers (a few MB on loopback): far below unbounded.
+            # The send queue of 2 and the kernel's socket buffers (a few MB on
+            # loopback; the peer reads nothing): far below unbounded.
             assert sent < 500
             assert session.statistics().queued_to_send == 2
             with pytest.raises(trio.WouldBlock):
@@ -532,10 +510,10 @@ async def test_a_handler_that_returns_flushes_and_closes() -> None:
             _listening(says_goodbye, "127.0.0.24") as address,
             open_session(address, identity=ALICE) as session,
         ):
-            assert await session.receive() == b"bye"
-            assert await session.receive() == b"for now"
+            assert await received(session) == b"bye"
+            assert await received(session) == b"for now"
             with pytest.raises(PeerDisconnected, match="closed the connection"):
-                await session.receive()
+                await received(session)
             assert session.statistics().closed_reason == "the peer closed the connection"
             with pytest.raises(PeerDisconnected):
                 session.send_nowait(b"too late")
@@ -601,7 +579,7 @@ def test_session_config_is_checked() -> None:
             SessionConfig(**{limit: 0})
 
 
-async def test_a_handler_gets_every_message_in_order_those_queued_before_it_first() -> None:
+async def test_a_handler_gets_every_message_in_order() -> None:
     """``deliver_to`` hands each read's messages to a function in the reader task."""
     got: list[bytes] = []
     all_in = trio.Event()
@@ -610,23 +588,22 @@ async def test_a_handler_gets_every_message_in_order_those_queued_before_it_firs
         session.send_many_nowait([b"one", b"two"])
         for n in range(3, 51):
             await session.send(b"%d" % n)
-        await session.receive()  # (until the dialer closes)
+        await received(session)  # (until the dialer closes)
 
     with trio.fail_after(TIMEOUT):
         async with (
             _listening(sends_a_burst, "127.0.0.28") as address,
             open_session(address, identity=ALICE) as session,
         ):
-            assert await session.receive() == b"one"
 
             def handler(messages: list[bytes]) -> None:
                 got.extend(messages)
-                if len(got) == 49:
+                if len(got) == 50:
                     all_in.set()
 
             session.deliver_to(handler)
             await all_in.wait()
-            assert got == [b"two", *(b"%d" % n for n in range(3, 51))]
+            assert got == [b"one", b"two", *(b"%d" % n for n in range(3, 51))]
 
 
 async def test_a_batch_is_queued_whole_or_not_at_all() -> None:

@@ -32,6 +32,7 @@ from meshnode.errors import PeerDisconnected, UnknownChannel
 from meshnode.net import connect, transport
 from meshnode.supervise import follow_until
 from tests.conftest import make_identity
+from tests.inbox import received
 from tests.system.conftest import MESH_SIZE
 from tests.system.daemons import FAST, Daemon, Mesh, wait_for
 
@@ -277,7 +278,7 @@ async def _closed_by_peer(session: transport.Session) -> None:
     with trio.fail_after(CONVERGE):
         while True:
             try:
-                await session.receive()
+                await received(session)
             except PeerDisconnected:
                 return
 
