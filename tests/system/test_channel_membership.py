@@ -26,6 +26,7 @@ from meshnode.errors import MeshError, PeerDisconnected
 from meshnode.home import DataDir
 from meshnode.net import connect
 from meshnode.supervise import follow_until
+from tests.inbox import received
 from tests.system.daemons import CLI, Daemon, Mesh, clean_env, wait_for
 
 if TYPE_CHECKING:
@@ -272,7 +273,7 @@ def test_a_removed_member_cannot_take_the_channel_back(groups: list[Daemon]) -> 
             async with connect.open_session(a.address, identity=who) as session:
                 await session.send(wire.encode(wire.Hello(public=True, proofs=())))
                 await session.send(wire.encode(wire.Deposit(recipient=a.key, raws=raws)))
-                while not isinstance(wire.decode(await session.receive()), wire.DepositAck):
+                while not isinstance(wire.decode(await received(session)), wire.DepositAck):
                     pass
                 if then:
                     with contextlib.suppress(PeerDisconnected):
