@@ -18,11 +18,11 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 NOTIFY = (
-    "import os, socket, time\n"
+    "import os, signal, socket\n"
     "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n"
     "s.sendto(b'STATUS=starting', os.environ['NOTIFY_SOCKET'])\n"
     "s.sendto(b'READY=1\\nSTATUS=listening', os.environ['NOTIFY_SOCKET'])\n"
-    "time.sleep(60)\n"
+    "signal.pause()\n"  # (lives until a signal ends it)
 )
 
 
@@ -62,7 +62,7 @@ def test_a_daemon_that_dies_starting_is_not_a_timeout(
 
 def test_silence_is_a_timeout(started: list[subprocess.Popen[bytes]]) -> None:
     with notify_socket() as (sock, path):
-        process = _spawn("import time; time.sleep(60)", {"NOTIFY_SOCKET": path}, started)
+        process = _spawn("import signal; signal.pause()", {"NOTIFY_SOCKET": path}, started)
         with pytest.raises(OperationTimeout, match=r"no READY=1 within 0\.6 s"):
             wait_notified(sock, process, timeout=0.6)
 
