@@ -127,6 +127,8 @@ class Archive:
             self.memberships.load(channel_id)
         self._indexes: dict[Topic, RangeIndex] = {}
         self._recent: dict[bytes, Bulletin] = {}
+        self._contents: dict[bytes, Content] = {}
+        """The contents of recently opened bulletins (at most ``_RECENT``)."""
         """The newest bulletins stored, already verified, by id: ``record`` reads them
         without decoding and verifying their bytes again (at most ``_RECENT``)."""
         self._unopened: dict[bytes, _Unopened] | None = None
@@ -242,6 +244,7 @@ class Archive:
         self.store.delete_channel(channel.id)
         self._channels.pop(channel.id, None)
         self.memberships.forget(channel.id)
+        self._contents.clear()  # (what it opened may not open again if it comes back)
         if self._unopened is not None:  # its bulletins are no longer ours to read
             for bid in [i for i, u in self._unopened.items() if u.channel_id == channel.id]:
                 del self._unopened[bid]
@@ -378,18 +381,30 @@ class Archive:
         self._forget_evicted()
         return self._taken(bulletin, result)
 
-    def store_unsynced(
+    def store_relayed(
         self, bulletins: Sequence[Bulletin], origins: Sequence[Origin]
     ) -> list[Insert]:
-        """Relayed bulletins, in two steps: this commits them without an fsync
-        (``Store.add_unsynced``, which weighs each one's origin); then :meth:`taken`
-        indexes them. Until then nothing serves them: gossip and sync read the index."""
-        results = self.store.add_unsynced(bulletins, now=self._clock(), origins=origins)
+        """Relayed bulletins, in two steps: this writes them into the store's relay
+        group (``Store.add_relayed``, which weighs each one's origin; readable at once,
+        committed by :meth:`commit_relayed`); then :meth:`taken` indexes them. Until
+        then nothing serves them: gossip and sync read the index."""
+        results = self.store.add_relayed(bulletins, now=self._clock(), origins=origins)
         self._forget_evicted()
         for b, r in zip(bulletins, results, strict=True):
             if r.stored:
                 self._remember(b)
         return results
+
+    def commit_relayed(self) -> None:
+        """Commit the relay group; if that fails, its bulletins leave the indexes.
+
+        Raises:
+            StoreError: the commit failed (the group is rolled back).
+        """
+        try:
+            self.store.commit_relayed()
+        finally:
+            self._forget_evicted()
 
     def _forget_evicted(self) -> None:
         """Take what the store evicted out of the indexes, so that nothing serves it."""
@@ -397,6 +412,7 @@ class Archive:
             for index in self._indexes.values():
                 index.discard(bulletin_id)
             self._recent.pop(bulletin_id, None)
+            self._contents.pop(bulletin_id, None)
 
     def taken(self, bulletins: Sequence[Bulletin], results: Sequence[Insert]) -> list[Ingested]:
         """Index bulletins the store took (and apply key updates)."""
@@ -478,6 +494,7 @@ class Archive:
         if removed:
             self._indexes.clear()  # rebuilt from the store on next use
             self._recent.clear()
+            self._contents.clear()
             if self._unopened is not None:
                 self._unopened = {i: u for i, u in self._unopened.items() if self.store.has(i)}
         return removed
@@ -589,8 +606,17 @@ class Archive:
 
     def _note(self, b: Bulletin) -> Content | None:
         """The content of ``b`` for this group, or None: not ours to read, or ours but
-        unreadable, which is then remembered (if ``_unopened`` is made yet)."""
+        unreadable, which is then remembered (if ``_unopened`` is made yet). The
+        content of a recent bulletin is kept, so storing it and reading it at once
+        decrypt it once."""
+        content = self._contents.get(b.id)
+        if content is not None:
+            return content
         opened = self._open(b)
+        if isinstance(opened, Content):
+            self._contents[b.id] = opened
+            if len(self._contents) > _RECENT:
+                del self._contents[next(iter(self._contents))]
         if not isinstance(opened, _Unopened):
             return opened
         if self._unopened is not None:

@@ -41,6 +41,7 @@ and :func:`network_of` the network a peer's address is counted in (its /24 or /6
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from typing import Final
 
@@ -164,6 +165,7 @@ def split_ipv4_address(address: str) -> tuple[str, int]:
     return ip, port
 
 
+@functools.lru_cache(maxsize=4096)
 def network_of(address: str) -> bytes:
     """The source network an address is counted in, where one operator's addresses are
     cheap to multiply: its IPv4 /24 (``b"4"`` and three bytes) or IPv6 /64 (``b"6"``

@@ -78,16 +78,15 @@ class EpochKey:
     number: int
     secret: bytes = field(repr=False)
     id: bytes = field(init=False)
+    key: bytes = field(init=False, repr=False, compare=False)
+    """The encryption key of the epoch's channel bulletins (derived once: every
+    bulletin sealed or opened asks for it)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.number <= MAX_EPOCH or len(self.secret) != crypto.KEY_SIZE:
             raise ValueError("an epoch is a number with a 32-byte secret")
         object.__setattr__(self, "id", crypto.derive(self.secret, EPOCH_ID_LABEL))
-
-    @property
-    def key(self) -> bytes:
-        """The encryption key of the epoch's channel bulletins."""
-        return crypto.derive(self.secret, EPOCH_KEY_LABEL)
+        object.__setattr__(self, "key", crypto.derive(self.secret, EPOCH_KEY_LABEL))
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,23 @@
-"""The commit pass: what is received is stored in group passes, and only then relayed.
+"""The store pass: what is received is written to the store in passes, and only
+then relayed; the writes are committed in groups.
 
 Theory of operation:
 1. A received bulletin waits, pending in gossip (so the machine's
    ``max_pending`` bounds the wait list), for the next pass, with where it came
    from: its author's trust and the peer and source network that delivered it,
    as the store's admission weighs them (docs/spec/store.md, "Budget").
-2. A pass stores everything received since the last one in one transaction
-   and only then accepts it, i.e. relays it; our own bulletins published
-   meanwhile go out with it. Relayed bulletins are committed without an fsync
-   (see ``Store.add_unsynced``); our own were stored durably before ``post``
-   returned, so every operation that returns a bulletin returns a durable one.
-3. Passes are ``store_interval`` apart at least, so under load a pass holds
-   more and costs less per bulletin, and a peer gets one write per pass, not
-   one per bulletin. The pass rides on the first session read or post after
-   the interval (:meth:`Intake.nudge`), or half an interval later at the
-   latest; the first after a quiet spell runs at once.
+2. A pass writes everything received since the last one into the store's relay
+   group (``Store.add_relayed``) and only then accepts it, i.e. relays it and
+   shows it to readers; our own bulletins published meanwhile go out with it.
+   A pass runs as soon as it has work: what arrives while one runs waits for
+   the next, so under load a pass holds more and costs less per bulletin, and a
+   peer gets one write per pass, not one per bulletin.
+3. The relay group is committed (without an fsync) ``store_interval`` after its
+   first write, so one commit serves every pass in between; a durable write
+   (our own post, say) commits it first. Our own bulletins were stored durably
+   before ``post`` returned, so every operation that returns a bulletin returns
+   a durable one; a crash takes back at most the relayed bulletins of the
+   uncommitted group, which acknowledged nothing and are fetched again.
 4. Not heard at all: an expired bulletin (docs/spec/gossip.md, "Expiry"), a
    channel bulletin whose author is not a member; one whose author the log
    does not know yet is held until the log says (docs/spec/membership.md).
@@ -75,9 +78,8 @@ class Intake:
         """Contacts and members of our channels (None: to be read again)."""
         self._store_now = trio.Event()
         """Set when the next pass has work: bulletins to store, or our own to publish."""
-        self._store_due = trio.Event()
-        self._commit_due = math.inf
-        """While a pass waits for ``store_interval``: when it is due."""
+        self._commit_at = math.inf
+        """When the relay group is due to be committed (infinity: none is open)."""
 
     def received(self, event: BulletinReceived) -> None:
         """A bulletin the machine took from a peer: stored with the next pass."""
@@ -92,58 +94,49 @@ class Intake:
 
     def publish(self, bulletin: Bulletin) -> None:
         """Publish one of ours (stored already) with the next pass."""
-        now = trio.current_time()
-        self._ctx.gossip.publish(bulletin, now)
+        self._ctx.gossip.publish(bulletin, trio.current_time())
         self._store_now.set()
-        self.nudge(now)
         self._ctx.notify()
 
-    def nudge(self, now: float) -> None:
-        """A session read or a post: the waiting pass, if it is due, runs now."""
-        if now >= self._commit_due:
-            self._store_due.set()
-
     async def run_passes(self) -> None:
-        """Group passes: what every session received since the last pass is stored in
-        one transaction and only then accepted, i.e. relayed, and our own bulletins
-        published meanwhile go out with it. Passes are ``store_interval`` apart at
-        least, so under load a pass holds more and costs less per bulletin, and a
-        peer gets one write per pass, not one per bulletin. (Relayed bulletins are
-        committed without an fsync: see ``Store.add_unsynced``; our own were stored
-        durably before ``post`` returned.)"""
+        """Passes, each as soon as it has work, and the relay group's commit
+        ``store_interval`` after its first write (see the module's docstring)."""
         ctx = self._ctx
-        interval = self._interval
-        last = -math.inf
         while True:
-            await self._store_now.wait()
-            due = last + interval
-            if trio.current_time() < due:
-                # The pass rides on the first session read or post after ``due`` (see
-                # ``nudge``), so a steady stream costs no timer wake-up of its own;
-                # the deadline bounds the wait when nothing comes.
-                self._commit_due = due
-                with trio.move_on_at(due + interval / 2):
-                    await self._store_due.wait()
-                self._commit_due = math.inf
-                self._store_due = trio.Event()
-            last = trio.current_time()
-            self._store_now = trio.Event()
-            admitted, self._to_store = self._admitted(self._to_store), []
-            if not admitted:  # only our own to publish
+            with trio.move_on_at(self._commit_at):
+                await self._store_now.wait()
+            if self._store_now.is_set():
+                self._store_now = trio.Event()
+                if self._pass() and self._commit_at == math.inf:
+                    self._commit_at = trio.current_time() + self._interval
                 self._peers.flush()
-                continue
-            batch = [b for b, _ in admitted]
-            try:
-                results = ctx.archive.store_unsynced(batch, [o for _, o in admitted])
-                self._on_stored(batch, results, trio.current_time())
-            except StoreError as exc:
-                # Our disk, not the senders' doing: refused without a charge (those
-                # already accepted stay so), and fetched again by anti-entropy.
-                log.error("could not store %d bulletins: %s", len(batch), exc)
-                now = trio.current_time()
-                for bulletin in batch:
-                    ctx.gossip.reject(bulletin.id, now)
-            self._peers.flush()
+            if trio.current_time() >= self._commit_at:
+                self._commit_at = math.inf
+                try:
+                    ctx.archive.commit_relayed()
+                except StoreError as exc:
+                    log.error("could not commit the bulletins relayed lately: %s", exc)
+
+    def _pass(self) -> bool:
+        """Write what was received into the relay group and accept (relay) it; True if
+        anything was written."""
+        ctx = self._ctx
+        admitted, self._to_store = self._admitted(self._to_store), []
+        if not admitted:  # only our own to publish
+            return False
+        batch = [b for b, _ in admitted]
+        try:
+            results = ctx.archive.store_relayed(batch, [o for _, o in admitted])
+        except StoreError as exc:
+            # Our disk, not the senders' doing: refused without a charge (those
+            # already accepted stay so), and fetched again by anti-entropy.
+            log.error("could not store %d bulletins: %s", len(batch), exc)
+            now = trio.current_time()
+            for bulletin in batch:
+                ctx.gossip.reject(bulletin.id, now)
+            return False
+        self._on_stored(batch, results, trio.current_time())
+        return True
 
     def _admitted(self, batch: list[tuple[Bulletin, Origin]]) -> list[tuple[Bulletin, Origin]]:
         """The received bulletins that are heard: an expired one is neither stored nor

@@ -92,9 +92,10 @@ class NodeConfig:
         delivery_interval: seconds between attempts to deliver direct bulletins.
         mail_interval: seconds between collections of mail held for us.
         purge_interval: seconds between purges of expired bulletins.
-        store_interval: seconds at least between two passes that store received
-            bulletins and send what was relayed or published since (under a steady
-            stream, what arrives meanwhile shares the next pass: see ``net/intake.py``).
+        store_interval: seconds at most between writing a relayed bulletin to the
+            store and committing it: one commit serves every pass in between (see
+            ``net/intake.py``); a crash takes back at most that long of relayed
+            bulletins, which acknowledged nothing.
         author_quota: bytes of bulletins stored per author.
         budget: bytes the store may hold, per share.
         merge_delay: seconds a member other than the most senior waits before it
@@ -109,7 +110,7 @@ class NodeConfig:
     delivery_interval: float = 60.0
     mail_interval: float = 600.0
     purge_interval: float = 3600.0
-    store_interval: float = 0.05
+    store_interval: float = 0.5
     author_quota: int = 64 * 1024 * 1024
     budget: Budget = field(default_factory=Budget)
     merge_delay: float = 60.0
@@ -151,7 +152,6 @@ class Node:
         local_host = None if is_wildcard(host) else host
         peers = self._peers = Peers(
             ctx, network_key=network_key, config=config.session, local_host=local_host,
-            on_read=self._nudge,
         )  # fmt: skip
         intake = self._intake = Intake(
             ctx, peers, store_interval=config.store_interval, on_log_changed=self._log_changed
@@ -198,9 +198,6 @@ class Node:
                     self._delivery.received(event.peer, event.message)
                 case TopicsShared():
                     self._channels.catch_up(bytes(event.peer), event.topics)
-
-    def _nudge(self, now: float) -> None:
-        self._intake.nudge(now)
 
     def _log_changed(self, channel: Channel) -> None:
         self._channels.log_changed(channel)

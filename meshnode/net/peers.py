@@ -4,9 +4,8 @@ Theory of operation:
 1. Every session, dialled or accepted, is registered with the one
    :class:`~meshnode.core.gossip.Gossip` machine. Each session's reader task
    hands what it read straight to the machine (``Session.deliver_to``); the
-   events go to the node's dispatcher, the commit pass is nudged (see
-   :meth:`~meshnode.net.intake.Intake.nudge`), and the machine's output is
-   written to the sessions at once, one write per peer per flush.
+   events go to the node's dispatcher, and the machine's output is written to
+   the sessions at once, one write per peer per flush.
 2. A peer whose send queue is full is too slow to keep: its session is closed,
    never buffered without bound.
 3. One session per group: two nodes that dial each other at once keep the
@@ -36,7 +35,7 @@ from meshnode.errors import MeshError, PeerDisconnected, RemoteProtocolError
 from meshnode.net import connect, transport
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     from meshnode.net.context import Context
 
@@ -60,16 +59,13 @@ class Peers:
         network_key: bytes,
         config: transport.SessionConfig,
         local_host: str | None,
-        on_read: Callable[[float], None],
     ) -> None:
         """``local_host``: dial from the bound address, so peers see the address we
-        listen on. ``on_read(now)`` runs after each batch a session read went to the
-        machine, before the flush."""
+        listen on."""
         self._ctx = ctx
         self._network_key = network_key
         self._config = config
         self._local_host = local_host
-        self._on_read = on_read
         self._peers: dict[bytes, _Peer] = {}
         self.reachable: bool | None = None
         """True once another node dialled us and completed a handshake."""
@@ -197,7 +193,6 @@ class Peers:
             now = trio.current_time()
             for data in messages:
                 ctx.handle(ctx.gossip.receive_data(peer, data, now))
-            self._on_read(now)
             self.flush()
 
         try:

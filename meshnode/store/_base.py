@@ -38,16 +38,36 @@ class _Room:
     :class:`~meshnode.store.Store`'s constructor."""
 
     _db: sqlite3.Connection
+    _evictions: list[bytes]
+    _group: list[bytes]
     _relaxed: bool
     _state: StorageState
     _watchers: list[Callable[[], None]]
 
     def _transaction(self) -> _Transaction:
-        """A durable transaction (rule 1): its commit fsyncs the log."""
+        """A durable transaction (rule 1): its commit fsyncs the log, and the open relay
+        group's writes with it, which it commits first."""
+        self.commit_relayed()
         if self._relaxed:
             self._db.execute("PRAGMA synchronous=FULL")
             self._relaxed = False
         return _Transaction(self._db, self._committed)
+
+    def commit_relayed(self) -> None:
+        """Commit the relay group (see ``add_relayed``), if one is open. If the commit
+        fails, the group is rolled back and its bulletins come back from
+        ``take_evictions``, so the indexes above the store let go of them
+        (anti-entropy fetches them again)."""
+        group, self._group = self._group, []
+        if not self._db.in_transaction:
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            _rollback(self._db)
+            self._evictions.extend(group)
+            raise
+        self._committed()
 
     def _committed(self) -> None:
         self._set_state(StorageState.OK)

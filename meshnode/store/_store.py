@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from meshnode.core import crypto
+from meshnode.errors import StoreError
 from meshnode.store._base import StorageState, _typed_errors
 from meshnode.store.budget import DEFAULT_AUTHOR_QUOTA, Budget, Trust
 from meshnode.store.bulletins import _Bulletins
@@ -49,6 +50,8 @@ class Store(_Bulletins, _Channels, _Contacts, _Mail, _DhtRecords):
         self._budget = budget
         self._evictions: list[bytes] = []
         """Ids evicted since :meth:`take_evictions` last ran."""
+        self._group: list[bytes] = []
+        """Ids stored in the open relay group (see :meth:`add_relayed`)."""
         self._contact_cache: dict[bytes, Contact | None] = {}
         """Key -> its contact row (None: not a contact), for :meth:`contact`; emptied by
         every write to ``contacts``, all of which go through this object."""
@@ -91,7 +94,9 @@ class Store(_Bulletins, _Channels, _Contacts, _Mail, _DhtRecords):
         return store
 
     def close(self) -> None:
-        """Checkpoint the log into the main file and close."""
+        """Commit the relay group, checkpoint the log into the main file and close."""
+        with contextlib.suppress(StoreError):
+            self.commit_relayed()
         # Another reader may hold the log; then the next open checkpoints it.
         with contextlib.suppress(sqlite3.Error):
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -5,12 +5,13 @@ of what is held (by id, by stream, by channel, in arrival order).
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Final
 
 from meshnode.core.bulletin import Bulletin, Kind
-from meshnode.store._base import _Transaction
 from meshnode.store.budget import (
     _DROPPED,
     LOCAL,
@@ -94,25 +95,47 @@ class _Bulletins(_Budgeting):
     def add_unsynced(
         self, bulletins: Sequence[Bulletin], *, now: int, origins: Sequence[Origin] | None = None
     ) -> list[Insert]:
-        """:meth:`add_many` under ``synchronous=NORMAL``: committed, so the bulletins
-        survive the process being killed, but not fsynced, so a power loss may take
-        the last batches back (the log keeps its order: never a hole, and a later
-        durable commit or checkpoint makes them durable too).
+        """:meth:`add_relayed`, then :meth:`commit_relayed`: committed when it returns."""
+        results = self.add_relayed(bulletins, now=now, origins=origins)
+        self.commit_relayed()
+        return results
+
+    def add_relayed(
+        self, bulletins: Sequence[Bulletin], *, now: int, origins: Sequence[Origin] | None = None
+    ) -> list[Insert]:
+        """Write bulletins relayed by peers into the open *relay group*, a transaction
+        under ``synchronous=NORMAL`` that :meth:`commit_relayed` (or any durable write,
+        which commits it first) ends. Reads on this connection see them at once, so the
+        node relays and shows them before the commit, and one commit (its write of the
+        log, the dearest step of a small batch) serves every batch of the group.
 
         For bulletins relayed by peers only: nothing was acknowledged for them, and
-        anti-entropy fetches what a power loss took from the peers that still hold
-        it. The node's own bulletins, deposits and mail go through the durable
-        methods (rule 1). An fsync per batch cost more CPU than the rest of
-        receiving a bulletin. ``origins`` (one per bulletin; default :data:`LOCAL`)
-        is what public admission weighs (rule 8).
+        anti-entropy fetches again what a crash (the group not yet committed) or a power
+        loss (committed, not fsynced) took from the peers that still hold it; the log
+        keeps its order, never a hole. The node's own bulletins, deposits and mail go
+        through the durable methods (rule 1). A failure undoes this batch only (the
+        group keeps the earlier ones). ``origins`` (one per bulletin; default
+        :data:`LOCAL`) is what public admission weighs (rule 8).
         """
         if origins is None:
             origins = [LOCAL] * len(bulletins)
-        if not self._relaxed:  # (left so for the next batch: _transaction restores FULL)
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._relaxed = True
-        with _Transaction(self._db, self._committed):
-            return self._insert_many(bulletins, origins, now)
+        db = self._db
+        if not db.in_transaction:
+            if not self._relaxed:  # (left so for the next group: _transaction restores FULL)
+                db.execute("PRAGMA synchronous=NORMAL")
+                self._relaxed = True
+            db.execute("BEGIN IMMEDIATE")
+        db.execute("SAVEPOINT batch")
+        try:
+            results = self._insert_many(bulletins, origins, now)
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK TO batch")
+                db.execute("RELEASE batch")
+            raise
+        db.execute("RELEASE batch")
+        self._group.extend(b.id for b, r in zip(bulletins, results, strict=True) if r.stored)
+        return results
 
     def _insert_many(
         self, bulletins: Sequence[Bulletin], origins: Sequence[Origin], now: int

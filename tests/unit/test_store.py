@@ -640,3 +640,54 @@ def test_a_rollback_sqlite_did_already_does_not_mask_the_error(store: Store) -> 
     with pytest.raises(ValueError, match="first"):
         fail_after_sqlite_rolled_back()
     assert not store._db.in_transaction
+
+
+
+def test_the_relay_group_is_read_at_once_and_committed_later(
+    tmp_path: Path, alice: Identity, rng: Rng
+) -> None:
+    """Relayed bulletins are readable as soon as they are written to the relay group;
+    another connection sees them only once it is committed; a durable write commits
+    the group first, and so does closing."""
+    path = tmp_path / "meshnode.db"
+    store = Store.open(path, seal_key=KEY)
+    b1, b2, b3, b4, b5 = (post(alice, None, seq, rng) for seq in range(1, 6))
+    other = sqlite3.connect(path)
+
+    def committed() -> int:
+        count: int = other.execute("SELECT count(*) FROM bulletins").fetchone()[0]
+        return count
+
+    assert store.add_relayed([b1], now=NOW) == [Insert.ADDED]
+    assert store.has(b1.id)
+    assert committed() == 0
+    store.add_relayed([b2], now=NOW)
+    store.add(b3, now=NOW)
+    assert committed() == 3
+    store.add_relayed([b4], now=NOW)
+    store.commit_relayed()
+    assert committed() == 4
+    store.add_relayed([b5], now=NOW)
+    store.close()
+    assert committed() == 5
+    other.close()
+
+
+def test_a_failed_relay_group_commit_hands_its_bulletins_back(
+    tmp_path: Path, alice: Identity, rng: Rng
+) -> None:
+    """A commit that fails rolls the whole group back; its bulletins come back from
+    ``take_evictions`` so the indexes above let go of them, and the store goes on."""
+    with Store.open(tmp_path / "meshnode.db", seal_key=KEY) as store:
+        b1, b2, b3 = (post(alice, None, seq, rng) for seq in range(1, 4))
+        store.add_relayed([b1, b2], now=NOW)
+        # A foreign key checked only at COMMIT makes the commit itself fail.
+        store._db.execute("PRAGMA defer_foreign_keys=ON")
+        store._db.execute("INSERT INTO channel_secrets VALUES (x'00', 0, x'00')")
+        with pytest.raises(StoreError):
+            store.commit_relayed()
+        assert sorted(store.take_evictions()) == sorted([b1.id, b2.id])
+        assert not store.has(b1.id)
+        assert store.state is StorageState.ERROR
+        assert store.add_unsynced([b3], now=NOW) == [Insert.ADDED]
+        assert store.state is StorageState.OK

@@ -299,7 +299,7 @@ def test_evicted_bulletins_are_not_served_nor_fetched_again(
     junk = flood(strangers[:20], rng, 1)
     archive.index(topic)  # (built before, so the eviction must update it)
     for n in range(0, 20, 4):
-        archive.taken(junk[n : n + 4], archive.store_unsynced(junk[n : n + 4], [stranger(1)] * 4))
+        archive.taken(junk[n : n + 4], archive.store_relayed(junk[n : n + 4], [stranger(1)] * 4))
     gone = [b for b in junk if not store.has(b.id)]
     assert gone
     for b in gone:
