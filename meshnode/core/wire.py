@@ -53,6 +53,7 @@ MAX_BATCH: Final = 256
 MAX_PROOFS: Final = 256
 MAX_ANNOUNCE: Final = 1024
 MAX_WANT: Final = 256
+MAX_DONTWANT: Final = 1024
 MAX_BACKOFF: Final = 3600
 MAX_SYNC_RANGES: Final = 256
 MAX_SYNC_IDS: Final = 1024
@@ -64,7 +65,9 @@ MAX_NONCE: Final = 2**64 - 1
 SIGNATURE_SIZE: Final = crypto.SIGNATURE_SIZE
 MAX_GRANT_PART: Final = MAX_BULLETIN
 MAX_TIMESTAMP: Final = _bulletin.MAX_TIME - 1
-_MAX_ARRAY: Final = max(MAX_BATCH, MAX_PROOFS, MAX_ANNOUNCE, MAX_WANT, MAX_SYNC_IDS, MAX_MAIL_ACK)
+_MAX_ARRAY: Final = max(
+    MAX_BATCH, MAX_PROOFS, MAX_ANNOUNCE, MAX_WANT, MAX_DONTWANT, MAX_SYNC_IDS, MAX_MAIL_ACK
+)
 
 MEMBER_LABEL: Final = b"meshnode/v1/channel/member"
 PROOF_LABEL: Final = b"meshnode/v1/gossip/member-proof"
@@ -92,6 +95,7 @@ class MessageType(IntEnum):
     PONG = 14
     REDEEM = 15
     REDEEMED = 16
+    DONTWANT = 17
 
 
 class RangeMode(IntEnum):
@@ -358,6 +362,26 @@ class Want:
     def _parse(cls, body: list[object]) -> Want:
         topic, ids = _list(body, 2)
         return cls(topic=Topic(_bytes(topic)), ids=_idlist(ids))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DontWant:
+    """Ids of bulletins the sender now has: do not push them to it (GossipSub v1.2's
+    IDONTWANT). No topic: the ids say nothing the peer could not tell from a push."""
+
+    TYPE: ClassVar[MessageType] = MessageType.DONTWANT
+    ids: tuple[BulletinId, ...]
+
+    def __post_init__(self) -> None:
+        _check_ids(self.ids, 1, MAX_DONTWANT, "dontwant")
+
+    def _body(self) -> list[object]:
+        return [list(self.ids)]
+
+    @classmethod
+    def _parse(cls, body: list[object]) -> DontWant:
+        (ids,) = _list(body, 1)
+        return cls(ids=_idlist(ids))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -692,7 +716,9 @@ class Redeemed:
 
 _VERDICTS: Final = frozenset(int(v) for v in Verdict)
 
-GossipMessage: TypeAlias = Hello | Graft | Prune | Bulletins | Announce | Want | Ping | Pong
+GossipMessage: TypeAlias = (
+    Hello | Graft | Prune | Bulletins | Announce | Want | DontWant | Ping | Pong
+)
 DeliveryMessage: TypeAlias = Deposit | DepositAck | MailRequest | Mail | MailAck | Redeem | Redeemed
 Message: TypeAlias = GossipMessage | Sync | DeliveryMessage
 
@@ -716,6 +742,7 @@ _CLASSES: Final[dict[int, Callable[[list[object]], Message]]] = {
         Pong,
         Redeem,
         Redeemed,
+        DontWant,
     )
 }
 

@@ -18,6 +18,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING
 
 import trio
@@ -62,6 +63,16 @@ class Context:
         """Set (and replaced) whenever bulletins were stored: wakes ``bulletins()`` readers."""
         self.status_changed = trio.Event()
         """Set (and replaced) by ``changed``: wakes ``changes()`` watchers."""
+        self.tick_at = math.inf
+        """When the tick loop will next call ``gossip.tick``."""
+        self.tick_sooner = trio.Event()
+        """Set by ``machine_ran`` when the machine wants its tick before ``tick_at``."""
+
+    def machine_ran(self) -> None:
+        """After any input to the machine: its next tick may be due sooner (a second
+        wave of pushes was queued), and the tick loop must wake for it."""
+        if self.gossip.next_deadline() < self.tick_at:
+            self.tick_sooner.set()
 
     def changed(self) -> None:
         self.status_changed.set()

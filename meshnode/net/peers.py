@@ -216,7 +216,9 @@ class Peers:
 
     def flush(self) -> None:
         """Hand the machine's output to the sessions, one write per peer, never blocking:
-        a peer whose send queue is full is too slow to keep, and is closed."""
+        a peer whose send queue is full is too slow to keep, and is closed. (Every input
+        to the machine ends with a flush, so this is where its deadline is checked.)"""
+        self._ctx.machine_ran()
         for peer, group in itertools.groupby(self._ctx.gossip.data_to_send(), key=lambda x: x[0]):
             p = self._peers.get(peer)
             if p is None:

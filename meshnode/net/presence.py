@@ -57,10 +57,16 @@ class Presence:
         self._d_low = d_low
 
     async def run_ticks(self) -> None:
-        gossip = self._ctx.gossip
+        """Tick the machine when it asks to, or sooner when an input moved its deadline
+        (see ``Context.machine_ran``)."""
+        ctx = self._ctx
+        gossip = ctx.gossip
         while True:
-            await trio.sleep_until(gossip.next_deadline())
-            self._ctx.handle(gossip.tick(trio.current_time()))
+            ctx.tick_sooner = trio.Event()
+            ctx.tick_at = gossip.next_deadline()
+            with trio.move_on_at(ctx.tick_at):
+                await ctx.tick_sooner.wait()
+            ctx.handle(gossip.tick(trio.current_time()))
             self._peers.flush()
 
     async def run_presence(self) -> None:

@@ -1107,3 +1107,107 @@ def test_ids_learnt_by_sync_cost_nothing_when_not_served() -> None:
     net.send(peer, hub, wire.encode(wire.Announce(topic=TC, ids=(announced,))))
     net.advance(config.want_timeout + config.heartbeat)
     assert hub.gossip.score(peer.key) < 0  # charged (then decayed for a heartbeat)
+
+
+# -- copies: DONTWANT and the second wave ---------------------------------------------
+
+COPIES = GossipConfig(d=6, d_low=4, d_high=12, flood_publish=False)
+
+
+def clique(n: int, config: GossipConfig = COPIES) -> tuple[Net, list[Node]]:
+    net = Net(config)
+    nodes = [net.node(10 + i) for i in range(n)]
+    for i, a in enumerate(nodes):
+        for b in nodes[i + 1 :]:
+            net.connect(a, b)
+    return net, nodes
+
+
+def copies_received(net: Net, node: Node, bulletin: Bulletin) -> int:
+    return sum(
+        1
+        for _, dst, data in net.log
+        if dst == node.key
+        and isinstance(m := wire.decode(data), wire.Bulletins)
+        and bulletin.raw in m.raws
+    )
+
+
+def test_a_relay_pushes_to_d_eager_peers_then_to_those_still_lacking_it() -> None:
+    """The first wave goes to ``d_eager`` mesh peers; the second, ``stagger`` later, only
+    to those that neither sent the bulletin nor said DONTWANT: here every peer had it
+    from the first wave's relays by then, so the second wave sends nothing."""
+    net, nodes = clique(7)
+    source = nodes[0]
+    b = seal(identity(1), text="x" * 1024)
+    source.holdings.add(b)
+    source.gossip.publish(b, net.now)
+    net.pump()
+    assert all(n.holdings.has(b.id) for n in nodes)
+    pushed_now = sum(n.gossip.statistics().pushed for n in nodes)
+    net.advance(COPIES.stagger, step=COPIES.stagger)
+    stats = [n.gossip.statistics() for n in nodes]
+    assert sum(s.pushed for s in stats) == pushed_now
+    assert sum(s.spared for s in stats) > 0
+    assert sum(s.dontwants_sent for s in stats) > 0
+    # every member got about d_eager copies at most, not one per mesh peer
+    for node in nodes[1:]:
+        assert copies_received(net, node, b) <= COPIES.d_eager + 1
+
+
+def test_the_second_wave_reaches_a_peer_the_first_missed() -> None:
+    """A first wave that meets only peers relaying nothing is repaired by the second."""
+    config = GossipConfig(d=6, d_low=4, d_high=12, flood_publish=False, d_eager=1)
+    net = Net(config)
+    hub = net.node(1)
+    leaves = [net.node(10 + i) for i in range(4)]
+    for leaf in leaves:
+        net.connect(hub, leaf)
+    for leaf in leaves:
+        leaf.verdict = None  # (holds it pending: relays nothing)
+    source = net.rogue(9)
+    net.connect(hub, source)
+    net.send(source, hub, source.hello())
+    b = seal(identity(2), text="y" * 1024)
+    net.send(source, hub, wire.encode(wire.Bulletins(raws=(b.raw,))))
+    first = {dst for _, dst, data in net.log if isinstance(wire.decode(data), wire.Bulletins)}
+    assert len(first & {leaf.key for leaf in leaves}) == 1
+    net.advance(config.stagger, step=config.stagger)
+    assert all(leaf.received() == [b] for leaf in leaves)
+
+
+def test_small_bulletins_go_to_every_mesh_peer_at_once() -> None:
+    net, nodes = clique(7)
+    source = nodes[1]
+    small = seal(identity(1), text="hi")
+    source.holdings.add(small)
+    relay = nodes[0]
+    relay.gossip.receive_data(source.key, wire.encode(wire.Bulletins(raws=(small.raw,))), net.now)
+    relay.holdings.add(small)
+    relay.gossip.accept(small.id, net.now)
+    sent = relay.gossip.data_to_send()
+    pushed = {dst for dst, data in sent if isinstance(wire.decode(data), wire.Bulletins)}
+    assert pushed == set(relay.gossip.mesh(TC)) - {source.key}
+    assert not any(isinstance(wire.decode(data), wire.DontWant) for _, data in sent)
+
+
+def test_dontwant_is_remembered_per_peer_and_bounded() -> None:
+    config = GossipConfig(max_dontwant=4, flood_publish=False, d_eager=1)
+    net = Net(config)
+    hub = net.node(1)
+    rogue = net.rogue(9)
+    net.connect(hub, rogue)
+    net.send(rogue, hub, rogue.hello())
+    assert rogue.key in hub.gossip.mesh(TC)
+    ids = [BulletinId(bytes([i]) * 32) for i in range(10)]
+    net.send(rogue, hub, wire.encode(wire.DontWant(ids=tuple(ids))))
+    # the newest four are remembered: a bulletin among them is not pushed to the peer
+    told = seal(identity(3), text="z" * 1024)
+    net.send(rogue, hub, wire.encode(wire.DontWant(ids=(BulletinId(told.id),))))
+    hub.holdings.add(told)
+    hub.gossip.publish(told, net.now)
+    net.pump()
+    assert not any(
+        isinstance(m, wire.Bulletins) and told.raw in m.raws for m in rogue.inbox
+    )
+    assert hub.gossip.score(rogue.key) == 0

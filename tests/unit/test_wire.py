@@ -16,6 +16,7 @@ from meshnode.core.wire import (
     Bulletins,
     Deposit,
     DepositAck,
+    DontWant,
     Graft,
     Hello,
     Mail,
@@ -61,6 +62,7 @@ EXAMPLES: list[wire.Message] = [
     Bulletins(raws=(RAW, b"\xbb" * 65536)),
     Announce(topic=TOPIC, ids=(ID1, ID2)),
     Want(topic=TOPIC, ids=(ID1,)),
+    DontWant(ids=(ID1, ID2)),
     Sync(topic=TOPIC, opened_by_sender=True, ranges=()),
     Sync(
         topic=TOPIC,

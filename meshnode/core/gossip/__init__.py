@@ -7,6 +7,7 @@ the normative text is docs/spec/gossip.md) composes one room per concern:
     _mesh.py     mesh upkeep: meshes, backoffs, history windows, message cache
     _wants.py    the want scheduler: fair fetching, in-flight bounds, retries
     _scoring.py  offences, penalties, peer scores and their decay
+    _stagger.py  the second wave of pushes, sent to those that still lack a bulletin
     _limits.py   per-peer rate limits (token buckets)
     _outbox.py   per-peer queues of payloads to send
     _config.py   GossipConfig: the parameters and the rules that tie them

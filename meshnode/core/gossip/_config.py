@@ -27,6 +27,10 @@ class GossipConfig:
     d_low: int = 4
     d_high: int = 12
     d_lazy: int = 6
+    d_eager: int = 2
+    stagger: float = 0.03
+    stagger_size: int = 512
+    max_dontwant: int = 1024
     heartbeat: float = 1.0
     history_length: int = 5
     history_gossip: int = 3
@@ -65,6 +69,8 @@ class GossipConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.d_low <= self.d <= self.d_high or self.d_lazy < 0:
             raise ValueError("need 0 <= d_low <= d <= d_high and d_lazy >= 0")
+        if self.d_eager < 1 or self.stagger < 0 or self.max_dontwant < 1:
+            raise ValueError("need d_eager >= 1, stagger >= 0 and max_dontwant >= 1")
         if not 1 <= self.history_gossip <= self.history_length:
             raise ValueError("need 1 <= history_gossip <= history_length")
         if not 0 <= self.prune_backoff <= wire.MAX_BACKOFF:

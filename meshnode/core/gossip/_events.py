@@ -112,6 +112,9 @@ class GossipStatistics:
     rejected: int
     published: int
     pushed: int
+    spared: int
+    """Second-wave pushes skipped: the peer had the bulletin by then."""
+    dontwants_sent: int
     announced: int
     wanted: int
     served: int
@@ -137,6 +140,8 @@ class Counters:
     rejected: int = 0
     published: int = 0
     pushed: int = 0
+    spared: int = 0
+    dontwants_sent: int = 0
     announced: int = 0
     wanted: int = 0
     served: int = 0

@@ -17,6 +17,11 @@ Theory of operation (normative text: docs/spec/gossip.md):
   accepted here is pushed eagerly to the mesh, and its id announced lazily
   (ANNOUNCE) at heartbeats to D_lazy other peers sharing the topic, who pull
   what they lack (WANT), retrying other announcers on timeout.
+- Copies: a bulletin received first tells the other mesh peers DONTWANT
+  (GossipSub v1.2's IDONTWANT: they need not push it to us), and a relay
+  pushes at once to D_eager mesh peers and to the others a moment later,
+  skipping those that have it by then (``_stagger.py``), so a member gets
+  about D_eager copies, not one per mesh peer.
 - Rule 1, validation before anything else: a received bulletin is deduplicated
   by id (BLAKE2b of its bytes) first, verified once (``Bulletin.from_bytes``),
   checked against the topics shared with its sender, and only then handed
@@ -64,6 +69,7 @@ from meshnode.core.gossip._mesh import GraftVerdict, Mesh
 from meshnode.core.gossip._offences import Offence
 from meshnode.core.gossip._outbox import Outbox
 from meshnode.core.gossip._scoring import Scores
+from meshnode.core.gossip._stagger import Stagger, Wave
 from meshnode.core.gossip._wants import WantScheduler
 from meshnode.core.sync import Holdings, SyncMachine, topic_of
 from meshnode.core.wire import PUBLIC_TOPIC, BulletinId, PeerId, Topic
@@ -82,7 +88,10 @@ _T = TypeVar("_T")
 class _Peer:
     """A peer with a session: what it proved, what it shares, its rate limits."""
 
-    __slots__ = ("dropped", "expected", "id", "limits", "proofs", "public", "session_id", "shared")
+    __slots__ = (
+        "dontwant", "dropped", "expected", "id", "limits", "proofs", "public", "session_id",
+        "shared",
+    )  # fmt: skip
 
     def __init__(self, peer: PeerId, session_id: bytes, limits: PeerLimits) -> None:
         self.id = peer
@@ -95,6 +104,8 @@ class _Peer:
         """The proof it would show for each of our channel keys, and that key's topic."""
         self.dropped = False
         self.limits = limits
+        self.dontwant: dict[BulletinId, None] = {}
+        """The ids it said DONTWANT for lately (at most ``max_dontwant``, oldest first)."""
 
 
 class Gossip:
@@ -131,6 +142,7 @@ class Gossip:
         self._intake = Intake(cfg, holdings, self._n)
         self._wants = WantScheduler(cfg, self._reachable)
         self._outbox = Outbox(cfg.max_outbox, self._n)
+        self._stagger = Stagger(cfg.stagger, cfg.max_pending)
         self._next_heartbeat = now + cfg.heartbeat
 
     # -- queries -------------------------------------------------------------------
@@ -162,8 +174,8 @@ class Gossip:
         return self._scores.score(peer)
 
     def next_deadline(self) -> float:
-        """When ``tick`` must next be called."""
-        return self._next_heartbeat
+        """When ``tick`` must next be called (it may come sooner after any input)."""
+        return min(self._next_heartbeat, self._stagger.next_due())
 
     def statistics(self) -> GossipStatistics:
         """A snapshot of the counters."""
@@ -264,6 +276,9 @@ class Gossip:
                 if p.limits.announce.take(len(msg.ids), now):
                     for bid in self._lacking(msg.ids):
                         self._want(bid, msg.topic, (p.id,), eager=True)
+            case wire.DontWant():
+                if p.limits.announce.take(len(msg.ids), now):
+                    self._dontwant(p, msg.ids)
             case wire.Want():
                 if p.limits.serve.take(len(msg.ids), now):
                     for raw in self._mesh.serve(msg.topic, msg.ids, self._holdings):
@@ -321,7 +336,7 @@ class Gossip:
             return
         self._wants.arrived(bid)
         self._n.published += 1
-        self._forward(topic, bid, bulletin.raw, (), flood=self._config.flood_publish)
+        self._forward(topic, bid, bulletin.raw, (), now, flood=self._config.flood_publish)
 
     def accept(self, bulletin_id: bytes, now: float) -> bool:
         """The node stored a BulletinReceived: relay it. False if it was not pending."""
@@ -331,7 +346,7 @@ class Gossip:
             return False
         pending, senders = accepted
         if pending.eager:
-            self._forward(pending.topic, bid, pending.bulletin.raw, senders, flood=False)
+            self._forward(pending.topic, bid, pending.bulletin.raw, senders, now, flood=False)
         else:
             self._mesh.catch_up(pending.topic, bid, pending.bulletin.raw)
         prev = pending.bulletin.prev
@@ -361,8 +376,10 @@ class Gossip:
 
     # -- time ----------------------------------------------------------------------
     def tick(self, now: float) -> list[Event]:
-        """Run the heartbeat if it is due (see ``next_deadline``)."""
+        """Send the second waves that are due, and run the heartbeat if it is (see
+        ``next_deadline``)."""
         events: list[Event] = []
+        self._second_waves(self._stagger.due(now))
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self._config.heartbeat
             self._heartbeat(now, events)
@@ -398,11 +415,14 @@ class Gossip:
                 self._offend(p, Offence.FLOOD, now, events)
             else:
                 asked, eager = (want.asked, want.eager) if want is not None else (None, True)
+                fresh = bid not in self._intake.seen
                 offence = self._intake.check(
                     p.id, bid, raw, p.shared, asked=asked, eager=eager, now=now, events=events
                 )
                 if offence is not None:
                     self._offend(p, offence[0], now, events, offence[1])
+                elif fresh and len(raw) >= self._config.stagger_size:
+                    self._tell_dontwant(p.id, bid)
             if p.dropped:
                 return
 
@@ -482,12 +502,58 @@ class Gossip:
         bid: BulletinId,
         raw: bytes,
         exclude: tuple[PeerId, ...],
+        now: float,
         *,
         flood: bool,
     ) -> None:
-        for peer in self._mesh.relay(topic, bid, raw, flood=flood):
-            if peer not in exclude and self._outbox.put(peer, raw, raw=True):
+        """Push ``bid`` to the mesh (every peer sharing the topic with ``flood``, all at
+        once), save those in ``exclude`` or that said DONTWANT: ``d_eager`` of them now;
+        the others, if the bulletin is ``stagger_size`` or more, in a second wave if
+        they still lack it then (see ``_stagger.py``)."""
+        cfg = self._config
+        peers = [
+            peer
+            for peer in self._mesh.relay(topic, bid, raw, flood=flood)
+            if peer not in exclude and bid not in self._peers[peer].dontwant
+        ]
+        staggered = not flood and cfg.stagger > 0 and len(raw) >= cfg.stagger_size
+        eager = cfg.d_eager if staggered else len(peers)
+        if len(peers) > eager:
+            self._shuffle(peers)
+            self._second_waves(self._stagger.add(bid, raw, tuple(peers[eager:]), now))
+        for peer in peers[:eager]:
+            if self._outbox.put(peer, raw, raw=True):
                 self._n.pushed += 1
+
+    def _second_waves(self, waves: list[Wave]) -> None:
+        """Push each wave to its peers that still lack it: not gone, not a sender of it,
+        not having said DONTWANT."""
+        for wave in waves:
+            seen = self._intake.seen.get(wave.bulletin_id)
+            senders = seen.senders if seen is not None else ()
+            for peer in wave.peers:
+                p = self._peers.get(peer)
+                if p is None or p.dropped or peer in senders or wave.bulletin_id in p.dontwant:
+                    self._n.spared += 1
+                elif self._outbox.put(peer, wave.raw, raw=True):
+                    self._n.pushed += 1
+
+    def _tell_dontwant(self, sender: PeerId, bid: BulletinId) -> None:
+        """A new bulletin from ``sender``: its topic's other mesh peers need not push it."""
+        pending = self._intake.pending.get(bid)
+        if pending is None:
+            return
+        for peer in self._mesh.members(pending.topic):
+            if peer != sender and self._outbox.dontwant(peer, bid):
+                self._n.dontwants_sent += 1
+
+    def _dontwant(self, p: _Peer, ids: Sequence[BulletinId]) -> None:
+        """Remember what ``p`` said it has, the newest ``max_dontwant`` ids."""
+        dontwant, limit = p.dontwant, self._config.max_dontwant
+        for bid in ids:
+            dontwant[bid] = None
+        while len(dontwant) > limit:
+            del dontwant[next(iter(dontwant))]
 
     def _poll_sync(self, now: float) -> None:
         for peer, message in self._sync.poll(now):

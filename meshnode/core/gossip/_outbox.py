@@ -4,7 +4,8 @@ Rules (docs/spec/gossip.md, "Rate limits"):
 - Each peer's queue holds at most ``max_outbox`` bytes; what does not fit is
   refused and counted (``outbox_drops``); gossip and sync repair the loss.
 - Messages are queued encoded, in order; bulletins are queued raw and leave
-  after the peer's messages, batched into as few BULLETINS as fit.
+  after the peer's messages, batched into as few BULLETINS as fit. Ids for
+  DONTWANT are gathered and leave first, in as few DONTWANT as fit.
 - ``drain`` hands out every queued payload, peer by peer in the order the
   peers first had something queued, so one peer's payloads are consecutive.
 """
@@ -17,15 +18,16 @@ from meshnode.core import wire
 
 if TYPE_CHECKING:
     from meshnode.core.gossip._events import Counters
-    from meshnode.core.wire import PeerId
+    from meshnode.core.wire import BulletinId, PeerId
 
 __all__ = ["Outbox"]
 
 
 class _Queue:
-    __slots__ = ("frames", "raws", "size")
+    __slots__ = ("dontwant", "frames", "raws", "size")
 
     def __init__(self) -> None:
+        self.dontwant: list[BulletinId] = []
         self.frames: list[bytes] = []
         self.raws: list[bytes] = []
         self.size = 0
@@ -69,12 +71,28 @@ class Outbox:
         self._dirty[peer] = None
         return True
 
+    def dontwant(self, peer: PeerId, bulletin_id: BulletinId) -> bool:
+        """Queue ``bulletin_id`` for the peer's next DONTWANT; False if it does not fit."""
+        queue = self._queues[peer]
+        if queue.size + len(bulletin_id) > self._limit:
+            self._n.outbox_drops += 1
+            return False
+        queue.dontwant.append(bulletin_id)
+        queue.size += len(bulletin_id)
+        self._dirty[peer] = None
+        return True
+
     def drain(self) -> list[tuple[PeerId, bytes]]:
         """Every queued payload as (peer, bytes), each peer's consecutive; the queues empty."""
         out: list[tuple[PeerId, bytes]] = []
         size = 0
         for peer in self._dirty:
             queue = self._queues[peer]
+            ids, most = queue.dontwant, wire.MAX_DONTWANT
+            for start in range(0, len(ids), most):
+                frame = wire.encode(wire.DontWant(ids=tuple(ids[start : start + most])))
+                out.append((peer, frame))
+                size += len(frame)
             for frame in queue.frames:
                 out.append((peer, frame))
                 size += len(frame)
@@ -82,7 +100,7 @@ class Outbox:
                 frame = wire.encode_bulletins(batch)
                 out.append((peer, frame))
                 size += len(frame)
-            queue.frames, queue.raws, queue.size = [], [], 0
+            queue.dontwant, queue.frames, queue.raws, queue.size = [], [], [], 0
         self._dirty.clear()
         self._n.messages_out += len(out)
         self._n.bytes_out += size
