@@ -128,6 +128,9 @@ class NetNode(SimNode):
     generation: int = 0
     """Bumped at every restart: ticks of an older machine are ignored."""
     inbound: set[PeerId] = field(default_factory=set)
+    """The peers that dialled it."""
+    opened: dict[PeerId, float] = field(default_factory=dict)
+    """When each of its sessions opened."""
     to_store: list[BulletinReceived] = field(default_factory=list)
     pass_due: float | None = None
     last_pass: float = -math.inf
@@ -320,13 +323,15 @@ class Internet(Simulation):
         if len(nb.inbound) >= self.net.max_inbound or not self.connect(a, b):
             return False
         nb.inbound.add(na.key)
+        na.opened[nb.key] = nb.opened[na.key] = self._now
         return True
 
     def disconnect(self, a: bytes, b: bytes) -> bool:
         if not super().disconnect(a, b):
             return False
-        self._net(a).inbound.discard(PeerId(b))
-        self._net(b).inbound.discard(PeerId(a))
+        for x, y in ((a, b), (b, a)):
+            self._net(x).inbound.discard(PeerId(y))
+            self._net(x).opened.pop(PeerId(y), None)
         return True
 
     def rtt(self, a: bytes, b: bytes) -> float:

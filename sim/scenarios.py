@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Final
 
 from meshnode.core.bulletin import Bulletin
 from meshnode.core.channel import Channel, day_of
-from meshnode.core.gossip import GossipConfig, channel_keys
+from meshnode.core.gossip import GossipConfig, OverlaySession, channel_keys, plan_overlay
 from meshnode.core.identity import Identity
 from meshnode.core.records import RendezvousRecord, rendezvous_key_for_tag
 from meshnode.core.wire import PUBLIC_TOPIC, BulletinId, PeerId, Topic
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 D_LOW: Final = GossipConfig().d_low
 D: Final = GossipConfig().d
+D_HIGH: Final = GossipConfig().d_high
 PUBLIC_AT: Final = 10.0
 CHANNEL_AT: Final = 30.0
 QUIET_AT: Final = 50.0
@@ -170,6 +171,8 @@ class World:
         self.churners: list[NetNode] = []
         self.bytes_at: dict[float, int] = {}
         self.eclipsed: NetNode | None = None
+        self.closed_idle = 0
+        """Sessions given up by overlay rounds because they relayed nothing."""
         self.sybils: list[NetNode] = []
         keys = channel_keys(self.channel)
         mail = s.direct > 0
@@ -279,31 +282,63 @@ class World:
         self.net.at(when, send)
 
     def leave(self, node: NetNode) -> None:
-        """The node goes away. Honest peers left with fewer than ``D_LOW`` sessions dial
-        another node at their next overlay round (``Node._fill_overlay``, every
-        ``OVERLAY_INTERVAL`` seconds, at a random phase)."""
-        net, rng = self.net, self.rng
-        peers = net.neighbours(node.key)
-        net.leave(node.key)
+        """The node goes away. Honest peers that lost a session to it run an overlay
+        round at their next ``overlay_interval`` (at a random phase)."""
+        peers = self.net.neighbours(node.key)
+        self.net.leave(node.key)
         for key in peers:
-            peer = net.nodes[key]
-            if isinstance(peer, NetNode) and peer.role is Role.HONEST:
-                net.at(net.now + rng.uniform(0.0, OVERLAY_INTERVAL),
-                       functools.partial(self.refill, peer, peer.generation))
+            self._lost_session(key)
 
-    def refill(self, node: NetNode, generation: int, _: bool = True) -> None:
-        """``Node._fill_overlay``: dial random nodes of the routing table (Sybils too, once
-        they are in the network), one at a time, up to ``D_LOW`` sessions."""
+    def _lost_session(self, key: bytes) -> None:
+        peer = self.net.nodes[PeerId(key)]
+        if isinstance(peer, NetNode) and peer.role is Role.HONEST:
+            when = self.net.now + self.rng.uniform(0.0, OVERLAY_INTERVAL)
+            self.net.at(when, functools.partial(self.overlay_round, peer, peer.generation))
+
+    def overlay_round(self, node: NetNode, generation: int) -> None:
+        """One round of ``Presence._fill_overlay``: ``plan_overlay`` over the node's
+        sessions, serving as its gossip machine counts them; the sessions it names are
+        closed, then :meth:`refill` dials."""
         net = self.net
         if not node.online or node.generation != generation:
             return
-        if len(net.neighbours(node.key)) >= D_LOW:
+        gossip = node.gossip
+        relayers = set(gossip.relayers(PUBLIC_TOPIC))
+        sessions = [
+            OverlaySession(peer=p, outbound=p not in node.inbound, opened=node.opened[p],
+                           relayed=p in relayers,
+                           member=bool(gossip.shared_topics(p) - {PUBLIC_TOPIC}))
+            for p in net.neighbours(node.key)
+        ]
+        plan = plan_overlay(sessions, d_low=D_LOW, d_high=D_HIGH, now=net.now,
+                            grace=OVERLAY_INTERVAL / 2)
+        for peer in plan.close:
+            if net.disconnect(node.key, peer):
+                self.closed_idle += 1
+                self._lost_session(peer)
+        self.refill(node, generation, plan.keep)
+
+    def refill(self, node: NetNode, generation: int, keep: int, _: bool = True) -> None:
+        """The dialling of an overlay round: random nodes of the routing table (Sybils
+        too, once they are in the network), one at a time, up to ``keep`` sessions."""
+        net = self.net
+        if not node.online or node.generation != generation:
+            return
+        if len(net.neighbours(node.key)) >= keep:
             return
         table = self.honest + self.sybils
         peer = node
         while peer is node:
             peer = table[self.rng.randrange(len(table))]
-        net.dial(node.key, peer.key, functools.partial(self.refill, node, generation))
+        net.dial(node.key, peer.key, functools.partial(self.refill, node, generation, keep))
+
+    def overlay_rounds(self, node: NetNode, generation: int) -> None:
+        """``Presence.run_presence`` of a node that came back: an overlay round now and
+        every ``overlay_interval`` after."""
+        if node.online and node.generation == generation:
+            self.overlay_round(node, generation)
+            self.net.at(self.net.now + OVERLAY_INTERVAL,
+                        functools.partial(self.overlay_rounds, node, generation))
 
     def rejoin(self, node: NetNode) -> None:
         """The node comes back: a new process that finds its peers as the trio node does
@@ -319,7 +354,7 @@ class World:
             return node.online and node.generation == generation
 
         def fill_overlay() -> None:
-            self.refill(node, generation)
+            self.overlay_rounds(node, generation)
 
         def find_members() -> None:
             if not live():
@@ -429,6 +464,8 @@ class World:
             extra["churners"] = len(self.churners)
             extra["churner_p50"] = round(percentile(churned, 0.5), 3)
             extra["churner_max"] = round(churned[-1] if churned else 0.0, 3)
+            back = self._topic(PUBLIC_TOPIC, self.churners, 0)
+            extra["churner_public_delivered"] = back.delivered
         if net.mail:
             taken = sorted(m.taken_at - m.sent_at for m in net.mail.values()
                            if m.taken_at is not None)
@@ -447,6 +484,7 @@ class World:
             extra["eclipsed_public_max"] = round(own[-1] if own else 0.0, 3)
         if self.sybils:
             extra["flood_payloads"] = net.flood_sent
+            extra["closed_idle"] = self.closed_idle
             sybil_keys = {n.key for n in self.sybils}
             extra["honest_only_among_sybils"] = sum(
                 1 for n in self.honest

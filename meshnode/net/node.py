@@ -164,6 +164,7 @@ class Node:
         presence = self._presence = Presence(
             ctx, peers, overlay_interval=config.overlay_interval,
             purge_interval=config.purge_interval, d=config.gossip.d, d_low=config.gossip.d_low,
+            d_high=config.gossip.d_high,
         )  # fmt: skip
         self._channels = Channels(
             ctx, peers, intake, delivery, presence, merge_delay=config.merge_delay,

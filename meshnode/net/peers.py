@@ -29,8 +29,9 @@ import trio
 
 from meshnode import redact
 from meshnode.core import records, views
+from meshnode.core.gossip import OverlaySession
 from meshnode.core.identity import fingerprint
-from meshnode.core.wire import PeerId
+from meshnode.core.wire import PUBLIC_TOPIC, PeerId
 from meshnode.errors import MeshError, PeerDisconnected, RemoteProtocolError
 from meshnode.net import connect, transport
 
@@ -101,6 +102,18 @@ class Peers:
                 )
             )
         return infos
+
+    def overlay_sessions(self) -> list[OverlaySession]:
+        """The open sessions as ``plan_overlay`` sees them."""
+        gossip = self._ctx.gossip
+        relayers = set(gossip.relayers(PUBLIC_TOPIC))
+        return [
+            OverlaySession(
+                peer=PeerId(k), outbound=p.outbound, opened=p.since, relayed=k in relayers,
+                member=bool(gossip.shared_topics(PeerId(k)) - {PUBLIC_TOPIC}),
+            )
+            for k, p in self._peers.items()
+        ]
 
     async def dial(self, address: str) -> bytes:
         """A session with the node at ``address``: its group key once it is registered."""

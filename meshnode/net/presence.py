@@ -8,9 +8,12 @@ Theory of operation:
    expires; each channel's rendezvous record is published for each new day,
    and members found there are dialled until ``d`` peers share the channel's
    topic (also when the node creates or joins a channel, and after a rekey).
-3. The mesh-wide (public) overlay keeps at least ``d_low`` sessions, dialled
-   from the DHT's routing table: a node's sessions listen on its DHT port, so
-   routing entries are dialable.
+3. The mesh-wide (public) overlay is kept by ``plan_overlay``: at least
+   ``d_low`` sessions, and up to ``d_high`` until ``d_low`` of them serve
+   (relay bulletins on the public topic), giving up one idle session a round
+   when full; new ones are dialled from the DHT's routing table in random
+   order (a node's sessions listen on its DHT port, so routing entries are
+   dialable).
 4. Expired bulletins and mail are purged every ``purge_interval``.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import time
 from typing import TYPE_CHECKING
 
@@ -25,6 +29,7 @@ import trio
 
 from meshnode.core import records
 from meshnode.core.channel import Channel, day_of
+from meshnode.core.gossip import plan_overlay
 from meshnode.core.wire import PeerId, Topic
 from meshnode.errors import MeshError, StoreError
 
@@ -47,14 +52,18 @@ class Presence:
         purge_interval: float,
         d: int,
         d_low: int,
+        d_high: int,
     ) -> None:
-        """``d``: the members of a channel to dial; ``d_low``: the sessions to keep."""
+        """``d``: the members of a channel to dial; ``d_low``: the sessions to keep, and
+        to see serving before dialling stops at ``d_high``."""
         self._ctx = ctx
         self._peers = peers
         self._overlay_interval = overlay_interval
         self._purge_interval = purge_interval
         self._d = d
         self._d_low = d_low
+        self._d_high = d_high
+        self._shuffle = random.SystemRandom().shuffle
 
     async def run_ticks(self) -> None:
         """Tick the machine when it asks to, or sooner when an input moved its deadline
@@ -71,7 +80,7 @@ class Presence:
 
     async def run_presence(self) -> None:
         """Publish our contact record, then our channels' rendezvous, again and again;
-        keep at least ``d_low`` sessions for the mesh-wide (public) overlay."""
+        keep the mesh-wide (public) overlay."""
         ctx = self._ctx
         while True:
             with contextlib.suppress(MeshError):
@@ -82,14 +91,28 @@ class Presence:
             await trio.sleep(self._overlay_interval)
 
     async def _fill_overlay(self) -> None:
-        """Dial nodes from the routing table while there are fewer than ``d_low`` sessions.
+        """One round of ``plan_overlay``: give up the session it names, then dial nodes
+        from the routing table, in random order, while there are fewer sessions than
+        it keeps.
 
-        A node's sessions listen on its DHT port, so routing entries are dialable."""
-        connected = {records.node_id(k) for k in self._peers}
-        for node_id, host, port in self._ctx.dht.routing_snapshot():
-            if len(self._peers) >= self._d_low:
+        Random order, so that a node giving up idle sessions draws new peers, not
+        the next entries of the same buckets. Sessions given up are not dialled
+        again this round."""
+        plan = plan_overlay(
+            self._peers.overlay_sessions(), d_low=self._d_low, d_high=self._d_high,
+            now=time.time(), grace=self._overlay_interval / 2,
+        )  # fmt: skip
+        skip = {records.node_id(k) for k in self._peers}
+        if plan.close:
+            log.info("giving up %d public-overlay sessions that relay nothing", len(plan.close))
+        for key in plan.close:
+            await self._peers.close(key)
+        entries = self._ctx.dht.routing_snapshot()
+        self._shuffle(entries)
+        for node_id, host, port in entries:
+            if len(self._peers) >= plan.keep:
                 return
-            if node_id in connected:
+            if node_id in skip:
                 continue
             with contextlib.suppress(MeshError):
                 await self._peers.dial(f"{host}:{port}")

@@ -122,16 +122,11 @@ def test_adversaries_cost_the_honest_little() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a node that comes back dials its routing table only while it has fewer than "
-    "d_low sessions, and gossip does not score mesh peers by what they deliver, so one "
-    "whose first dials land on Sybils stays among them (docs/performance.md, Simulation)",
-)
 def test_nodes_that_come_back_among_sybils_still_get_the_public_topic() -> None:
     world = World(Scenario(name="silent-churn", nodes=120, members=30, bulletins=5,
                            silent=480, churn=0.2, horizon=150.0))
     result = world.run()
     assert result.channel.delivered == 1.0  # members find members through the rendezvous
     assert result.public.delivered == 1.0
+    # Some came back to Sybils only, and gave them up for peers that relay.
+    assert result.extra["closed_idle"] > 0

@@ -508,6 +508,30 @@ def member_rogue(net: Net, hub: Node, n: int = 9) -> Rogue:
     return rogue
 
 
+def test_relayers_sent_an_accepted_bulletin_before_the_verdict() -> None:
+    net = Net()
+    hub, source = net.node(1), net.node(2)
+    net.connect(hub, source)
+    rogue = member_rogue(net, hub)
+    post = seal(identity(2))
+    source.holdings.add(post)
+    source.gossip.publish(post, net.now)
+    net.pump()
+    assert hub.holdings.has(post.id)
+    assert hub.gossip.relayers(TC) == [source.key]
+    assert hub.gossip.relayers(PUBLIC_TOPIC) == []
+    # The rogue echoes what the hub pushed to it: a copy after the verdict earns nothing.
+    assert post.raw in {r for m in rogue.inbox if isinstance(m, wire.Bulletins) for r in m.raws}
+    net.send(rogue, hub, wire.encode_bulletins([post.raw]))
+    assert hub.gossip.relayers(TC) == [source.key]
+    # A bulletin the node refuses earns nothing either.
+    hub.verdict = lambda b: False
+    net.send(rogue, hub, wire.encode_bulletins([seal(identity(9)).raw]))
+    assert hub.gossip.relayers(TC) == [source.key]
+    hub.gossip.remove_peer(source.key, net.now)
+    assert hub.gossip.relayers(TC) == []
+
+
 def test_invalid_bulletins_are_never_stored_or_relayed_and_drop_the_sender() -> None:
     net = Net()
     hub, leaf = net.node(1), net.node(2)

@@ -139,3 +139,19 @@ def test_unsubscribing_uncaches_and_stops_relaying() -> None:
     m.leave(T, PEERS[0])
     m.remove(T)
     assert m.cached_bytes == 0
+
+
+def test_relays_are_counted_per_topic_and_forgotten_when_a_peer_leaves() -> None:
+    m = mesh(topics=(T, PUBLIC_TOPIC))
+    for p in PEERS[:3]:
+        m.join(T, p, 0.0)
+    m.join(PUBLIC_TOPIC, PEERS[0], 0.0)
+    m.credit(T, [PEERS[0], PEERS[1], PEERS[5]])  # PEERS[5] does not share T: no credit
+    m.credit(T, [PEERS[1]])
+    assert m.relayers(T) == PEERS[:2]
+    assert m.relayers(PUBLIC_TOPIC) == []
+    m.credit(Topic(b"\x99" * 32), [PEERS[0]])  # not subscribed: nothing to count
+    assert m.relayers(Topic(b"\x99" * 32)) == []
+    m.leave(T, PEERS[1])
+    m.join(T, PEERS[1], 1.0)  # a new session starts from nothing
+    assert m.relayers(T) == [PEERS[0]]

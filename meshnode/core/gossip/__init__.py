@@ -4,7 +4,8 @@
 the normative text is docs/spec/gossip.md) composes one room per concern:
     _intake.py   validation of what is received, the seen-cache, the verdicts
     _hello.py    membership hellos: proofs presented, topics shared with a peer
-    _mesh.py     mesh upkeep: meshes, backoffs, history windows, message cache
+    _mesh.py     mesh upkeep: meshes, backoffs, history windows, message cache, relays
+    _overlay.py  the public overlay's upkeep: sessions to keep, one to give up
     _wants.py    the want scheduler: fair fetching, in-flight bounds, retries
     _scoring.py  offences, penalties, peer scores and their decay
     _stagger.py  the second wave of pushes, sent to those that still lack a bulletin
@@ -29,6 +30,7 @@ from meshnode.core.gossip._events import (
 from meshnode.core.gossip._hello import channel_keys
 from meshnode.core.gossip._machine import Gossip
 from meshnode.core.gossip._offences import DEFAULT_PENALTIES, Offence
+from meshnode.core.gossip._overlay import OverlayPlan, OverlaySession, plan_overlay
 from meshnode.core.sync import topic_of
 
 __all__ = [
@@ -42,9 +44,12 @@ __all__ = [
     "GossipConfig",
     "GossipStatistics",
     "Offence",
+    "OverlayPlan",
+    "OverlaySession",
     "PongReceived",
     "SyncCompleted",
     "TopicsShared",
     "channel_keys",
+    "plan_overlay",
     "topic_of",
 ]

@@ -169,6 +169,11 @@ class Gossip:
         """The mesh peers of ``topic`` (eager push goes to them)."""
         return self._mesh.members(topic)
 
+    def relayers(self, topic: Topic) -> list[PeerId]:
+        """The peers sharing ``topic`` that sent us, this session, a bulletin we accepted
+        before we accepted it (the overlay upkeep keeps peers that serve)."""
+        return self._mesh.relayers(topic)
+
     def score(self, peer: PeerId) -> float:
         """The current misbehaviour score of ``peer`` (0 is clean, lower is worse)."""
         return self._scores.score(peer)
@@ -345,6 +350,7 @@ class Gossip:
         if accepted is None:
             return False
         pending, senders = accepted
+        self._mesh.credit(pending.topic, senders)
         if pending.eager:
             self._forward(pending.topic, bid, pending.bulletin.raw, senders, now, flood=False)
         else:

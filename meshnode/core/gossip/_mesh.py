@@ -18,6 +18,12 @@ Rules (normative text: docs/spec/gossip.md, "Propagation"):
   ``max_cache_bytes`` in all; a window's bulletins leave the cache when the
   window does. A WANT is served from it, and from the store for the rest
   (an id cached on another topic is not served).
+- Relays: each topic counts, per peer sharing it, the bulletins accepted here
+  that the peer sent us before we accepted them (``credit``, from the
+  machine: the senders of a pending bulletin); ``relayers`` lists the peers
+  that relayed at least one. Copies that come after the verdict do not count:
+  a peer could echo what we push to it. A peer that never relays (a Sybil
+  that stores nothing) is thereby told from one that does (``_overlay.py``).
 - Nothing here sends: the machine sends what ``heartbeat`` returns, and the
   GRAFT or PRUNE that ``join`` and ``graft`` call for.
 """
@@ -50,10 +56,11 @@ class GraftVerdict(Enum):
 
 
 class _Topic:
-    __slots__ = ("backoff", "catchup", "mesh", "peers", "windows")
+    __slots__ = ("backoff", "catchup", "mesh", "peers", "relayed", "windows")
 
     def __init__(self, history: int) -> None:
         self.peers: dict[PeerId, None] = {}
+        self.relayed: dict[PeerId, int] = {}
         self.mesh: dict[PeerId, None] = {}
         self.backoff: dict[PeerId, float] = {}
         self.windows: deque[list[BulletinId]] = deque([[]], maxlen=history)
@@ -116,8 +123,22 @@ class Mesh:
         t = self._topics.get(topic)
         if t is not None:
             t.peers.pop(peer, None)
+            t.relayed.pop(peer, None)
             t.mesh.pop(peer, None)
             t.backoff.pop(peer, None)
+
+    def credit(self, topic: Topic, peers: Iterable[PeerId]) -> None:
+        """Each of ``peers`` sent us a bulletin, accepted on ``topic``, before the verdict."""
+        t = self._topics.get(topic)
+        if t is not None:
+            for peer in peers:
+                if peer in t.peers:
+                    t.relayed[peer] = t.relayed.get(peer, 0) + 1
+
+    def relayers(self, topic: Topic) -> list[PeerId]:
+        """The peers sharing ``topic`` that relayed us at least one accepted bulletin."""
+        t = self._topics.get(topic)
+        return list(t.relayed) if t is not None else []
 
     def graft(self, topic: Topic, peer: PeerId, now: float) -> GraftVerdict:
         """A GRAFT from ``peer``, which shares ``topic``."""
