@@ -16,11 +16,11 @@ bookkeeping); what this module adds, and the rules it keeps:
    arrives before the one sent before it on the same session (head-of-line
    blocking), so a loss delays what follows it too.
 3. **The store pass.** A node relays a received bulletin only after storing it,
-   and stores in passes at least ``store_interval`` apart, the way the trio
-   node's storer does (``NodeConfig.store_interval``, ``Node._nudge``): the
-   first pass after a quiet spell runs at once; otherwise a pass runs at the
-   first session read after it is due, or half an interval later at the
-   latest. A bulletin counts as delivered when its pass stores it.
+   in a pass that runs once the session read that brought it is handled, the
+   way the trio node's pass runs as soon as it has work (``net/intake.py``); a
+   bulletin counts as delivered when its pass stores it. The machine's second
+   wave of pushes (``core/gossip/_stagger.py``) runs at its tick, which any
+   input may move sooner (``Simulation._schedule_tick``).
 4. **Sessions open by dialling.** A dial takes a TCP and Noise handshake (two
    round trips, each handshake packet lost with ``loss`` costing a 1 s SYN
    timeout); a node refuses inbound sessions past ``max_inbound``
@@ -67,7 +67,7 @@ from meshnode.core.delivery import MAX_HOLDERS, Charge, Delivery, Send, Take, is
 from meshnode.core.gossip import BulletinReceived, DeliveryReceived, Gossip, GossipConfig
 from meshnode.core.wire import BulletinId, PeerId, Topic
 from meshnode.errors import InvalidBulletin
-from sim.network import _DELIVER, _TICK, SimNode, Simulation
+from sim.network import _DELIVER, SimNode, Simulation
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -103,7 +103,6 @@ class InternetConfig:
     rto_min: float = 0.2
     syn_timeout: float = 1.0
     mss: int = 1448
-    store_interval: float = 0.05
     dial_timeout: float = 5.0
     max_inbound: int = 256
     delivery_interval: float = 60.0
@@ -132,8 +131,6 @@ class NetNode(SimNode):
     opened: dict[PeerId, float] = field(default_factory=dict)
     """When each of its sessions opened."""
     to_store: list[BulletinReceived] = field(default_factory=list)
-    pass_due: float | None = None
-    last_pass: float = -math.inf
     delivery: Delivery | None = None
     mailbox: MemoryMailbox | None = None
     delivering: bool = False
@@ -432,7 +429,7 @@ class Internet(Simulation):
             self.disconnect(key, peer)
         node.online = False
         node.generation += 1
-        node.to_store, node.pass_due = [], None
+        node.to_store = []
 
     def restart(self, key: bytes) -> None:
         """The node comes back as a new process over the same store (rule 5): a new
@@ -449,7 +446,8 @@ class Internet(Simulation):
         )
         for topic, keys in node.topics.items():
             node.gossip.subscribe(topic, keys, now=self._now)
-        self._push(node.gossip.next_deadline(), _TICK, node.key, node.key, b"", node.generation)
+        node.tick_at = float("inf")  # (the old machine's tick, if queued, is stale)
+        self._schedule_tick(node)
 
     # -- direct mail --------------------------------------------------------------------
 
@@ -644,7 +642,7 @@ class Internet(Simulation):
         node = self.nodes[dst]
         assert isinstance(node, NetNode)
         self._handle(node, node.gossip.receive_data(src, payload, self._now))
-        if node.pass_due is not None and node.pass_due <= self._now:
+        if node.to_store:
             self._store_pass(node)
 
     def _on_tick(self, key: PeerId, tag: int) -> None:
@@ -653,29 +651,17 @@ class Internet(Simulation):
         if node.online and node.generation == tag:
             super()._on_tick(key, tag)
 
+    def _tick_tag(self, node: SimNode) -> int:
+        assert isinstance(node, NetNode)
+        return node.generation
+
     def _on_bulletin(self, node: SimNode, event: BulletinReceived) -> None:
         assert isinstance(node, NetNode)
         if node.role is not Role.HONEST:
             return  # Sybils never store, so never accept, so never relay
-        node.to_store.append(event)
-        if node.pass_due is None:
-            interval = self.net.store_interval
-            due = node.last_pass + interval
-            if due <= self._now:
-                node.pass_due = self._now  # at once, once this read is handled
-            else:
-                node.pass_due = due
-                generation = node.generation
-
-                def at_the_latest() -> None:
-                    if node.pass_due == due and node.generation == generation:
-                        self._store_pass(node)
-
-                self.at(due + interval / 2, at_the_latest)
+        node.to_store.append(event)  # (stored once this read is handled)
 
     def _store_pass(self, node: NetNode) -> None:
-        node.pass_due = None
-        node.last_pass = self._now
         batch, node.to_store = node.to_store, []
         for event in batch:
             super()._on_bulletin(node, event)

@@ -109,6 +109,8 @@ class SimNode:
     syncs: list[SyncCompleted] = field(default_factory=list)
     bytes_sent: int = 0
     """Session payload bytes this node sent."""
+    tick_at: float = float("inf")
+    """When this node's next tick is queued (an earlier one replaces it)."""
 
 
 @dataclass(eq=False)
@@ -205,7 +207,7 @@ class Simulation:
             gossip.subscribe(topic, keys, now=self._now)
         node = self._new_node(peer, gossip, holdings)
         self.nodes[peer] = node
-        self._push(gossip.next_deadline(), _TICK, peer, peer, b"", 0)
+        self._schedule_tick(node)
         return node
 
     def connect(self, a: bytes, b: bytes) -> bool:
@@ -380,8 +382,23 @@ class Simulation:
 
     def _on_tick(self, key: PeerId, tag: int) -> None:
         node = self.nodes[key]
-        self._handle(node, node.gossip.tick(self._now))
-        self._push(node.gossip.next_deadline(), _TICK, key, key, b"", tag)
+        if self._now != node.tick_at:
+            return  # an earlier tick replaced this one
+        node.tick_at = float("inf")
+        self._handle(node, node.gossip.tick(self._now))  # (its flush queues the next)
+
+    def _schedule_tick(self, node: SimNode) -> None:
+        """Queue the node's tick for when its machine asks, if that is sooner than the
+        one queued: any input may move the deadline (a second wave of pushes)."""
+        due = node.gossip.next_deadline()
+        if due < node.tick_at:
+            node.tick_at = due
+            self._push(due, _TICK, node.key, node.key, b"", self._tick_tag(node))
+
+    def _tick_tag(self, node: SimNode) -> int:
+        """The tag a node's tick carries (a restarted node's ticks must not reach the
+        machine it replaced)."""
+        return 0
 
     def _on_bulletin(self, node: SimNode, event: BulletinReceived) -> None:
         """Store a received bulletin and accept it at once (the trio node batches:
@@ -418,6 +435,7 @@ class Simulation:
     def _flush(self, node: SimNode) -> None:
         for dst, payload in node.gossip.data_to_send():
             self._transmit(node.key, dst, payload)
+        self._schedule_tick(node)
 
     def _transmit(self, src: PeerId, dst: PeerId, payload: bytes) -> None:
         link = self._links[(src, dst)]
