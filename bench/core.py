@@ -45,13 +45,15 @@ class Line:
 
     key: str
     label: str
-    base: str  # "sign" or "verify"
+    base: str  # "sign" or "verify"; a bare line is its own base
     target: float | None  # the least acceptable ratio, or None for an informative line
 
 
 LINES = (
     Line("sign", "libsodium Ed25519 sign, 1 KiB (bare)", "sign", None),
     Line("verify", "libsodium Ed25519 verify, 1 KiB (bare)", "verify", None),
+    Line("x25519", "libsodium X25519 key exchange (bare)", "x25519", None),
+    Line("xchacha", "libsodium XChaCha20-Poly1305, 1 KiB (bare)", "xchacha", None),
     Line("create", "create: seal + sign, channel", "sign", 0.50),
     Line("create_direct", "create: seal + sign, direct to 1 recipient", "sign", None),
     Line("ingest", "ingest: decode + verify + open", "verify", 0.60),
@@ -94,6 +96,11 @@ class Bench:
         self.message = os.urandom(TEXT_SIZE)
         self.secret_key = self.author._secret_key
         self.signed = sodium.crypto_sign(self.message, self.secret_key)
+        self.dh_secret = hashlib.blake2b(b"x25519 secret", digest_size=32).digest()
+        self.dh_public = sodium.crypto_scalarmult_base(
+            hashlib.blake2b(b"x25519 peer", digest_size=32).digest()
+        )
+        self.aead_key = hashlib.blake2b(b"xchacha key", digest_size=32).digest()
         self.seq = 0
         self.prev: bytes | None = None
         self.pool: list[bytes] = []  # channel bulletins made by "create", for ingesting
@@ -113,6 +120,21 @@ class Bench:
         crypto_sign_open, signed, pk = sodium.crypto_sign_open, self.signed, self.author.public_key
         for _ in range(n):
             crypto_sign_open(signed, pk)
+        return n
+
+    def x25519(self, n: int) -> int:
+        scalarmult, secret, public = sodium.crypto_scalarmult, self.dh_secret, self.dh_public
+        for _ in range(n):
+            scalarmult(secret, public)
+        return n
+
+    def xchacha(self, n: int) -> int:
+        encrypt, message, key = (
+            sodium.crypto_aead_xchacha20poly1305_ietf_encrypt, self.message, self.aead_key
+        )
+        nonce = bytes(24)
+        for _ in range(n):
+            encrypt(message, b"", nonce, key)
         return n
 
     # Pipelines ------------------------------------------------------------------
@@ -188,6 +210,8 @@ def run(duration: float, rounds: int) -> dict[str, float]:
                 "create": timed(bench.create, duration),
                 "create_direct": timed(bench.create_direct, duration),
                 "verify": timed(bench.verify, duration),
+                "x25519": timed(bench.x25519, duration),
+                "xchacha": timed(bench.xchacha, duration),
                 "ingest": timed(bench.ingest(), duration),
             }
             step, store = bench.ingest_store()
