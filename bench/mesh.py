@@ -692,10 +692,17 @@ def run_procs(
                     take(*events.get(timeout=max(0.01, deadline - time.monotonic())))
                 except queue.Empty:
                     break
-            if not posted:  # the poster fell behind its schedule by more than the drain time
-                with contextlib.suppress(queue.Empty):
-                    while not posted:
-                        take(*events.get(timeout=DRAIN))
+            if not posted:  # the poster fell behind its schedule: give it as long again
+                late = time.monotonic() + max(drain, count / rate)
+                while not posted and time.monotonic() < late:
+                    with contextlib.suppress(queue.Empty):
+                        take(*events.get(timeout=max(0.01, late - time.monotonic())))
+                drained = time.monotonic() + drain
+                while posted and run.remaining() and time.monotonic() < drained:
+                    with contextlib.suppress(queue.Empty):
+                        take(*events.get(timeout=max(0.01, drained - time.monotonic())))
+                if not posted:
+                    result.note("poster still posting when its run was counted")
             if run.remaining():  # members report a run once they have it all: ask the others
                 for w in workers[1:]:
                     w.send(cmd="report")
