@@ -2,8 +2,9 @@
 
 One invocation measures, in this order, on loopback only:
 
-1. the bare crypto rates of this machine (bench/core.py's ``run``: Ed25519 sign
-   and verify of 1 KiB, X25519, XChaCha20-Poly1305 of 1 KiB, and its pipelines);
+1. the bare crypto rates of this machine per second of CPU time (bench/core.py's
+   ``run`` on ``time.process_time``: Ed25519 sign and verify of 1 KiB, X25519,
+   XChaCha20-Poly1305 of 1 KiB), so that other load does not change the unit;
 2. 30 nodes in this process (bench/mesh.py's ``run_inproc``): ``--count`` bulletins
    at 60/s, for CPU per delivery;
 3. 30 nodes, one process each (bench/mesh.py's ``run_procs``): bulletins at 5/s,
@@ -30,6 +31,7 @@ import cProfile
 import datetime
 import json
 import math
+import os
 import pstats
 import subprocess
 import sys
@@ -52,8 +54,8 @@ RESULTS = HERE / "results"
 NODES = 30
 LOW_RATE = 5.0
 RATE = 60.0
-LADDER = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
-"""The sustained-rate ladder, as multiples of RATE (``mesh.ladder_rates``): 120 to 480/s."""
+LADDER = (1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
+"""The sustained-rate ladder, as multiples of RATE (``mesh.ladder_rates``): 90 to 480/s."""
 RUNG_MIN = 20
 """Bulletins in the shortest ladder rung."""
 
@@ -141,20 +143,26 @@ def why_not(run: mesh.Run) -> str:
     reasons = []
     if not run.complete:
         reasons.append(f"{100 * delivered_share(run):.1f} % delivered")
-    if not mesh.percentile(run.latencies(), 99) < peers.P99_LIMIT:
+    if run.deliveries and not mesh.percentile(run.latencies(), 99) < peers.P99_LIMIT:
         reasons.append(f"p99 {p_ms(run, 99):.0f} ms")
-    if run.post_rate() < peers.POSTING_SHARE * run.rate:
+    if len(run.posted) < run.count:
+        reasons.append(f"{len(run.posted)} of {run.count} posts reported")
+    elif run.post_rate() < peers.POSTING_SHARE * run.rate:
         reasons.append(f"posted at {run.post_rate():.0f}/s")
     return ", ".join(reasons)
+
+
+def _f(value: float, digits: int = 1) -> str:
+    return "-" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def describe(run: mesh.Run) -> str:
     """The run's delivery, latency and rates in one line."""
     return (
         f"{run.rate:g}/s: {run.deliveries}/{run.count * run.members} delivered, p50 "
-        f"{p_ms(run, 50):.1f} ms, p90 {p_ms(run, 90):.1f}, p99 {p_ms(run, 99):.1f}, max "
-        f"{p_ms(run, 100):.1f}; posted at {run.post_rate():.1f}/s, completed at "
-        f"{run.completion_rate():.1f}/s"
+        f"{_f(p_ms(run, 50))} ms, p90 {_f(p_ms(run, 90))}, p99 {_f(p_ms(run, 99))}, max "
+        f"{_f(p_ms(run, 100))}; posted at {_f(run.post_rate())}/s, completed at "
+        f"{_f(run.completion_rate())}/s"
     )
 
 
@@ -206,17 +214,17 @@ def cpu_row(inproc: mesh.Run | None, procs: mesh.Run | None, verify_s: float) ->
     process per node (beside it)."""
     one = cpu_ms(inproc) / 1000 / verify_s if inproc else math.nan
     each = cpu_ms(procs) / 1000 / verify_s if procs else math.nan
-    notes = [f"one verification: {verify_s * 1e6:.1f} µs (crypto_sign_open of 1 KiB)"]
-    if inproc:
+    notes = [f"one verification: {verify_s * 1e6:.1f} µs of CPU (crypto_sign_open of 1 KiB)"]
+    if inproc and inproc.deliveries:
         notes.append(f"in one process: {cpu_ms(inproc):.3f} ms per delivery")
-    if procs:
+    if procs and procs.deliveries:
         notes.append(f"one process per node: {cpu_ms(procs):.3f} ms per delivery")
         if procs.cpu_by_node and procs.count:
             poster = procs.cpu_by_node[0]
             members = sum(procs.cpu_by_node[1:])
             notes.append(
                 f"one process per node: the poster {poster * 1000 / procs.count:.2f} ms per "
-                f"post, the members {members * 1000 / max(1, procs.deliveries):.3f} ms per "
+                f"post, the members {members * 1000 / procs.deliveries:.3f} ms per "
                 "delivery"
             )
     return Row(
@@ -357,51 +365,67 @@ def _dig(doc: dict[str, Any], key: Sequence[str]) -> float:
     return math.nan if value is None else float(value)
 
 
-DHT_KEYS = ("impl", "nodes", "quorum", "joining", "lookups", "local", "success", "p50_ms",
-            "p99_ms")  # fmt: skip
+DHT_BOUNDS = "p99 ≤ 2× stock, 100 % joining"
 
 
 def dht_rows(path: Path) -> list[Row]:
     """meshnode's lookup p99 against stock kademlia's per (nodes, quorum), and its success
-    with nodes joining, from bench/dht.py's record; one NOT_MEASURED row if it is absent."""
-    name = "DHT lookups"
+    with nodes joining, from bench/dht.py's record; one NOT_MEASURED row if it is absent.
+
+    The record's ``runs`` are judged: each one's ``lookups``, ``success`` and
+    percentiles cover network lookups only (``local`` ones, answered from the finder's
+    own storage, are left out). meshnode runs on other hosts (``other_hosts``) are
+    shown in the notes of the same row.
+    """
     if not path.exists():
-        return [Row(name, "p99 ≤ 2× stock, 100 % joining", "not measured: run bench/dht.py",
-                    NOT_MEASURED)]  # fmt: skip
+        return [Row("DHT lookups", DHT_BOUNDS, "not measured: run bench/dht.py", NOT_MEASURED)]
     doc = json.loads(path.read_text())
     source = f"bench/dht.py of {_when(doc, path)}"
     runs = [r for r in doc.get("runs", []) if isinstance(r, dict)]
-    stock = {
-        (r["nodes"], r["quorum"]): r for r in runs if r["impl"] == "stock" and not r["joining"]
-    }
+    others = [r for r in doc.get("other_hosts", []) if isinstance(r, dict)]
+    stock = {(r["nodes"], r["quorum"], r["joining"]): r for r in runs if r["impl"] == "stock"}
     rows = []
     for r in runs:
         if r["impl"] == "stock":
             continue
-        label = r["impl"] + "".join(f", {k} {v}" for k, v in r.items() if k not in DHT_KEYS)
-        where = f"{r['nodes']} nodes, quorum {r['quorum']}"
-        local = f"{r.get('local', 0)} of {r['lookups']} answered locally, left out"
+        key = (r["nodes"], r["quorum"], r["joining"])
+        where = f"{r['nodes']} nodes, quorum {r['quorum']}" + (
+            f", {r['host']}" if r.get("host") else ""
+        )
+        notes = [_dht_figures(r)]
+        notes += [f"stock: {_dht_figures(t)}" for t in [stock.get(key)] if t]
+        notes += [f"{o['impl']} ({o.get('host', '?')}): {_dht_figures(o)}" for o in others
+                  if (o["nodes"], o["quorum"], o["joining"]) == key]  # fmt: skip
         if r["joining"]:
             share = r["success"] / r["lookups"] if r["lookups"] else math.nan
             rows.append(Row(
-                f"DHT success with nodes joining, {label}, {where}", "= 100 %",
+                f"DHT success, 20 % of nodes joining, {where}", "= 100 %",
                 f"{100 * share:.2f} %", judge(share, DHT_JOINING_SUCCESS, at_least=True),
-                _num(share), (f"{r['success']}/{r['lookups']} found",), source,
+                _num(share), tuple(notes), source,
             ))  # fmt: skip
             continue
-        theirs = stock.get((r["nodes"], r["quorum"]))
-        target = f"DHT lookup p99 ÷ stock's, {label}, {where}"
-        if theirs is None:
+        target = f"DHT lookup p99 ÷ stock's, {where}"
+        theirs = stock.get(key)
+        if theirs is None or not theirs.get("p99_ms"):
             rows.append(Row(target, "≤ 2×", "no stock run", NOT_MEASURED, None, (), source))
             continue
-        ratio = r["p99_ms"] / theirs["p99_ms"] if theirs["p99_ms"] else math.nan
+        ratio = r["p99_ms"] / theirs["p99_ms"] if r.get("p99_ms") is not None else math.nan
         rows.append(Row(
-            target, "≤ 2×", f"{ratio:.2f}×", judge(ratio, DHT_P99), _num(ratio),
-            (f"p99 {r['p99_ms']:.1f} ms against stock's {theirs['p99_ms']:.1f} ms; {local}",),
-            source,
+            target, "≤ 2×", "-" if math.isnan(ratio) else f"{ratio:.2f}×",
+            judge(ratio, DHT_P99), _num(ratio), tuple(notes), source,
         ))  # fmt: skip
-    return rows or [Row(name, "p99 ≤ 2× stock, 100 % joining", f"no runs in {path.name}",
-                        NOT_MEASURED, source=source)]  # fmt: skip
+    return rows or [Row("DHT lookups", DHT_BOUNDS, f"no runs in {path.name}", NOT_MEASURED,
+                        source=source)]  # fmt: skip
+
+
+def _dht_figures(r: dict[str, Any]) -> str:
+    p50, p99 = r.get("p50_ms"), r.get("p99_ms")
+    return (
+        f"{r['success']}/{r['lookups']} network lookups found, p50 "
+        f"{'-' if p50 is None else f'{p50:.1f}'} ms, p99 {'-' if p99 is None else f'{p99:.1f}'}"
+        f" ms; {r.get('local', 0)} answered locally, left out"
+        + ("; cut short" if r.get("cut_short") else "")
+    )
 
 
 # --- the table ------------------------------------------------------------------------------
@@ -432,11 +456,11 @@ def table(rows: Sequence[Row]) -> str:
 
 
 def crypto_lines(rates: dict[str, float]) -> list[str]:
-    """The machine's bare crypto rates (and bench/core.py's pipelines), measured now."""
+    """The machine's bare crypto rates, per second of CPU."""
     out = []
     for line in core.LINES:
         rate = rates.get(line.key, math.nan)
-        if rate and not math.isnan(rate):
+        if line.key == line.base and rate and not math.isnan(rate):
             out.append(f"  {line.label:<46} {rate:>9,.0f}/s  {1e6 / rate:>7.1f} µs")
     return out
 
@@ -600,7 +624,9 @@ def run_summary(run: mesh.Run) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def record(m: Measured, rows: Sequence[Row], args: argparse.Namespace, took: float) -> Path:
+def record(
+    m: Measured, rows: Sequence[Row], args: argparse.Namespace, took: float, load: list[float]
+) -> Path:
     path: Path = args.out or RESULTS / ("targets-quick.json" if args.quick else "targets.json")
     runs = {}
     if m.inproc and m.inproc.main:
@@ -615,6 +641,7 @@ def record(m: Measured, rows: Sequence[Row], args: argparse.Namespace, took: flo
         "nodes": NODES,
         "seed": args.seed,
         "machine": peers.machine(),
+        "load_at_start_and_end": load,
         "crypto_per_s": m.rates,
         "rows": [{**asdict(r), "value": _num(r.value)} for r in rows],
         "runs": runs,
@@ -678,8 +705,9 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     m = Measured()
-    m.rates = core.run(0.3, 1) if args.quick else core.run(0.6, 3)
-    print("Bare crypto on this machine, one core, now:", *crypto_lines(m.rates), sep="\n")
+    load = [os.getloadavg()[0]]
+    m.rates = core.run(*((0.3, 1) if args.quick else (0.6, 3)), clock=time.process_time)
+    print("Bare crypto on this machine, per second of CPU, now:", *crypto_lines(m.rates), sep="\n")
     plan = mesh.make_plan(NODES, args.seed)
 
     async def once(last: mesh.Run | None, result: mesh.Result) -> mesh.Rung | None:
@@ -707,14 +735,20 @@ def main(argv: list[str] | None = None) -> int:
         rows.extend(peer_rows(*read))
     rows.extend(dht_rows(args.results / "dht.json"))
     took = time.monotonic() - started
+    load.append(os.getloadavg()[0])
     print()
     print(table(rows))
+    print(
+        f"\nLoad average (1 min) {load[0]:.1f} at the start, {load[1]:.1f} at the end, on "
+        f"{os.cpu_count()} cores: other work on the machine delays the nodes (latency, rates) "
+        "more than it changes their CPU time."
+    )
     if m.profile:
         print(f"\nWhere the CPU goes, in one process at {RATE:g}/s (cProfile, a second run):")
         print("\n".join(m.profile))
     for failure in filter(None, failures):
         print(f"\n{failure}")
-    path = record(m, rows, args, took)
+    path = record(m, rows, args, took, load)
     missed = [r for r in rows if r.verdict == MISS]
     shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     print(

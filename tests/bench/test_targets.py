@@ -135,20 +135,24 @@ def test_dht_rows_say_not_measured_without_the_record(tmp_path: Path) -> None:
 
 def test_dht_rows_set_meshnode_against_stock_per_size_and_quorum(tmp_path: Path) -> None:
     def run(
-        impl: str, quorum: int, p99: float, joining: bool = False, ok: int = 100
+        impl: str, quorum: int, p99: float, joining: bool = False, ok: int = 100, **more: str
     ) -> dict[str, Any]:
         return {"impl": impl, "nodes": 50, "quorum": quorum, "joining": joining, "lookups": 100,
-                "local": 7, "success": ok, "p50_ms": p99 / 2, "p99_ms": p99}  # fmt: skip
+                "local": 7, "success": ok, "p50_ms": p99 / 2, "p99_ms": p99, **more}  # fmt: skip
 
     path = tmp_path / "dht.json"
     path.write_text(json.dumps({"machine": {}, "when": "2026-03-01 10:00:00 +0000", "runs": [
-        run("stock", 1, 2.0), run("meshnode", 1, 3.0), run("meshnode", 3, 5.0),
+        run("stock", 1, 2.0), run("meshnode", 1, 3.0, host="thread"), run("meshnode", 3, 5.0),
         run("meshnode", 3, 9.0, joining=True, ok=99),
-    ]}))  # fmt: skip
+    ], "other_hosts": [run("meshnode", 1, 8.0, host="trio-asyncio")]}))  # fmt: skip
     rows = targets.dht_rows(path)
-    assert [(r.figure, r.verdict) for r in rows] == [
-        ("1.50×", targets.MET), ("no stock run", targets.NOT_MEASURED), ("99.00 %", targets.MISS)
+    assert [(r.target, r.figure, r.verdict) for r in rows] == [
+        ("DHT lookup p99 ÷ stock's, 50 nodes, quorum 1, thread", "1.50×", targets.MET),
+        ("DHT lookup p99 ÷ stock's, 50 nodes, quorum 3", "no stock run", targets.NOT_MEASURED),
+        ("DHT success, 20 % of nodes joining, 50 nodes, quorum 3", "99.00 %", targets.MISS),
     ]
+    assert rows[0].notes[1].startswith("stock: 100/100 network lookups found, p50 1.0 ms")
+    assert rows[0].notes[2].startswith("meshnode (trio-asyncio): 100/100 network lookups found")
     assert {r.source for r in rows} == {"bench/dht.py of 2026-03-01 10:00:00 +0000"}
 
 
