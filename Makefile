@@ -82,7 +82,7 @@ $(JS_STAMP): $(PEERS)/js/package.json $(PEERS)/js/package-lock.json
 bench-peers: $(BENCH_STAMP) $(LIBP2P_STAMP) $(JS_STAMP)  ## meshnode beside py-libp2p and js-libp2p GossipSub (~10 min; QUICK=1 ~2)
 	$(BIN)/python $(PEERS)/run.py $(if $(QUICK),--quick)
 
-bench-targets: $(STAMP)  ## every target of issue 13 measured in one run, met or not (~4 min; QUICK=1 ~1)
+bench-targets: $(STAMP)  ## every target of issue 13 measured in one run, met or not (2-4 min; QUICK=1 ~1)
 	$(BIN)/python bench/targets.py $(if $(QUICK),--quick)
 
 sim: $(BENCH_STAMP)  ## simulate 100 to 10,000 nodes, churn and 3,000 adversaries (~3 min; QUICK=1 ~1)

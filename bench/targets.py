@@ -8,7 +8,7 @@ One invocation measures, in this order, on loopback only:
 2. 30 nodes in this process (bench/mesh.py's ``run_inproc``): ``--count`` bulletins
    at 60/s, for CPU per delivery;
 3. 30 nodes, one process each (bench/mesh.py's ``run_procs``): bulletins at 5/s,
-   then at 60/s, then a ladder of short rungs (120 to 480/s, ``ladder_rates``) while
+   then at 60/s, then a ladder of short rungs (90 to 480/s, ``ladder_rates``) while
    each rung is sustained and the time limit is not reached;
 4. with ``--with-peers`` or ``--with-dht``, bench/peers/run.py or bench/dht.py, as
    child processes;
@@ -733,7 +733,10 @@ def main(argv: list[str] | None = None) -> int:
                         NOT_MEASURED))  # fmt: skip
     else:
         rows.extend(peer_rows(*read))
-    rows.extend(dht_rows(args.results / "dht.json"))
+    dht = dht_rows(args.results / "dht.json")
+    if args.with_dht and dht[0].verdict == NOT_MEASURED:
+        dht[0] = replace(dht[0], notes=(*dht[0].notes, "bench/dht.py ran but wrote no dht.json"))
+    rows.extend(dht)
     took = time.monotonic() - started
     load.append(os.getloadavg()[0])
     print()
