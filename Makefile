@@ -5,10 +5,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run demo test fuzz lint typecheck bench bench-peers sim docs check clean
+.PHONY: help install run demo test fuzz lint typecheck bench bench-peers bench-targets sim docs check clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +81,9 @@ $(JS_STAMP): $(PEERS)/js/package.json $(PEERS)/js/package-lock.json
 
 bench-peers: $(BENCH_STAMP) $(LIBP2P_STAMP) $(JS_STAMP)  ## meshnode beside py-libp2p and js-libp2p GossipSub (~10 min; QUICK=1 ~2)
 	$(BIN)/python $(PEERS)/run.py $(if $(QUICK),--quick)
+
+bench-targets: $(STAMP)  ## every target of issue 13 measured in one run, met or not (2-4 min; QUICK=1 ~1)
+	$(BIN)/python bench/targets.py $(if $(QUICK),--quick)
 
 sim: $(BENCH_STAMP)  ## simulate 100 to 10,000 nodes, churn and 3,000 adversaries (~3 min; QUICK=1 ~1)
 	$(BIN)/python -m sim $(if $(QUICK),--quick)

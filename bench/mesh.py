@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 
     from meshnode.net.node import Node, NodeConfig
 
@@ -155,10 +155,18 @@ class Run:
     """Bulletin id (hex) -> member -> when that member's ``bulletins()`` yielded it."""
     cpu_s: float = 0.0
     """CPU of every node (their processes) from the first post to the end of the run."""
+    cpu_by_node: list[float] = field(default_factory=list)
+    """With one process per node: each worker's share of ``cpu_s``, node 0 (the poster)
+    first; empty in one process."""
     bytes_out: int = 0
     """Gossip payload bytes sent by every node during the run."""
     wire_out: int = 0
     """Session bytes written by every node during the run (Noise framing included)."""
+    sizes: list[int] = field(default_factory=list)
+    """The length of each posted bulletin's wire encoding (``Bulletin.raw``), in posting
+    order: what a member has to receive once."""
+    gossip: dict[str, int] = field(default_factory=dict)
+    """Every node's gossip counters (``GossipStatistics``) summed, their growth during the run."""
     rss_per_node: float = math.nan
     """Resident memory per node at the end of the run (in one process: growth since
     before the first node opened, divided by the nodes)."""
@@ -174,6 +182,11 @@ class Run:
     @property
     def deliveries(self) -> int:
         return sum(len(self.arrived.get(b, ())) for b in self.posted)
+
+    @property
+    def bulletin_size(self) -> float:
+        """The mean length of the posted bulletins' wire encoding (NaN if unknown)."""
+        return sum(self.sizes) / len(self.sizes) if self.sizes else math.nan
 
     def latencies(self) -> list[float]:
         return [t - at for b, at in self.posted.items() for t in self.arrived.get(b, {}).values()]
@@ -251,6 +264,21 @@ def ladder_rates(rate: float, factors: Sequence[float]) -> list[float]:
 
 def keeps_up(run: Run) -> bool:
     return run.complete and run.completion_rate() >= FALLING_BEHIND * run.rate
+
+
+def gossip_counts(stats: Sequence[Any]) -> dict[str, int]:
+    """Each integer counter of ``GossipStatistics`` (records or dicts), summed over nodes."""
+    total: dict[str, int] = {}
+    for s in stats:
+        fields = s if isinstance(s, dict) else {k: getattr(s, k) for k in s.__dataclass_fields__}
+        for k, v in fields.items():
+            if isinstance(v, int):
+                total[k] = total.get(k, 0) + v
+    return total
+
+
+def growth(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items()}
 
 
 def dht_activity(node: Node) -> tuple[int, int]:
@@ -352,6 +380,7 @@ async def run_inproc(
             current[0] = run
             bytes0 = sum(n.gossip.statistics().bytes_out for n in nodes)
             wire0 = sum(wire_bytes(n) for n in nodes)
+            counts0 = gossip_counts([n.gossip.statistics() for n in nodes])
             cpu0 = time.process_time()
             start = trio.current_time() + 0.05
             for k in range(count):
@@ -365,8 +394,10 @@ async def run_inproc(
             run.cpu_s = time.process_time() - cpu0
             run.bytes_out = sum(n.gossip.statistics().bytes_out for n in nodes) - bytes0
             run.wire_out = sum(wire_bytes(n) for n in nodes) - wire0
+            run.gossip = growth(gossip_counts([n.gossip.statistics() for n in nodes]), counts0)
             run.rss_per_node = (rss_bytes() - rss0) / plan.nodes
             current[0] = None
+            run.sizes = posted_sizes(nodes[0], run.posted)
             return run
 
         async with trio.open_nursery() as nursery:
@@ -395,6 +426,16 @@ def _collect(result: Result, stats: Sequence[Any]) -> None:
     for name in ("invalid", "rejected", "want_timeouts", "want_overflows", "outbox_drops",
                  "overloaded", "offences", "drops"):  # fmt: skip
         result.note(f"gossip {name}", sum(getattr(s, name) for s in stats))
+
+
+def posted_sizes(node: Node, posted: Iterable[str]) -> list[int]:
+    """The wire length of each bulletin (id in hex) as ``node`` stored it when posting."""
+    sizes = []
+    for bid in posted:
+        stored = node.archive.store.get(bytes.fromhex(bid))
+        if stored is not None:
+            sizes.append(len(stored.raw))
+    return sizes
 
 
 # --- one node per process -----------------------------------------------------------------
@@ -459,7 +500,7 @@ async def _worker_main(args: argparse.Namespace) -> None:
                     at = time.time()
                     record = await node.post(CHANNEL, text_of(k))
                     posted.append((record.id.hex(), at))
-                say(posted=posted)
+                say(posted=posted, sizes=posted_sizes(node, [b for b, _ in posted]))
 
             say(ready=True, address=node.address)
             async for cmd in stdin_lines():
@@ -571,6 +612,31 @@ class Worker:
 
 
 def _procs(plan: Plan, args: argparse.Namespace) -> Result:
+    """The measured run and then the ladder, while each run keeps up."""
+    schedule = iter(
+        [(args.rate, args.count)]
+        + [(rate, max(2, round(rate * args.rung))) for rate in ladder_rates(args.rate, args.ladder)]
+    )
+
+    def rungs(last: Run | None, result: Result) -> Rung | None:
+        return next(schedule, None) if last is None or keeps_up(last) else None
+
+    return run_procs(plan, rungs)
+
+
+def run_procs(
+    plan: Plan,
+    rungs: Callable[[Run | None, Result], Rung | None],
+    *,
+    warmup: int = WARMUP,
+    drain: float = DRAIN,
+) -> Result:
+    """Every node of ``plan`` in a worker process of its own, then timed runs.
+
+    The same sequence as :func:`run_inproc` (warm-up, then the runs ``rungs`` asks
+    for, the first being the result's ``main``), with ``rungs`` a plain function. A
+    run's CPU is the sum over the workers of their process time (every thread).
+    """
     result = Result("one process per node", plan.nodes)
     events: queue.Queue[tuple[int, dict[str, Any]]] = queue.Queue()
     started = time.perf_counter()
@@ -606,7 +672,7 @@ def _procs(plan: Plan, args: argparse.Namespace) -> Result:
             for w in workers[1:]:
                 w.send(cmd="expect", count=count)
             workers[0].send(cmd="post", rate=rate, count=count)
-            deadline = time.monotonic() + count / rate + DRAIN + 1.0
+            deadline = time.monotonic() + count / rate + drain + 1.0
             posted = False
             asked = 0
 
@@ -614,6 +680,7 @@ def _procs(plan: Plan, args: argparse.Namespace) -> Result:
                 nonlocal posted, asked
                 if "posted" in doc:
                     run.posted.update({b: at for b, at in doc["posted"]})
+                    run.sizes = list(doc.get("sizes", ()))
                     posted = True
                 elif index != 0:
                     asked += bool(doc.get("asked"))
@@ -625,10 +692,17 @@ def _procs(plan: Plan, args: argparse.Namespace) -> Result:
                     take(*events.get(timeout=max(0.01, deadline - time.monotonic())))
                 except queue.Empty:
                     break
-            if not posted:  # the poster fell behind its schedule by more than the drain time
-                with contextlib.suppress(queue.Empty):
-                    while not posted:
-                        take(*events.get(timeout=DRAIN))
+            if not posted:  # the poster fell behind its schedule: give it as long again
+                late = time.monotonic() + max(drain, count / rate)
+                while not posted and time.monotonic() < late:
+                    with contextlib.suppress(queue.Empty):
+                        take(*events.get(timeout=max(0.01, late - time.monotonic())))
+                drained = time.monotonic() + drain
+                while posted and run.remaining() and time.monotonic() < drained:
+                    with contextlib.suppress(queue.Empty):
+                        take(*events.get(timeout=max(0.01, drained - time.monotonic())))
+                if not posted:
+                    result.note("poster still posting when its run was counted")
             if run.remaining():  # members report a run once they have it all: ask the others
                 for w in workers[1:]:
                     w.send(cmd="report")
@@ -637,21 +711,27 @@ def _procs(plan: Plan, args: argparse.Namespace) -> Result:
                         take(*events.get(timeout=DRAIN))
             after = marks()
             pairs = list(zip(after, before, strict=True))
-            run.cpu_s = sum(a["cpu"] - b["cpu"] for a, b in pairs)
+            run.cpu_by_node = [a["cpu"] - b["cpu"] for a, b in pairs]
+            run.cpu_s = sum(run.cpu_by_node)
             run.bytes_out = sum(a["bytes_out"] - b["bytes_out"] for a, b in pairs)
             run.wire_out = sum(a["wire_out"] - b["wire_out"] for a, b in pairs)
+            run.gossip = growth(
+                gossip_counts([a["stats"] for a in after]),
+                gossip_counts([b["stats"] for b in before]),
+            )
             return run
 
-        warm = timed(10.0, WARMUP)
-        if not warm.complete:
-            result.note("warm-up bulletins missing", warm.remaining())
-        result.main = timed(args.rate, args.count)
-        if keeps_up(result.main):
-            for rate in ladder_rates(args.rate, args.ladder):
-                rung = timed(rate, max(2, round(rate * args.rung)))
-                result.ladder.append(rung)
-                if not keeps_up(rung):
-                    break
+        if warmup:
+            warm = timed(10.0, warmup)
+            if not warm.complete:
+                result.note("warm-up bulletins missing", warm.remaining())
+        last: Run | None = None
+        while (rung := rungs(last, result)) is not None:
+            last = timed(*rung)
+            if result.main is None:
+                result.main = last
+            else:
+                result.ladder.append(last)
         final = marks()
         result.rss_per_node = sum(m["rss"] for m in final) / len(final)
         for m in final:
