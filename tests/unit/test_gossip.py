@@ -1135,7 +1135,7 @@ def test_ids_learnt_by_sync_cost_nothing_when_not_served() -> None:
 
 # -- copies: DONTWANT and the second wave ---------------------------------------------
 
-COPIES = GossipConfig(d=6, d_low=4, d_high=12, flood_publish=False)
+COPIES = GossipConfig(d=6, d_low=4, d_high=12, flood_publish=False, stagger_size=1024)
 
 
 def clique(n: int, config: GossipConfig = COPIES) -> tuple[Net, list[Node]]:
@@ -1181,7 +1181,9 @@ def test_a_relay_pushes_to_d_eager_peers_then_to_those_still_lacking_it() -> Non
 
 def test_the_second_wave_reaches_a_peer_the_first_missed() -> None:
     """A first wave that meets only peers relaying nothing is repaired by the second."""
-    config = GossipConfig(d=6, d_low=4, d_high=12, flood_publish=False, d_eager=1)
+    config = GossipConfig(
+        d=6, d_low=4, d_high=12, flood_publish=False, d_eager=1, stagger_size=1024
+    )
     net = Net(config)
     hub = net.node(1)
     leaves = [net.node(10 + i) for i in range(4)]
@@ -1201,6 +1203,7 @@ def test_the_second_wave_reaches_a_peer_the_first_missed() -> None:
 
 
 def test_small_bulletins_go_to_every_mesh_peer_at_once() -> None:
+    """Below ``stagger_size`` a bulletin goes in one wave, with no DONTWANT."""
     net, nodes = clique(7)
     source = nodes[1]
     small = seal(identity(1), text="hi")
@@ -1216,7 +1219,7 @@ def test_small_bulletins_go_to_every_mesh_peer_at_once() -> None:
 
 
 def test_dontwant_is_remembered_per_peer_and_bounded() -> None:
-    config = GossipConfig(max_dontwant=4, flood_publish=False, d_eager=1)
+    config = GossipConfig(max_dontwant=4, flood_publish=False, d_eager=1, stagger_size=1024)
     net = Net(config)
     hub = net.node(1)
     rogue = net.rogue(9)

@@ -29,7 +29,7 @@ class GossipConfig:
     d_lazy: int = 6
     d_eager: int = 2
     stagger: float = 0.03
-    stagger_size: int = 512
+    stagger_size: int = 16384
     max_dontwant: int = 1024
     heartbeat: float = 1.0
     history_length: int = 5
