@@ -33,18 +33,21 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
+import trio_asyncio
 
 from meshnode.core import codec, crypto, records
 from meshnode.core.records import ContactRecord, make_contact
 from meshnode.core.session import OPEN_MESH_KEY
 from meshnode.errors import InvalidRecord
 from meshnode.net.dht import (
+    DEFAULT_HOST,
     MAX_DATAGRAM,
     DHTConfig,
     DHTNode,
     RecordStore,
     estimate_size,
     open_dht,
+    open_dht_thread,
 )
 from meshnode.store import Store
 from tests.conftest import make_identity
@@ -583,6 +586,26 @@ async def test_restart_rejoins_from_the_saved_routing_table(record_store: Record
                 mine = await others[3].lookup_contact(me.public_key)
                 assert mine is not None
                 assert mine.addresses == ("127.0.0.199:7448",)
+
+
+@pytest.mark.parametrize("host", ["thread", "trio-asyncio"])
+async def test_each_host_serves_the_same_dht(host: str) -> None:
+    """Both hosts of the asyncio island (``meshnode.net.dht.hosts``): one asyncio thread
+    shared by the nodes of the block, or a trio-asyncio loop; nodes opened outside
+    either get their own thread. Lookups, waiters and closing behave the same."""
+    opened = open_dht_thread() if host == "thread" else trio_asyncio.open_loop()
+    with trio.fail_after(30):
+        async with opened, _nodes(5, first_host=230) as nodes:
+            assert {n.asyncio_host for n in nodes} == {host}
+            for n in nodes:
+                await n.publish_contact([_addr(n, _host(nodes, n, 230))])
+            for i, other in enumerate(nodes[1:], start=1):
+                record = await nodes[0].lookup_contact(make_identity(f"group {230 + i}").public_key)
+                assert record is not None
+                assert record.addresses == (_addr(other, _host(nodes, other, 230)),)
+            await nodes[0].wait_until(lambda: nodes[0].statistics().pending_requests == 0)
+        async with _nodes(1, first_host=236) as (alone,):
+            assert alone.asyncio_host == DEFAULT_HOST
 
 
 def test_network_key_is_the_published_open_mesh_key() -> None:

@@ -44,11 +44,13 @@ Theory of operation:
 from meshnode.net.dht.config import DHTConfig, DHTStatistics
 from meshnode.net.dht.datagrams import HEADER_SIZE, MAX_DATAGRAM, REQUEST, RESPONSE
 from meshnode.net.dht.host import DHTNode, estimate_size, open_dht
+from meshnode.net.dht.hosts import DEFAULT_HOST, open_dht_thread
 from meshnode.net.dht.protocol import AMPLIFICATION
 from meshnode.net.dht.storage import RecordStore
 
 __all__ = [
     "AMPLIFICATION",
+    "DEFAULT_HOST",
     "HEADER_SIZE",
     "MAX_DATAGRAM",
     "REQUEST",
@@ -59,4 +61,5 @@ __all__ = [
     "RecordStore",
     "estimate_size",
     "open_dht",
+    "open_dht_thread",
 ]

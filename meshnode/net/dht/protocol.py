@@ -18,7 +18,6 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Final
 
-import trio
 from kademlia.crawling import NodeSpiderCrawl, RPCFindResponse, ValueSpiderCrawl
 from kademlia.network import Server
 from kademlia.node import Node
@@ -107,8 +106,8 @@ class _HardenedProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia shi
         self._limiter = _RateLimiter(config.rate_per_source, config.rate_burst, config.max_sources)
         self._pending: dict[bytes, tuple[asyncio.Future[Reply], asyncio.TimerHandle, Address]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
-        self.closed = trio.Event()
-        """Set once asyncio has closed the socket."""
+        self._closed: asyncio.Future[None] = loop.create_future()
+        """Done once asyncio has closed the socket."""
         self._max_datagram = MAX_DATAGRAM + (SEAL_OVERHEAD if sealer else 0)
         self._verified: OrderedDict[Address, None] = OrderedDict()
         """Addresses that answered one of our requests: their source is not forged."""
@@ -152,7 +151,12 @@ class _HardenedProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia shi
             self._counters.pulse()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed.set()
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    async def wait_closed(self) -> None:
+        """Return once asyncio has closed the socket (so its port can be bound again)."""
+        await asyncio.shield(self._closed)
 
     def error_received(self, exc: Exception) -> None:
         LOG.debug("DHT socket error: %s", exc)
@@ -531,6 +535,24 @@ class _HardenedServer(Server):  # type: ignore[misc]  # kademlia ships no type h
     async def bootstrap_node(self, addr: Address) -> Node | None:
         ok, answer = await self.protocol.ping(addr, self.node.id)
         return Node(answer, addr[0], addr[1]) if ok and _is_id(answer) else None
+
+    async def publish(self, record: Record, now: int) -> int:
+        """Hold our own (checked) record, then store what we hold on the closest nodes."""
+        self.storage.offer_record(record.key, record, None, now)
+        held = self.storage.record(record.key, now) or record
+        return await self.set_digest(record.key, held.encode())
+
+    async def republish_held(self, now: int, interval: float) -> None:
+        """Forget what expired, then store again what we have held for ``interval``."""
+        self.storage.cull(now)
+        for key, value in self.storage.iter_older_than(interval):
+            await self.set_digest(key, value)
+
+    async def shutdown(self) -> None:
+        """Cancel our requests and tasks, close the socket and wait until it is closed."""
+        self.protocol.cancel_all()
+        self.stop()
+        await self.protocol.wait_closed()
 
     async def set_digest(self, dkey: bytes, value: bytes) -> int:
         """Store a checked record on the nodes closest to ``dkey``; how many accepted it.

@@ -184,6 +184,12 @@ class _RecordStorage(IStorage):  # type: ignore[misc]  # kademlia ships no type 
             return None
         return held.record
 
+    def holds(self, key: bytes, now: int) -> bool:
+        """Whether a live record is held under ``key``; unlike :meth:`record`, it changes
+        nothing, so the trio side may ask while the asyncio side runs in another thread."""
+        held = self._held.get(key)
+        return held is not None and held.record.expires > now
+
     def cull(self, now: int) -> None:
         """Forget expired records (and prune expired rendezvous entries)."""
         for key, held in list(self._held.items()):
