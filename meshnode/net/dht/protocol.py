@@ -318,10 +318,28 @@ class _HardenedProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia shi
             self._push_records(node)
 
     def _push_records(self, node: Node) -> None:
-        """Push ``node`` the records it should hold (it is closer than us to them)."""
+        """Push ``node`` the records it should hold: it is closer to the key than the
+        farthest of our neighbours of that key, and we are closer than the nearest.
+
+        Our neighbours are kademlia's ``find_neighbors``: a walk outward from the
+        key's bucket, which always takes that whole bucket in. So a node of that
+        bucket nearer the key than we are already answers no, without the walk
+        (touching the bucket as the walk would). Most held keys end there; walking
+        for each of them took a third of a lookup's CPU in ``bench/dht.py``.
+        """
+        router = self.router
         for key, value in self.storage:
             keynode = Node(key)
-            neighbours = self.router.find_neighbors(keynode, exclude=node)
+            ours = self.source_node.distance_to(keynode)
+            bucket = router.buckets[router.get_bucket_for(keynode)]
+            if any(
+                n.distance_to(keynode) < ours
+                for n in bucket.get_nodes()
+                if n.id != key and not n.same_home_as(node)
+            ):
+                bucket.touch_last_updated()
+                continue
+            neighbours = router.find_neighbors(keynode, exclude=node)
             if neighbours:
                 new_is_closer = node.distance_to(keynode) < neighbours[-1].distance_to(keynode)
                 we_are_closest = self.source_node.distance_to(keynode) < neighbours[0].distance_to(
@@ -445,7 +463,7 @@ class _HardenedProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia shi
                 value = answer.get("value")
                 if not isinstance(value, bytes):
                     raise InvalidRecord("not bytes")
-                record = records.validate(node_to_find.id, value, int(time.time()))
+                record = self.storage.validate(node_to_find.id, value, int(time.time()))
                 result = (True, {"value": record})
             except InvalidRecord:
                 self._counters.refuse("invalid")
