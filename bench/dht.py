@@ -146,6 +146,8 @@ class Result:
     local_found: int = 0
     skipped: int = 0
     """Lookups not made: the finder or the target failed to join."""
+    lookup_cpu_s: float = 0.0
+    """CPU time of the whole process (every thread) while the lookups ran."""
     cut_short: bool = False
     """The run's time limit ended a phase early."""
     anomalies: dict[str, int] = field(default_factory=dict)
@@ -164,6 +166,13 @@ class Result:
             self.network_found += found
 
     @property
+    def cpu_per_lookup_ms(self) -> float:
+        """CPU per lookup, local ones included (their share is alike on both sides),
+        newcomers' joins too: it does not depend on how busy the machine is."""
+        made = len(self.network_ms) + self.local
+        return self.lookup_cpu_s * 1000 / made if made else math.nan
+
+    @property
     def name(self) -> str:
         return f"{self.impl} ({self.host})"
 
@@ -180,6 +189,7 @@ class Result:
             "success": self.network_found,
             "local_success": self.local_found,
             "skipped": self.skipped,
+            "cpu_ms_per_lookup": _round(self.cpu_per_lookup_ms),
             "p50_ms": _round(percentile(self.network_ms, 50)),
             "p99_ms": _round(percentile(self.network_ms, 99)),
             "max_ms": _round(max(self.network_ms, default=math.nan)),
@@ -332,6 +342,7 @@ async def _mesh_run(
             result.published += await publish(i) > 0
         result.publish_s = time.perf_counter() - t0
         joins = list(plan.joins)
+        cpu = time.process_time()
         with _profiled(profile):
             for index, (finder, target) in enumerate(plan.pairs):
                 if time.perf_counter() > deadline:
@@ -356,6 +367,7 @@ async def _mesh_run(
                     f"{hosts[target]}:{other.port}",
                 )
                 result.lookup(local=local, ms=ms, found=found)
+        result.lookup_cpu_s = time.process_time() - cpu
         with trio.move_on_after(OP_TIMEOUT):
             for event in ready:
                 await event.wait()
@@ -508,6 +520,7 @@ async def _stock_run(plan: Plan, quorum: int, seed: int, time_limit: float) -> R
                 result.published += await publish(i)
         result.publish_s = time.perf_counter() - t0
         joins = list(plan.joins)
+        cpu = time.process_time()
         for index, (finder, target) in enumerate(plan.pairs):
             if time.perf_counter() > deadline:
                 result.cut_short = True
@@ -533,6 +546,7 @@ async def _stock_run(plan: Plan, quorum: int, seed: int, time_limit: float) -> R
                 result.note("lookup timed out")
             ms = (time.perf_counter() - t0) * 1000
             result.lookup(local=local, ms=ms, found=got == f"{hosts[target]}:{ports[target]}")
+        result.lookup_cpu_s = time.process_time() - cpu
         if background:
             await asyncio.wait(background, timeout=OP_TIMEOUT)
         for server in servers:
