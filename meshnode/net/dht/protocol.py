@@ -111,7 +111,10 @@ class _HardenedProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia shi
         self._max_datagram = MAX_DATAGRAM + (SEAL_OVERHEAD if sealer else 0)
         self._verified: OrderedDict[Address, None] = OrderedDict()
         """Addresses that answered one of our requests: their source is not forged."""
-        self._verifying: set[Address] = set()
+        self._verifying: dict[Address, asyncio.Future[bool]] = {}
+        """Addresses pinged to verify them, and whether each answered, once known."""
+        self._welcoming: set[Address] = set()
+        """New neighbours waiting for their verification to be pushed records."""
         self._handlers = {
             "ping": self._on_ping,
             "store": self._on_store,
@@ -229,19 +232,25 @@ class _HardenedProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia shi
             entries = entries[:-1]
         return bytes([RESPONSE]) + msg_id + codec.pack(entries)
 
-    def _verify(self, addr: Address) -> None:
-        """Ping ``addr`` (once at a time): an answer proves the address is its own."""
-        if addr in self._verifying or len(self._verifying) >= self._config.max_pending:
-            return
-        self._verifying.add(addr)
-        self.spawn(self._ping_to_verify(addr))
+    def _verify(self, addr: Address) -> asyncio.Future[bool] | None:
+        """Ping ``addr`` unless a ping is already on its way: an answer proves the address
+        is its own. Whether it answered, once known (None: too many at once)."""
+        verdict = self._verifying.get(addr)
+        if verdict is None and len(self._verifying) < self._config.max_pending:
+            verdict = self._loop.create_future()
+            self._verifying[addr] = verdict
+            if not self.spawn(self._ping_to_verify(addr, verdict)):
+                del self._verifying[addr]
+                return None
+        return verdict
 
-    async def _ping_to_verify(self, addr: Address) -> bool:
+    async def _ping_to_verify(self, addr: Address, verdict: asyncio.Future[bool]) -> None:
+        answered = False
         try:
             answered, _ = await self.ping(addr, self.source_node.id)
         finally:
-            self._verifying.discard(addr)
-        return bool(answered)
+            del self._verifying[addr]
+            verdict.set_result(bool(answered))
 
     def _response(self, msg_id: bytes, body: object, addr: Address) -> None:
         entry = self._pending.get(msg_id)
@@ -311,11 +320,18 @@ class _HardenedProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia shi
         self.router.add_contact(node)
 
     async def _welcome_once_verified(self, node: Node) -> None:
-        if (node.ip, node.port) in self._verifying:
+        """Push ``node`` its records once its address answers: the ping that verifies it
+        may be ours or already on its way (a request whose answer was cut sent one)."""
+        addr = (node.ip, node.port)
+        if addr in self._welcoming:
             return
-        self._verifying.add((node.ip, node.port))
-        if await self._ping_to_verify((node.ip, node.port)):
-            self._push_records(node)
+        self._welcoming.add(addr)
+        try:
+            verdict = self._verify(addr)
+            if verdict is not None and await asyncio.shield(verdict):
+                self._push_records(node)
+        finally:
+            self._welcoming.discard(addr)
 
     def _push_records(self, node: Node) -> None:
         """Push ``node`` the records it should hold: it is closer to the key than the
@@ -348,14 +364,16 @@ class _HardenedProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia shi
             if not neighbours or (new_is_closer and we_are_closest):
                 self.spawn(self.call_store(node, key, value))
 
-    def spawn(self, coro: Coroutine[object, object, object]) -> None:
-        """Run ``coro`` in the background, bounded, never leaking an exception to the loop."""
+    def spawn(self, coro: Coroutine[object, object, object]) -> bool:
+        """Run ``coro`` in the background, bounded, never leaking an exception to the loop;
+        whether it runs (False: too many tasks already, and ``coro`` is closed unstarted)."""
         if len(self._tasks) >= self._config.max_pending:
             coro.close()
-            return
+            return False
         task = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return True
 
     def _task_done(self, task: asyncio.Task[object]) -> None:
         self._tasks.discard(task)
