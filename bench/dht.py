@@ -246,30 +246,10 @@ def udp_receive_errors() -> int | None:
         return None
 
 
-@contextlib.contextmanager
-def _profiled(path: Path | None) -> Any:
-    """cProfile the block into ``path`` (nothing when None)."""
-    if path is None:
-        yield
-        return
-    import cProfile
-
-    profile = cProfile.Profile()
-    profile.enable()
-    try:
-        yield
-    finally:
-        profile.disable()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        profile.dump_stats(path)
-
-
 # --- meshnode, under trio in this process ------------------------------------------------------
 
 
-async def _mesh_run(
-    plan: Plan, quorum: int, host: str, seed: int, time_limit: float, profile: Path | None
-) -> Result:
+async def _mesh_run(plan: Plan, quorum: int, host: str, seed: int, time_limit: float) -> Result:
     import trio
 
     from meshnode.core import records
@@ -343,30 +323,27 @@ async def _mesh_run(
         result.publish_s = time.perf_counter() - t0
         joins = list(plan.joins)
         cpu = time.process_time()
-        with _profiled(profile):
-            for index, (finder, target) in enumerate(plan.pairs):
-                if time.perf_counter() > deadline:
-                    result.cut_short = True
-                    break
-                while joins and joins[0][0] <= index:
-                    nursery.start_soon(newcomer, nursery, joins.pop(0)[1])
-                with trio.move_on_after(OP_TIMEOUT):
-                    await ready[finder].wait()
-                me, other = nodes[finder], nodes[target]
-                if me is None or other is None:
-                    result.skipped += 1
-                    continue
-                key = records.contact_key(idents[target].public_key)
-                local = me.holds(key)
-                t0 = time.perf_counter()
-                record = None
-                with trio.move_on_after(OP_TIMEOUT):
-                    record = await me.lookup_contact(idents[target].public_key)
-                ms = (time.perf_counter() - t0) * 1000
-                found = record is not None and record.addresses == (
-                    f"{hosts[target]}:{other.port}",
-                )
-                result.lookup(local=local, ms=ms, found=found)
+        for index, (finder, target) in enumerate(plan.pairs):
+            if time.perf_counter() > deadline:
+                result.cut_short = True
+                break
+            while joins and joins[0][0] <= index:
+                nursery.start_soon(newcomer, nursery, joins.pop(0)[1])
+            with trio.move_on_after(OP_TIMEOUT):
+                await ready[finder].wait()
+            me, other = nodes[finder], nodes[target]
+            if me is None or other is None:
+                result.skipped += 1
+                continue
+            key = records.contact_key(idents[target].public_key)
+            local = me.holds(key)
+            t0 = time.perf_counter()
+            record = None
+            with trio.move_on_after(OP_TIMEOUT):
+                record = await me.lookup_contact(idents[target].public_key)
+            ms = (time.perf_counter() - t0) * 1000
+            found = record is not None and record.addresses == (f"{hosts[target]}:{other.port}",)
+            result.lookup(local=local, ms=ms, found=found)
         result.lookup_cpu_s = time.process_time() - cpu
         with trio.move_on_after(OP_TIMEOUT):
             for event in ready:
@@ -569,9 +546,7 @@ def _child(args: argparse.Namespace) -> int:
     else:
         import trio
 
-        result = trio.run(
-            _mesh_run, plan, quorum, args.child, args.seed, args.time_limit, args.profile
-        )
+        result = trio.run(_mesh_run, plan, quorum, args.child, args.seed, args.time_limit)
     print(json.dumps(asdict(result)), flush=True)
     return 0
 
@@ -585,7 +560,6 @@ def run_child(
     lookups: int,
     seed: int,
     time_limit: float,
-    profile: Path | None,
 ) -> Result:
     """One run in a child process of its own: ``kind`` is "stock" or a meshnode host.
 
@@ -603,7 +577,6 @@ def run_child(
         "--lookups", str(lookups),
         "--seed", str(seed),
         "--time-limit", str(time_limit),
-        *(["--profile", str(profile)] if profile is not None else []),
     ]  # fmt: skip
     impl, host = ("stock", "asyncio") if kind == "stock" else ("meshnode", kind)
     failed = Result(impl, host, nodes, quorum, joining)
@@ -769,10 +742,12 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=RESULTS, help=f"the JSON record (default {RESULTS})"
     )
     parser.add_argument(
-        "--profile", type=Path, help="cProfile meshnode's lookups into this folder, one per run"
+        "--child",
+        choices=["stock", *HOSTS],
+        help="make one run here, of --nodes nodes at the first quorum, and print it as JSON "
+        "(what each run's child process does; to profile one, run it under py-spy)",
     )
-    parser.add_argument("--child", choices=["stock", *HOSTS], help=argparse.SUPPRESS)
-    parser.add_argument("--nodes", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--nodes", type=int, default=50, help="with --child (default 50)")
     args = parser.parse_args(argv)
     if args.lookups < 1:
         parser.error("--lookups is at least 1")
@@ -794,10 +769,6 @@ def main(argv: list[str] | None = None) -> int:
             for quorum in args.quorums:
                 before = udp_receive_errors()
                 for kind in [*args.hosts, "stock"]:
-                    profile = None
-                    if args.profile is not None and kind != "stock":
-                        name = f"{kind}-{size}-q{quorum}{'-joining' if joining else ''}.prof"
-                        profile = args.profile / name
                     run = run_child(
                         kind,
                         size,
@@ -806,7 +777,6 @@ def main(argv: list[str] | None = None) -> int:
                         lookups=args.lookups,
                         seed=args.seed,
                         time_limit=args.time_limit,
-                        profile=profile,
                     )
                     results.append(run)
                     print(notes([run])[0], flush=True)
