@@ -148,6 +148,8 @@ class Result:
     """Lookups not made: the finder or the target failed to join."""
     lookup_cpu_s: float = 0.0
     """CPU time of the whole process (every thread) while the lookups ran."""
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    """With ``--rounds``: (p50, p99, success, CPU) of every round; the figures are the best's."""
     cut_short: bool = False
     """The run's time limit ended a phase early."""
     anomalies: dict[str, int] = field(default_factory=dict)
@@ -200,6 +202,17 @@ class Result:
             "cut_short": self.cut_short,
             "anomalies": self.anomalies,
             "elapsed_s": round(self.elapsed_s, 2),
+            "rounds": self.rounds,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """This round's figures, for the record of the best one."""
+        return {
+            "p50_ms": _round(percentile(self.network_ms, 50)),
+            "p99_ms": _round(percentile(self.network_ms, 99)),
+            "success": self.network_found,
+            "lookups": len(self.network_ms),
+            "cpu_ms_per_lookup": _round(self.cpu_per_lookup_ms),
         }
 
 
@@ -680,6 +693,7 @@ def write_record(path: Path, args: argparse.Namespace, results: Sequence[Result]
             "alpha": ALPHA,
             "lookups_per_run": args.lookups,
             "seed": args.seed,
+            "rounds": args.rounds,
             "joining_share": JOINING_SHARE,
             "rpc_timeout_s": {"meshnode": MESH_RPC_TIMEOUT, "stock": STOCK_RPC_TIMEOUT},
             "meshnode_quorum": MESH_QUORUM,
@@ -691,6 +705,22 @@ def write_record(path: Path, args: argparse.Namespace, results: Sequence[Result]
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def best(rounds: Sequence[Result]) -> Result:
+    """The round with the lowest p99 (other load on a shared machine only ever slows a
+    round down), with every round's figures kept beside it; a round that lost a
+    lookup is never the best of rounds that did not."""
+    chosen = min(
+        rounds,
+        key=lambda r: (
+            r.network_found < len(r.network_ms) or not r.network_ms,
+            percentile(r.network_ms, 99),
+        ),
+    )
+    if len(rounds) > 1:
+        chosen.rounds = [r.summary() for r in rounds]
+    return chosen
 
 
 def _ints(text: str) -> list[int]:
@@ -733,6 +763,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lookups", type=int, default=1000, help="per run (default 1000)")
     parser.add_argument("--seed", type=int, default=1, help="seed of topology and sample")
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="runs of each implementation per row, taking turns; a row shows the best p99",
+    )
+    parser.add_argument(
         "--time-limit",
         type=float,
         default=40.0,
@@ -749,8 +785,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--nodes", type=int, default=50, help="with --child (default 50)")
     args = parser.parse_args(argv)
-    if args.lookups < 1:
-        parser.error("--lookups is at least 1")
+    if args.lookups < 1 or args.rounds < 1:
+        parser.error("--lookups and --rounds are at least 1")
     if not args.quorums or min(args.quorums) < 1:
         parser.error("quorums are at least 1")
     if args.child:
@@ -768,18 +804,23 @@ def main(argv: list[str] | None = None) -> int:
         for joining in args.joining:
             for quorum in args.quorums:
                 before = udp_receive_errors()
-                for kind in [*args.hosts, "stock"]:
-                    run = run_child(
-                        kind,
-                        size,
-                        quorum,
-                        joining=joining,
-                        lookups=args.lookups,
-                        seed=args.seed,
-                        time_limit=args.time_limit,
-                    )
-                    results.append(run)
-                    print(notes([run])[0], flush=True)
+                kinds = [*args.hosts, "stock"]
+                rounds: dict[str, list[Result]] = {kind: [] for kind in kinds}
+                for _ in range(args.rounds):
+                    for kind in kinds:
+                        run = run_child(
+                            kind,
+                            size,
+                            quorum,
+                            joining=joining,
+                            lookups=args.lookups,
+                            seed=args.seed,
+                            time_limit=args.time_limit,
+                        )
+                        rounds[kind].append(run)
+                        print(notes([run])[0], flush=True)
+                for kind in kinds:
+                    results.append(best(rounds[kind]))
                 after = udp_receive_errors()
                 if before is not None and after is not None:
                     overflows += after - before
