@@ -91,3 +91,35 @@ async def test_a_ping_from_a_new_id_pushes_no_store_until_the_address_answers() 
                 while "store" not in seen:
                     _, name, _, _ = await _receive(attacker)
                     seen.append(name)
+
+
+async def test_a_new_id_whose_first_answer_was_cut_is_pushed_its_records_once_it_answers() -> None:
+    """A new address's first request may be answered cut, and that address pinged: the
+    welcome waits for the same ping, then pushes what the newcomer should hold."""
+    owner = make_identity("cut owner")
+    key = records.contact_key(owner.public_key)
+    owner_id = records.node_id(owner.public_key)
+    candidates = (bytes([n]) * 20 for n in range(256))
+    closer = next(i for i in candidates if _distance(i, key) < _distance(owner_id, key))
+    # Four long addresses: the record is too big to send whole to an unverified address.
+    addresses = [f"{'a' * 100}{n}.example:7447" for n in range(4)]
+    with trio.fail_after(30):
+        async with open_dht(owner, "127.0.0.172", config=FAST) as node:
+            assert await node.publish_contact(addresses) >= 0
+            there = ("127.0.0.172", node.port)
+            with _raw("127.0.0.177") as newcomer:
+                newcomer.setblocking(False)
+                request = _request("find_value", closer, key)
+                newcomer.sendto(request, there)
+                verify_id, cut = None, 0
+                while verify_id is None or not cut:
+                    kind, name, msg_id, size = await _receive(newcomer)
+                    if kind == 1:
+                        cut = size
+                    elif name == "ping":
+                        verify_id = msg_id
+                assert cut <= AMPLIFICATION * len(request)
+                newcomer.sendto(b"\x01" + verify_id + codec.pack(closer), there)
+                name = ""
+                while name != "store":
+                    _, name, _, _ = await _receive(newcomer)

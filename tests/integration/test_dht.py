@@ -17,6 +17,7 @@ Network-test rules for this module:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import hashlib
@@ -33,24 +34,31 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
+import trio_asyncio
+from kademlia.node import Node
 
 from meshnode.core import codec, crypto, records
 from meshnode.core.records import ContactRecord, make_contact
 from meshnode.core.session import OPEN_MESH_KEY
 from meshnode.errors import InvalidRecord
 from meshnode.net.dht import (
+    DEFAULT_HOST,
     MAX_DATAGRAM,
     DHTConfig,
     DHTNode,
     RecordStore,
     estimate_size,
     open_dht,
+    open_dht_thread,
 )
+from meshnode.net.dht.config import _Counters
+from meshnode.net.dht.protocol import _HardenedProtocol
+from meshnode.net.dht.storage import _RecordStorage
 from meshnode.store import Store
 from tests.conftest import make_identity
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterator
+    from collections.abc import AsyncIterator, Coroutine, Iterator
 
     from meshnode.core.identity import Identity
 
@@ -363,6 +371,93 @@ async def test_welcome_if_new_pushes_records_to_the_right_neighbour() -> None:
                 await b.wait_until(lambda: b.statistics().stored_records == 1)
 
 
+def test_the_push_shortcut_decides_as_the_whole_walk() -> None:
+    """``_push_records`` skips kademlia's walk when a node of the key's bucket is nearer
+    than we are; on random tables it pushes exactly what the walk for every key pushed."""
+    rng = random.Random(13)
+    loop = asyncio.new_event_loop()
+    decisions: set[bool] = set()
+    try:
+        for _ in range(20):
+            me = Node(rng.randbytes(20), "127.0.0.1", 7000)
+            protocol = _HardenedProtocol(
+                me,
+                _RecordStorage(FAST, None, _Counters()),
+                loop=loop,
+                config=FAST,
+                sealer=None,
+                counters=_Counters(),
+            )
+            for n in range(rng.randrange(5, 150)):
+                protocol.router.add_contact(Node(rng.randbytes(20), "127.0.0.2", 1 + n))
+            # Keys near our own ID, as the keys a node holds are.
+            held = [(_near(me.id, rng), b"value") for _ in range(40)]
+            protocol.storage = held
+            newcomer = Node(_near(me.id, rng), "127.0.0.3", 9)
+            pushed: list[bytes] = []
+
+            def record_push(coro: Coroutine[object, object, object], out: list[bytes]) -> None:
+                out.append(coro.cr_frame.f_locals["key"])  # type: ignore[attr-defined]
+                coro.close()
+
+            protocol.spawn = functools.partial(record_push, out=pushed)  # type: ignore[method-assign]
+            protocol._push_records(newcomer)
+            assert pushed == [key for key, _ in held if _walk_pushes(protocol, newcomer, key)]
+            decisions |= {key in pushed for key, _ in held}
+    finally:
+        loop.close()
+    assert decisions == {True, False}
+
+
+def _near(node_id: bytes, rng: random.Random) -> bytes:
+    """An ID sharing ``node_id``'s first 4 to 12 bits."""
+    bits = rng.randrange(4, 13)
+    mask = (1 << 160) - (1 << (160 - bits))
+    value = (int.from_bytes(node_id, "big") & mask) | (rng.getrandbits(160) & ~mask)
+    return value.to_bytes(20, "big")
+
+
+def _walk_pushes(protocol: _HardenedProtocol, node: Node, key: bytes) -> bool:
+    """The decision with kademlia's walk for the key, as the stock welcome makes it."""
+    keynode = Node(key)
+    neighbours = protocol.router.find_neighbors(keynode, exclude=node)
+    if not neighbours:
+        return True
+    return bool(
+        node.distance_to(keynode) < neighbours[-1].distance_to(keynode)
+        and protocol.source_node.distance_to(keynode) < neighbours[0].distance_to(keynode)
+    )
+
+
+def test_validation_is_remembered_per_second_and_refusals_are_not() -> None:
+    """The same record under the same key in the same second is checked once; a new
+    second checks it again, and an invalid value is checked every time."""
+    owner = make_identity("validated")
+    now = int(time.time())
+    record = make_contact(owner, ["127.0.0.1:7447"], seq=1, now=now)
+    key = records.contact_key(owner.public_key)
+    validate = _RecordStorage(FAST, None, _Counters()).validate
+    checks: list[bytes] = []
+    real = records.validate
+
+    def counting(k: bytes, value: bytes, when: int) -> records.Record:
+        checks.append(value)
+        return real(k, value, when)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(records, "validate", counting)
+        for _ in range(3):
+            assert validate(key, record.encode(), now) == record
+        assert len(checks) == 1
+        assert validate(key, record.encode(), now + 1) == record
+        assert len(checks) == 2
+        forged = record.encode()[:-1] + bytes([record.encode()[-1] ^ 1])
+        for _ in range(2):
+            with pytest.raises(InvalidRecord):
+                validate(key, forged, now)
+        assert len(checks) == 4
+
+
 # --- the mesh --------------------------------------------------------------------------------
 
 
@@ -583,6 +678,26 @@ async def test_restart_rejoins_from_the_saved_routing_table(record_store: Record
                 mine = await others[3].lookup_contact(me.public_key)
                 assert mine is not None
                 assert mine.addresses == ("127.0.0.199:7448",)
+
+
+@pytest.mark.parametrize("host", ["thread", "trio-asyncio"])
+async def test_each_host_serves_the_same_dht(host: str) -> None:
+    """Both hosts of the asyncio island (``meshnode.net.dht.hosts``): one asyncio thread
+    shared by the nodes of the block, or a trio-asyncio loop; nodes opened outside
+    either get their own thread. Lookups, waiters and closing behave the same."""
+    opened = open_dht_thread() if host == "thread" else trio_asyncio.open_loop()
+    with trio.fail_after(30):
+        async with opened, _nodes(5, first_host=230) as nodes:
+            assert {n.asyncio_host for n in nodes} == {host}
+            for n in nodes:
+                await n.publish_contact([_addr(n, _host(nodes, n, 230))])
+            for i, other in enumerate(nodes[1:], start=1):
+                record = await nodes[0].lookup_contact(make_identity(f"group {230 + i}").public_key)
+                assert record is not None
+                assert record.addresses == (_addr(other, _host(nodes, other, 230)),)
+            await nodes[0].wait_until(lambda: nodes[0].statistics().pending_requests == 0)
+        async with _nodes(1, first_host=236) as (alone,):
+            assert alone.asyncio_host == DEFAULT_HOST
 
 
 def test_network_key_is_the_published_open_mesh_key() -> None:

@@ -15,7 +15,7 @@ Rules enforced:
    calls the ``open`` builtin.
 3. ``ONLY_IN``: the asyncio island (asyncio, kademlia, rpcudp, trio_asyncio)
    lives in the ``meshnode.net.dht`` package alone, each library in the
-   modules that need it (the trio-asyncio bridge in ``host`` only); sqlite3
+   modules that need it (the trio-asyncio bridge in ``hosts`` only); sqlite3
    in the ``meshnode.store`` package alone (``package.*`` names a package and
    every module in it).
 4. Importing ``meshnode`` or ``meshnode.cli`` loads no part of the asyncio
@@ -106,10 +106,10 @@ CORE_FORBIDDEN: Final = frozenset(
     }
 )
 ONLY_IN: Final[dict[str, frozenset[str]]] = {
-    "asyncio": frozenset({"meshnode.net.dht.protocol"}),
+    "asyncio": frozenset({"meshnode.net.dht.protocol", "meshnode.net.dht.hosts"}),
     "kademlia": frozenset({"meshnode.net.dht.protocol", "meshnode.net.dht.storage"}),
     "rpcudp": frozenset({"meshnode.net.dht.protocol"}),
-    "trio_asyncio": frozenset({"meshnode.net.dht.host"}),
+    "trio_asyncio": frozenset({"meshnode.net.dht.hosts"}),
     "sqlite3": frozenset({"meshnode.store.*"}),
 }
 
@@ -316,7 +316,7 @@ def test_the_checker_sees_violations(tmp_path: Path) -> None:
     assert len(_layer_violations("meshnode.core.bad", imports)) == 2  # cli and net
     assert len(_io_violations(imports, list(_open_calls(path)))) == 3  # os, trio_asyncio, open
     assert len(_island_violations("meshnode.core.bad", imports)) == 1
-    assert _island_violations("meshnode.net.dht.host", imports) == []
+    assert _island_violations("meshnode.net.dht.hosts", imports) == []
     assert _island_violations("meshnode.store.schema", [("sqlite3", 1)]) == []
     assert _island_violations("meshnode.storage", [("sqlite3", 1)]) != []
     assert _layer_violations("meshnode.brand_new", []) != []

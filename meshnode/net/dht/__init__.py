@@ -1,4 +1,4 @@
-"""The DHT: the stock ``kademlia`` Server, hardened, hosted under trio by trio-asyncio.
+"""The DHT: the stock ``kademlia`` Server, hardened, on an asyncio loop bridged to trio.
 
 This package is the only code that imports asyncio, kademlia, rpcudp or
 trio-asyncio (``tests/unit/test_layers.py``). Normative text: ``docs/spec/dht.md``.
@@ -9,6 +9,8 @@ Modules:
 - :mod:`.storage`: the records held, validated, under quotas, persisted
   through a :class:`RecordStore`.
 - :mod:`.protocol`: kademlia's protocol, crawl and server, hardened.
+- :mod:`.hosts`: where the asyncio loop runs: a thread of its own (the default,
+  :func:`open_dht_thread`) or trio-asyncio, and how the two sides talk.
 - :mod:`.host`: :func:`open_dht` and :class:`DHTNode`, the trio side.
 
 Theory of operation:
@@ -21,7 +23,7 @@ Theory of operation:
    and, on a private mesh, after opening its seal. Whatever is wrong is counted
    by reason (:meth:`DHTNode.statistics`) and ignored; no exception can reach
    the asyncio loop, where trio-asyncio would re-raise it out of ``open_loop``
-   and take the node down.
+   and take the node down (and a thread's loop would only log it).
 3. Requests are answered synchronously in the datagram callback, so a flood
    creates no tasks. Our own requests live in a bounded table; each entry is
    removed by a done-callback whether it is answered, timed out or cancelled
@@ -38,17 +40,21 @@ Theory of operation:
    intervals from :class:`DHTConfig`; the routing table is saved as plain data,
    never with kademlia's own ``save_state``, whose format can run code when loaded.
 7. Nothing here runs per bulletin: the node layer uses the DHT to find peers,
-   then talks to them over sessions; trio-asyncio costs 2 to 3 times plain asyncio.
+   then talks to them over sessions. The asyncio loop runs in a thread of its
+   own: under trio-asyncio every asyncio callback also paid a trio scheduling
+   round, which took lookups to twice plain asyncio's time (``bench/dht.py``).
 """
 
 from meshnode.net.dht.config import DHTConfig, DHTStatistics
 from meshnode.net.dht.datagrams import HEADER_SIZE, MAX_DATAGRAM, REQUEST, RESPONSE
 from meshnode.net.dht.host import DHTNode, estimate_size, open_dht
+from meshnode.net.dht.hosts import DEFAULT_HOST, open_dht_thread
 from meshnode.net.dht.protocol import AMPLIFICATION
 from meshnode.net.dht.storage import RecordStore
 
 __all__ = [
     "AMPLIFICATION",
+    "DEFAULT_HOST",
     "HEADER_SIZE",
     "MAX_DATAGRAM",
     "REQUEST",
@@ -59,4 +65,5 @@ __all__ = [
     "RecordStore",
     "estimate_size",
     "open_dht",
+    "open_dht_thread",
 ]

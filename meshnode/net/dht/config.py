@@ -14,7 +14,7 @@ import trio
 from meshnode.core import records
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Callable, Mapping
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,19 +75,39 @@ class DHTStatistics:
 
 
 class _Counters:
-    """Named counters; the names are this module's constants, so the dict stays small."""
+    """Named counters; the names are this module's constants, so the dict stays small.
 
-    def __init__(self) -> None:
+    The asyncio side counts and pulses; with a threaded host it does so in its own
+    thread, and the trio side only reads (ints and dict copies, atomic under the GIL).
+    """
+
+    def __init__(self, soon: Callable[[Callable[[], object]], None] | None = None) -> None:
         self.received = 0
         self.answered = 0
         self.dropped: dict[str, int] = {}
         self.refused: dict[str, int] = {}
         self.changed = trio.Event()
         """Set (and replaced) by :meth:`pulse`: wakes :meth:`DHTNode.wait_until`."""
+        self.waiters = 0
+        """Tasks in :meth:`DHTNode.wait_until`, counted before they check their condition,
+        so a pulse with nobody waiting can skip the wake-up without losing one."""
+        self._soon = soon
+        self._wake_pending = False
 
     def pulse(self) -> None:
         """Something a watcher may wait for changed: a datagram was handled, a request
-        answered or expired, a record published."""
+        answered or expired, a record published. From another thread (``soon`` given),
+        the wake-up is carried to trio, at most one in flight."""
+        if not self.waiters:
+            return
+        if self._soon is None:
+            self._wake()
+        elif not self._wake_pending:
+            self._wake_pending = True
+            self._soon(self._wake)
+
+    def _wake(self) -> None:
+        self._wake_pending = False
         changed, self.changed = self.changed, trio.Event()
         changed.set()
 

@@ -1,9 +1,11 @@
-"""The DHT under trio: :func:`open_dht` runs a hardened kademlia server on a
-trio-asyncio loop, and :class:`DHTNode` is what the trio side calls.
+"""The DHT under trio: :func:`open_dht` runs a hardened kademlia server on an asyncio
+loop (:mod:`.hosts`), and :class:`DHTNode` is what the trio side calls.
 
 Rules 6 and 7 of the package docstring: the timers are trio tasks, the routing
-table is saved as plain data, and every call crosses into asyncio through
-``trio_asyncio.aio_as_trio`` on the node's own loop.
+table is saved as plain data, and every call crosses into asyncio through the
+node's :class:`~meshnode.net.dht.hosts.Host`. With a threaded host, the trio side
+changes nothing of kademlia's itself (rule 1 of :mod:`.hosts`): what it reads here
+are copies, what it changes goes through ``Host.run``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, Final
 
 import trio
-import trio_asyncio
 
 from meshnode.core import codec, crypto, records
 from meshnode.core.address import ipv4_host, split_ipv4_address
@@ -24,13 +25,15 @@ from meshnode.core.session import OPEN_MESH_KEY
 from meshnode.errors import InvalidRecord, StoreError
 from meshnode.net.dht.config import DHTConfig, DHTStatistics, _Counters
 from meshnode.net.dht.datagrams import _node_entry, _Sealer
+from meshnode.net.dht.hosts import open_host
 from meshnode.net.dht.protocol import _HardenedProtocol, _HardenedServer
 from meshnode.net.dht.storage import RecordStore, _RecordStorage
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
     from meshnode.core.identity import Identity
+    from meshnode.net.dht.hosts import Host
 
 LOG: Final = logging.getLogger("meshnode.net.dht")
 
@@ -67,8 +70,8 @@ def _bind(host: str, port: int, receive_buffer: int) -> socket.socket:
 class DHTNode:
     """A running DHT node, as the trio side sees it. Made by :func:`open_dht`.
 
-    Every method is a trio function; the asyncio work runs on the node's
-    trio-asyncio loop. Cancelling any of them (``trio.move_on_after``) is safe.
+    Every method is a trio function; the asyncio work runs on the node's host
+    (:mod:`.hosts`). Cancelling any of them (``trio.move_on_after``) is safe.
     """
 
     def __init__(
@@ -76,7 +79,7 @@ class DHTNode:
         identity: Identity,
         server: _HardenedServer,
         *,
-        loop: trio_asyncio.TrioEventLoop,
+        host: Host,
         sock: socket.socket,
         store: RecordStore | None,
         config: DHTConfig,
@@ -84,7 +87,7 @@ class DHTNode:
     ) -> None:
         self._identity = identity
         self._server = server
-        self._loop = loop
+        self._host = host
         self._sock = sock
         self._store = store
         self._config = config
@@ -96,16 +99,23 @@ class DHTNode:
     def _protocol(self) -> _HardenedProtocol:
         return self._server.protocol
 
-    async def _aio(self, coro: Coroutine[object, object, object]) -> object:
-        return await trio_asyncio.aio_as_trio(coro, loop=self._loop)
+    @property
+    def asyncio_host(self) -> str:
+        """Where the asyncio side runs: "thread" or "trio-asyncio" (:mod:`.hosts`)."""
+        return self._host.name
 
     async def wait_until(self, condition: Callable[[], bool]) -> None:
         """Return once ``condition()`` holds, checking it after every datagram handled,
         request answered or expired and record published: for callers (tests, the
         node) that wait on the DHT's state, which asyncio callbacks change. The
         caller bounds the wait (``trio.fail_after``)."""
-        while not condition():
-            await self._counters.changed.wait()
+        counters = self._counters
+        counters.waiters += 1
+        try:
+            while not condition():
+                await counters.changed.wait()
+        finally:
+            counters.waiters -= 1
 
     @property
     def port(self) -> int:
@@ -126,9 +136,17 @@ class DHTNode:
         """Every routing-table entry as plain data: (node ID, IPv4 host, port)."""
         return [
             (n.id, n.ip, n.port)
-            for bucket in self._protocol.router.buckets
+            for bucket in list(self._protocol.router.buckets)
             for n in bucket.get_nodes()
         ]
+
+    def holds(self, key: bytes) -> bool:
+        """Whether this node itself holds a live record under DHT ``key``.
+
+        Lookups ask the network all the same (for the newest record and a quorum);
+        this tells such a lookup apart from one only the network could answer.
+        """
+        return self._server.storage.holds(key, int(time.time()))
 
     def size_estimate(self) -> int:
         """How many nodes the mesh has, estimated from the routing table.
@@ -167,23 +185,20 @@ class DHTNode:
         """
         addrs = list(dict.fromkeys(split_ipv4_address(a) for a in addresses))
         if addrs:
-            await self._aio(self._server.bootstrap(addrs))
+            await self._host.run(self._server.bootstrap(addrs))
             self.save_routing()
         return len(self.routing_snapshot())
 
     async def ping(self, address: str) -> bytes | None:
         """The node ID answering at ``address``, or None if none answers in time."""
-        node = await self._aio(self._server.bootstrap_node(split_ipv4_address(address)))
-        return node.id if node is not None else None  # type: ignore[attr-defined]
+        node = await self._host.run(self._server.bootstrap_node(split_ipv4_address(address)))
+        return node.id if node is not None else None
 
     async def _publish(self, record: Record) -> int:
         """Check our own record as any other, hold it, and store it on the closest nodes."""
         now = int(time.time())
         record = records.validate(record.key, record.encode(), now)
-        self._server.storage.offer_record(record.key, record, None, now)
-        held = self._server.storage.record(record.key, now) or record
-        stored = await self._aio(self._server.set_digest(record.key, held.encode()))
-        return stored  # type: ignore[return-value]
+        return await self._host.run(self._server.publish(record, now))
 
     async def publish_contact(self, addresses: Sequence[str]) -> int:
         """Sign and publish where our node listens; how many nodes accepted it.
@@ -214,7 +229,7 @@ class DHTNode:
 
     async def lookup_contact(self, group_key: bytes) -> ContactRecord | None:
         """The newest valid contact record of a group, or None if nobody holds one."""
-        found = await self._aio(self._server.lookup(records.contact_key(group_key)))
+        found = await self._host.run(self._server.lookup(records.contact_key(group_key)))
         return found if isinstance(found, ContactRecord) else None
 
     async def publish_rendezvous(self, tag: bytes, contact: ContactRecord | None = None) -> int:
@@ -241,12 +256,12 @@ class DHTNode:
         is never among them (Kademlia's FIND_NODE leaves out its target). A
         node's sessions listen on its DHT port number, so these addresses serve both.
         """
-        found = await self._aio(self._server.closest(records.node_id(group_key), count))
-        return [(n.id, f"{n.ip}:{n.port}") for n in found]  # type: ignore[attr-defined]
+        found = await self._host.run(self._server.closest(records.node_id(group_key), count))
+        return [(n.id, f"{n.ip}:{n.port}") for n in found]
 
     async def lookup_rendezvous(self, tag: bytes) -> list[ContactRecord]:
         """The union of the members' contact records several nodes hold for ``tag``."""
-        found = await self._aio(self._server.lookup(records.rendezvous_key_for_tag(tag)))
+        found = await self._host.run(self._server.lookup(records.rendezvous_key_for_tag(tag)))
         return list(found.contacts) if isinstance(found, RendezvousRecord) else []
 
     def save_routing(self) -> None:
@@ -286,13 +301,10 @@ class DHTNode:
                 own.append(rendezvous)
         for record in own:
             await self._publish(record)
-        self._server.storage.cull(now)
-        interval = self._config.republish_interval
-        for key, value in self._server.storage.iter_older_than(interval):
-            await self._aio(self._server.set_digest(key, value))
+        await self._host.run(self._server.republish_held(now, self._config.republish_interval))
 
     async def _refresh(self) -> None:
-        await self._aio(self._server.refresh(self._config.refresh_interval))
+        await self._host.run(self._server.refresh(self._config.refresh_interval))
 
     async def _save(self) -> None:
         self.save_routing()
@@ -312,10 +324,8 @@ class DHTNode:
         """Save, cancel our requests and close the socket, waiting until it is closed,
         so a restart can bind the same port at once."""
         self.save_routing()
-        self._protocol.cancel_all()
-        self._server.stop()
         with trio.CancelScope(shield=True), trio.move_on_after(1):
-            await self._protocol.closed.wait()
+            await self._host.run(self._server.shutdown())
 
 
 @asynccontextmanager
@@ -344,7 +354,8 @@ async def open_dht(
             memory only.
         config: limits, timeouts and intervals (defaults suit the internet).
 
-    Uses the trio-asyncio loop already open in this context, or opens one.
+    Runs on the host open in this context (:func:`open_dht_thread`, or a
+    trio-asyncio loop), or on an asyncio loop in a thread of its own.
 
     Raises:
         ValueError: a malformed address or network key.
@@ -353,32 +364,30 @@ async def open_dht(
     if len(network_key) != crypto.KEY_SIZE:
         raise ValueError("a network key is 32 bytes")
     config = config or DHTConfig()
-    counters = _Counters()
     sealer = None if network_key == OPEN_MESH_KEY else _Sealer(network_key)
-    storage = _RecordStorage(config, store, counters)
-    storage.load(int(time.time()))
-    server = _HardenedServer(
-        records.node_id(identity.public_key),
-        storage,
-        config=config,
-        sealer=sealer,
-        counters=counters,
-    )
     try:
         async with AsyncExitStack() as stack:
-            loop = trio_asyncio.current_loop.get()
-            if loop is None:
-                loop = await stack.enter_async_context(trio_asyncio.open_loop())
+            island = await stack.enter_async_context(open_host())
+            counters = _Counters(island.soon if island.threaded else None)
+            storage = _RecordStorage(config, island.store(store), counters)
+            storage.load(int(time.time()))
+            server = _HardenedServer(
+                records.node_id(identity.public_key),
+                storage,
+                config=config,
+                sealer=sealer,
+                counters=counters,
+            )
             sock = _bind(host, port, config.receive_buffer)
             try:
-                await trio_asyncio.aio_as_trio(server.listen_on, loop=loop)(sock)
+                await island.run(server.listen_on(sock))
             except BaseException:
                 sock.close()
                 raise
             dht = DHTNode(
                 identity,
                 server,
-                loop=loop,
+                host=island,
                 sock=sock,
                 store=store,
                 config=config,
@@ -394,7 +403,7 @@ async def open_dht(
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # The caller's own exception (or cancellation) comes out as it went in,
-        # not wrapped by our nursery of timers and trio-asyncio's two nurseries.
+        # not wrapped by our nursery of timers and the host's nurseries.
         raise _sole(group) from None
 
 

@@ -18,7 +18,6 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Final
 
-import trio
 from kademlia.crawling import NodeSpiderCrawl, RPCFindResponse, ValueSpiderCrawl
 from kademlia.network import Server
 from kademlia.node import Node
@@ -107,12 +106,15 @@ class _HardenedProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia shi
         self._limiter = _RateLimiter(config.rate_per_source, config.rate_burst, config.max_sources)
         self._pending: dict[bytes, tuple[asyncio.Future[Reply], asyncio.TimerHandle, Address]] = {}
         self._tasks: set[asyncio.Task[object]] = set()
-        self.closed = trio.Event()
-        """Set once asyncio has closed the socket."""
+        self._closed: asyncio.Future[None] = loop.create_future()
+        """Done once asyncio has closed the socket."""
         self._max_datagram = MAX_DATAGRAM + (SEAL_OVERHEAD if sealer else 0)
         self._verified: OrderedDict[Address, None] = OrderedDict()
         """Addresses that answered one of our requests: their source is not forged."""
-        self._verifying: set[Address] = set()
+        self._verifying: dict[Address, asyncio.Future[bool]] = {}
+        """Addresses pinged to verify them, and whether each answered, once known."""
+        self._welcoming: set[Address] = set()
+        """New neighbours waiting for their verification to be pushed records."""
         self._handlers = {
             "ping": self._on_ping,
             "store": self._on_store,
@@ -152,7 +154,12 @@ class _HardenedProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia shi
             self._counters.pulse()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed.set()
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    async def wait_closed(self) -> None:
+        """Return once asyncio has closed the socket (so its port can be bound again)."""
+        await asyncio.shield(self._closed)
 
     def error_received(self, exc: Exception) -> None:
         LOG.debug("DHT socket error: %s", exc)
@@ -225,19 +232,25 @@ class _HardenedProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia shi
             entries = entries[:-1]
         return bytes([RESPONSE]) + msg_id + codec.pack(entries)
 
-    def _verify(self, addr: Address) -> None:
-        """Ping ``addr`` (once at a time): an answer proves the address is its own."""
-        if addr in self._verifying or len(self._verifying) >= self._config.max_pending:
-            return
-        self._verifying.add(addr)
-        self.spawn(self._ping_to_verify(addr))
+    def _verify(self, addr: Address) -> asyncio.Future[bool] | None:
+        """Ping ``addr`` unless a ping is already on its way: an answer proves the address
+        is its own. Whether it answered, once known (None: too many at once)."""
+        verdict = self._verifying.get(addr)
+        if verdict is None and len(self._verifying) < self._config.max_pending:
+            verdict = self._loop.create_future()
+            self._verifying[addr] = verdict
+            if not self.spawn(self._ping_to_verify(addr, verdict)):
+                del self._verifying[addr]
+                return None
+        return verdict
 
-    async def _ping_to_verify(self, addr: Address) -> bool:
+    async def _ping_to_verify(self, addr: Address, verdict: asyncio.Future[bool]) -> None:
+        answered = False
         try:
             answered, _ = await self.ping(addr, self.source_node.id)
         finally:
-            self._verifying.discard(addr)
-        return bool(answered)
+            del self._verifying[addr]
+            verdict.set_result(bool(answered))
 
     def _response(self, msg_id: bytes, body: object, addr: Address) -> None:
         entry = self._pending.get(msg_id)
@@ -307,17 +320,42 @@ class _HardenedProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia shi
         self.router.add_contact(node)
 
     async def _welcome_once_verified(self, node: Node) -> None:
-        if (node.ip, node.port) in self._verifying:
+        """Push ``node`` its records once its address answers: the ping that verifies it
+        may be ours or already on its way (a request whose answer was cut sent one)."""
+        addr = (node.ip, node.port)
+        if addr in self._welcoming:
             return
-        self._verifying.add((node.ip, node.port))
-        if await self._ping_to_verify((node.ip, node.port)):
-            self._push_records(node)
+        self._welcoming.add(addr)
+        try:
+            verdict = self._verify(addr)
+            if verdict is not None and await asyncio.shield(verdict):
+                self._push_records(node)
+        finally:
+            self._welcoming.discard(addr)
 
     def _push_records(self, node: Node) -> None:
-        """Push ``node`` the records it should hold (it is closer than us to them)."""
+        """Push ``node`` the records it should hold: it is closer to the key than the
+        farthest of our neighbours of that key, and we are closer than the nearest.
+
+        Our neighbours are kademlia's ``find_neighbors``: a walk outward from the
+        key's bucket, which always takes that whole bucket in. So a node of that
+        bucket nearer the key than we are already answers no, without the walk
+        (touching the bucket as the walk would). Most held keys end there; walking
+        for each of them took a third of a lookup's CPU in ``bench/dht.py``.
+        """
+        router = self.router
         for key, value in self.storage:
             keynode = Node(key)
-            neighbours = self.router.find_neighbors(keynode, exclude=node)
+            ours = self.source_node.distance_to(keynode)
+            bucket = router.buckets[router.get_bucket_for(keynode)]
+            if any(
+                n.distance_to(keynode) < ours
+                for n in bucket.get_nodes()
+                if n.id != key and not n.same_home_as(node)
+            ):
+                bucket.touch_last_updated()
+                continue
+            neighbours = router.find_neighbors(keynode, exclude=node)
             if neighbours:
                 new_is_closer = node.distance_to(keynode) < neighbours[-1].distance_to(keynode)
                 we_are_closest = self.source_node.distance_to(keynode) < neighbours[0].distance_to(
@@ -326,14 +364,16 @@ class _HardenedProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia shi
             if not neighbours or (new_is_closer and we_are_closest):
                 self.spawn(self.call_store(node, key, value))
 
-    def spawn(self, coro: Coroutine[object, object, object]) -> None:
-        """Run ``coro`` in the background, bounded, never leaking an exception to the loop."""
+    def spawn(self, coro: Coroutine[object, object, object]) -> bool:
+        """Run ``coro`` in the background, bounded, never leaking an exception to the loop;
+        whether it runs (False: too many tasks already, and ``coro`` is closed unstarted)."""
         if len(self._tasks) >= self._config.max_pending:
             coro.close()
-            return
+            return False
         task = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return True
 
     def _task_done(self, task: asyncio.Task[object]) -> None:
         self._tasks.discard(task)
@@ -441,7 +481,7 @@ class _HardenedProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia shi
                 value = answer.get("value")
                 if not isinstance(value, bytes):
                     raise InvalidRecord("not bytes")
-                record = records.validate(node_to_find.id, value, int(time.time()))
+                record = self.storage.validate(node_to_find.id, value, int(time.time()))
                 result = (True, {"value": record})
             except InvalidRecord:
                 self._counters.refuse("invalid")
@@ -531,6 +571,24 @@ class _HardenedServer(Server):  # type: ignore[misc]  # kademlia ships no type h
     async def bootstrap_node(self, addr: Address) -> Node | None:
         ok, answer = await self.protocol.ping(addr, self.node.id)
         return Node(answer, addr[0], addr[1]) if ok and _is_id(answer) else None
+
+    async def publish(self, record: Record, now: int) -> int:
+        """Hold our own (checked) record, then store what we hold on the closest nodes."""
+        self.storage.offer_record(record.key, record, None, now)
+        held = self.storage.record(record.key, now) or record
+        return await self.set_digest(record.key, held.encode())
+
+    async def republish_held(self, now: int, interval: float) -> None:
+        """Forget what expired, then store again what we have held for ``interval``."""
+        self.storage.cull(now)
+        for key, value in self.storage.iter_older_than(interval):
+            await self.set_digest(key, value)
+
+    async def shutdown(self) -> None:
+        """Cancel our requests and tasks, close the socket and wait until it is closed."""
+        self.protocol.cancel_all()
+        self.stop()
+        await self.protocol.wait_closed()
 
     async def set_digest(self, dkey: bytes, value: bytes) -> int:
         """Store a checked record on the nodes closest to ``dkey``; how many accepted it.
