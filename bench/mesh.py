@@ -328,7 +328,6 @@ async def run_inproc(
     ``drain`` seconds after its last post for every member to have every bulletin.
     """
     import trio
-    import trio_asyncio
 
     from meshnode.launch import open_node
 
@@ -336,7 +335,7 @@ async def run_inproc(
     count_logs(result.anomalies)
     config = node_config()
     started = time.perf_counter()
-    async with trio_asyncio.open_loop(), contextlib.AsyncExitStack() as stack:
+    async with contextlib.AsyncExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="meshbench-")))
         rss0 = rss_bytes()
         nodes: list[Node] = []
@@ -459,7 +458,6 @@ async def stdin_lines() -> AsyncIterator[Any]:
 
 async def _worker_main(args: argparse.Namespace) -> None:
     import trio
-    import trio_asyncio
 
     from meshnode.launch import open_node
 
@@ -474,7 +472,7 @@ async def _worker_main(args: argparse.Namespace) -> None:
     arrivals: list[tuple[str, float]] = []
 
     with trio.move_on_after(WORKER_LIFETIME), tempfile.TemporaryDirectory() as tmp:
-        async with trio_asyncio.open_loop(), open_node(
+        async with open_node(
             Path(tmp) / "node", name=args.name, listen=f"{args.host}:0", config=node_config()
         ) as node, trio.open_nursery() as nursery:  # fmt: skip
             expected = [math.inf]
