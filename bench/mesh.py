@@ -88,7 +88,8 @@ def rss_bytes() -> int:
 
 
 def node_config() -> NodeConfig:
-    """Short RPC timeouts; long intervals, so no background loop runs during a measurement."""
+    """Short RPC timeouts; long intervals, so no background loop runs during a measurement;
+    no discovery, so the sessions are the seeded ones (the peers' topology too)."""
     from meshnode.net.dht import DHTConfig
     from meshnode.net.node import NodeConfig
 
@@ -98,6 +99,7 @@ def node_config() -> NodeConfig:
             rpc_timeout=0.5, refresh_interval=hour, republish_interval=hour, save_interval=hour
         ),
         overlay_interval=hour,
+        discover_peers=False,
         delivery_interval=hour,
         mail_interval=hour,
         purge_interval=hour,

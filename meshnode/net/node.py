@@ -100,6 +100,11 @@ class NodeConfig:
         budget: bytes the store may hold, per share.
         merge_delay: seconds a member other than the most senior waits before it
             starts the epoch that merges sibling epochs itself.
+        discover_peers: dial the channel members found at rendezvous and peers for
+            the public overlay (docs/spec/gossip.md, "Finding peers"); off, the node
+            keeps only the sessions dialled by hand, through invites or by others,
+            and still publishes its rendezvous so that others find it (a fixed
+            topology, as benchmarks need).
     """
 
     session: transport.SessionConfig = field(default_factory=transport.SessionConfig)
@@ -114,6 +119,7 @@ class NodeConfig:
     author_quota: int = 64 * 1024 * 1024
     budget: Budget = field(default_factory=Budget)
     merge_delay: float = 60.0
+    discover_peers: bool = True
 
 
 class Node:
@@ -164,7 +170,7 @@ class Node:
         presence = self._presence = Presence(
             ctx, peers, overlay_interval=config.overlay_interval,
             purge_interval=config.purge_interval, d=config.gossip.d, d_low=config.gossip.d_low,
-            d_high=config.gossip.d_high,
+            d_high=config.gossip.d_high, discover=config.discover_peers,
         )  # fmt: skip
         self._channels = Channels(
             ctx, peers, intake, delivery, presence, merge_delay=config.merge_delay,

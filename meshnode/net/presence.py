@@ -53,9 +53,12 @@ class Presence:
         d: int,
         d_low: int,
         d_high: int,
+        discover: bool,
     ) -> None:
         """``d``: the members of a channel to dial; ``d_low``: the sessions to keep, and
-        to see serving before dialling stops at ``d_high``."""
+        to see serving before dialling stops at ``d_high``; ``discover``: whether to
+        dial members and overlay peers at all (else only the sessions dialled by hand,
+        through invites or by other nodes)."""
         self._ctx = ctx
         self._peers = peers
         self._overlay_interval = overlay_interval
@@ -63,6 +66,7 @@ class Presence:
         self._d = d
         self._d_low = d_low
         self._d_high = d_high
+        self._discover = discover
         self._shuffle = random.SystemRandom().shuffle
 
     async def run_ticks(self) -> None:
@@ -98,6 +102,8 @@ class Presence:
         Random order, so that a node giving up idle sessions draws new peers, not
         the next entries of the same buckets. Sessions given up are not dialled
         again this round."""
+        if not self._discover:
+            return
         plan = plan_overlay(
             self._peers.overlay_sessions(), d_low=self._d_low, d_high=self._d_high,
             now=time.time(), grace=self._overlay_interval / 2,
@@ -119,13 +125,15 @@ class Presence:
 
     async def find_members(self, channel: Channel) -> None:
         """Put our contact in today's rendezvous of ``channel`` and dial members found there
-        until the mesh has ``d`` of them."""
+        until the mesh has ``d`` of them (when the node discovers peers)."""
         ctx = self._ctx
         tag = channel.rendezvous_tag(day_of(int(time.time())))
         with contextlib.suppress(MeshError):
             if ctx.dht.contact is None:
                 await ctx.dht.publish_contact([ctx.announce])
             await ctx.dht.publish_rendezvous(tag)
+        if not self._discover:
+            return
         found = await ctx.dht.lookup_rendezvous(tag)
         sharing = [
             k for k in self._peers if Topic(channel.id) in ctx.gossip.shared_topics(PeerId(k))

@@ -328,3 +328,29 @@ async def test_direct_bulletins_not_addressed_to_us_are_not_kept(tmp_path: Path)
             assert b.archive.has(mine.id)
             assert not b.archive.has(mail.id)
             assert not b.archive.has(deposit.id)
+
+
+@pytest.mark.parametrize("discover", [True, False])
+async def test_members_found_at_rendezvous_are_dialled_only_when_discovering(
+    tmp_path: Path, discover: bool
+) -> None:
+    """c joins through b; a round of ``find_members`` finds a at the channel's
+    rendezvous and dials it, unless c runs with ``discover_peers`` off (a fixed
+    topology), which still publishes c's rendezvous."""
+    quiet = NodeConfig(dht=CONFIG.dht, overlay_interval=3600.0)
+    fixed = NodeConfig(dht=CONFIG.dht, overlay_interval=3600.0, discover_peers=discover)
+    with trio.fail_after(30):
+        async with (
+            node(tmp_path, 1, config=quiet) as a,
+            node(tmp_path, 2, config=quiet) as b,
+            node(tmp_path, 3, config=fixed) as c,
+        ):
+            created = await a.create_channel("strike")
+            # (a's rendezvous is published)
+            await a._presence.find_members(a.archive.require_channel(created))
+            await b.join(await a.invite("strike"))
+            joined = await c.join(await b.invite("strike"))
+            await c._presence.find_members(c.archive.require_channel(joined))
+            keys = {p.key for p in c.peers()}
+            assert (a.identity.public_key in keys) is discover
+            assert b.identity.public_key in keys
