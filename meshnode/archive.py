@@ -390,9 +390,6 @@ class Archive:
         then nothing serves them: gossip and sync read the index."""
         results = self.store.add_relayed(bulletins, now=self._clock(), origins=origins)
         self._forget_evicted()
-        for b, r in zip(bulletins, results, strict=True):
-            if r.stored:
-                self._remember(b)
         return results
 
     def commit_relayed(self) -> None:

@@ -62,12 +62,10 @@ class _Room:
         if not self._db.in_transaction:
             return
         try:
-            self._db.execute("COMMIT")
+            _commit(self._db, self._committed)
         except sqlite3.Error:
-            _rollback(self._db)
             self._evictions.extend(group)
             raise
-        self._committed()
 
     def _committed(self) -> None:
         self._set_state(StorageState.OK)
@@ -152,12 +150,17 @@ class _Transaction:
         if exc_type is not None:
             _rollback(self._db)
             return
-        try:
-            self._db.execute("COMMIT")
-        except sqlite3.Error:
-            _rollback(self._db)
-            raise
-        self._committed()
+        _commit(self._db, self._committed)
+
+
+def _commit(db: sqlite3.Connection, committed: Callable[[], None]) -> None:
+    """``COMMIT``, then ``committed()``; or, if the commit fails, ``ROLLBACK`` and raise."""
+    try:
+        db.execute("COMMIT")
+    except sqlite3.Error:
+        _rollback(db)
+        raise
+    committed()
 
 
 def _is_full(exc: sqlite3.Error) -> bool:

@@ -421,13 +421,13 @@ class Gossip:
                 self._offend(p, Offence.FLOOD, now, events)
             else:
                 asked, eager = (want.asked, want.eager) if want is not None else (None, True)
-                fresh = bid not in self._intake.seen
+                fresh = len(raw) >= self._config.stagger_size and bid not in self._intake.seen
                 offence = self._intake.check(
                     p.id, bid, raw, p.shared, asked=asked, eager=eager, now=now, events=events
                 )
                 if offence is not None:
                     self._offend(p, offence[0], now, events, offence[1])
-                elif fresh and len(raw) >= self._config.stagger_size:
+                elif fresh:
                     self._tell_dontwant(p.id, bid)
             if p.dropped:
                 return
