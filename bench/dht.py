@@ -111,7 +111,6 @@ def make_plan(nodes: int, lookups: int, seed: int, *, joining: bool) -> Plan:
     boot: list[int | None] = [None, *(rng.randrange(min(i, initial)) for i in range(1, nodes))]
     joins = [(j * lookups // newcomers, initial + j) for j in range(newcomers)]
     pairs = []
-    present = initial
     for index in range(lookups):
         present = initial + sum(1 for at, _ in joins if at <= index)
         target = rng.randrange(initial)

@@ -301,15 +301,24 @@ Rung = tuple[float, int]
 """A run's offered rate (per second) and count of bulletins."""
 
 
-async def _inproc(plan: Plan, args: argparse.Namespace) -> Result:
+def _ladder(args: argparse.Namespace) -> Callable[[Run | None, Result], Rung | None]:
     """The measured run and then the ladder, while each run keeps up."""
     schedule = iter(
         [(args.rate, args.count)]
         + [(rate, max(2, round(rate * args.rung))) for rate in ladder_rates(args.rate, args.ladder)]
     )
 
-    async def rungs(last: Run | None, result: Result) -> Rung | None:
+    def rungs(last: Run | None, result: Result) -> Rung | None:
         return next(schedule, None) if last is None or keeps_up(last) else None
+
+    return rungs
+
+
+async def _inproc(plan: Plan, args: argparse.Namespace) -> Result:
+    step = _ladder(args)
+
+    async def rungs(last: Run | None, result: Result) -> Rung | None:
+        return step(last, result)
 
     return await run_inproc(plan, rungs)
 
@@ -612,16 +621,7 @@ class Worker:
 
 
 def _procs(plan: Plan, args: argparse.Namespace) -> Result:
-    """The measured run and then the ladder, while each run keeps up."""
-    schedule = iter(
-        [(args.rate, args.count)]
-        + [(rate, max(2, round(rate * args.rung))) for rate in ladder_rates(args.rate, args.ladder)]
-    )
-
-    def rungs(last: Run | None, result: Result) -> Rung | None:
-        return next(schedule, None) if last is None or keeps_up(last) else None
-
-    return run_procs(plan, rungs)
+    return run_procs(plan, _ladder(args))
 
 
 def run_procs(

@@ -512,7 +512,7 @@ def area_of(path: str, func: str) -> str:
     return BUILTIN if path == "~" else Path(path).stem
 
 
-def profile_inproc(plan: mesh.Plan, count: int) -> tuple[mesh.Run | None, list[str]]:
+def profile_inproc(plan: mesh.Plan, count: int) -> list[str]:
     """The in-process run at RATE again, with cProfile on CPU time during the run only."""
     import io
 
@@ -527,7 +527,7 @@ def profile_inproc(plan: mesh.Plan, count: int) -> tuple[mesh.Run | None, list[s
         profiler.disable()
         return None
 
-    result = trio.run(mesh.run_inproc, plan, rungs)
+    trio.run(mesh.run_inproc, plan, rungs)
     stream = io.StringIO()
     stats = pstats.Stats(profiler, stream=stream)
     lines = [f"  {share:6.1%}  {name}" for name, share in areas(stats)]
@@ -537,7 +537,7 @@ def profile_inproc(plan: mesh.Plan, count: int) -> tuple[mesh.Run | None, list[s
         for text in stream.getvalue().splitlines()
         if text.strip() and text.strip()[0].isdigit()
     ]
-    return result.main, [
+    return [
         "Own CPU time by area:", *lines, "The 15 functions with the most own time "
         "(ncalls tottime percall cumtime percall where):", *functions,
     ]  # fmt: skip
@@ -569,11 +569,9 @@ def measure_procs(
         [(LOW_RATE, counts[0]), (RATE, counts[1])]
         + [(r, max(RUNG_MIN, round(r * rung_s))) for r in mesh.ladder_rates(RATE, LADDER)]
     )
-    calls = [0]
 
     def rungs(last: mesh.Run | None, result: mesh.Result) -> mesh.Rung | None:
-        calls[0] += 1
-        if calls[0] > 2 and last is not None:
+        if result.ladder and last is not None:
             if not sustains(last):
                 m.stopped = f"{last.rate:g}/s was not sustained ({why_not(last)})"
                 return None
@@ -720,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  done: one process per node ({elapsed:.0f} s)", flush=True)
     rows = rows_of(m)
     if rows[3].verdict == MISS and not args.no_profile:
-        _, m.profile = profile_inproc(plan, count)
+        m.profile = profile_inproc(plan, count)
         print("  done: the profile of the in-process run", flush=True)
     failures = []
     if args.with_peers:

@@ -241,7 +241,6 @@ class DirectMail:
     bulletin: Bulletin
     sent_at: float
     taken_at: float | None = None
-    holders: int = 0
 
 
 class Internet(Simulation):
@@ -497,7 +496,6 @@ class Internet(Simulation):
 
         def with_holders() -> None:
             for holder in self.nearest(recipient, MAX_HOLDERS):
-                mail.holders += 1
                 if self.connected(node.key, holder.key):
                     self._deposit(node, holder.key, recipient, raw)
                 else:
@@ -546,26 +544,22 @@ class Internet(Simulation):
 
         self.lookup(found)
 
-    def _deposit(self, node: NetNode, peer: PeerId, recipient: PeerId, raw: bytes) -> bool:
+    def _deposit(self, node: NetNode, peer: PeerId, recipient: PeerId, raw: bytes) -> None:
         if node.delivery is None or not self.connected(node.key, peer):
-            return False
+            return
         send = node.delivery.deposit(peer, recipient, raw)
         node.gossip.send(PeerId(send.peer), send.message)
         self._flush(node)
-        return True
 
     # -- flooding ---------------------------------------------------------------------
 
-    def flood(self, src: bytes, dst: bytes, payloads: Sequence[bytes]) -> int:
-        """Push junk from ``src`` to ``dst`` on their session; how many went out."""
-        sent = 0
+    def flood(self, src: bytes, dst: bytes, payloads: Sequence[bytes]) -> None:
+        """Push junk from ``src`` to ``dst`` on their session (counted in ``flood_sent``)."""
         for payload in payloads:
             if not self.connected(src, dst):
                 break
             self._transmit(PeerId(src), PeerId(dst), payload)
-            sent += 1
-        self.flood_sent += sent
-        return sent
+            self.flood_sent += 1
 
     # -- queries --------------------------------------------------------------------
 
@@ -573,14 +567,13 @@ class Internet(Simulation):
         """The honest nodes."""
         return [n for n in self.nodes.values() if isinstance(n, NetNode) and n.role is Role.HONEST]
 
-    def missing_honest(self, topics: Sequence[Topic] | None = None) -> int:
+    def missing_honest(self) -> int:
         """(honest subscriber, bulletin) pairs not yet delivered."""
         total = 0
+        honest = self.honest()
         for topic, ids in self.published.items():
-            if topics is not None and topic not in topics:
-                continue
             held = self._held.get(topic, {})
-            for node in self.honest():
+            for node in honest:
                 if topic in node.topics:
                     total += len(ids) - held.get(node.key, 0)
         return total
@@ -636,12 +629,8 @@ class Internet(Simulation):
         self._push(when, _DELIVER, src, dst, payload, link.generation)
 
     def _on_deliver(self, src: PeerId, dst: PeerId, payload: bytes, generation: int) -> None:
-        link = self._links.get((src, dst))
-        if link is None or link.generation != generation:
-            return
-        node = self.nodes[dst]
-        assert isinstance(node, NetNode)
-        self._handle(node, node.gossip.receive_data(src, payload, self._now))
+        super()._on_deliver(src, dst, payload, generation)
+        node = self._net(dst)
         if node.to_store:
             self._store_pass(node)
 

@@ -21,8 +21,6 @@ def full_set(*, quick: bool = False) -> list[Scenario]:
     honest = 300 if quick else 1000
     crowd = 3 * honest
     out = [Scenario(name=f"sweep-{n}", nodes=n) for n in sizes]
-    if quick:
-        out.append(Scenario(name=f"sweep-{honest}", nodes=honest))
     out.append(Scenario(name="churn", nodes=honest, churn=0.10, direct=20))
     out.append(Scenario(name="silent", nodes=honest, silent=crowd))
     out.append(Scenario(name="flood", nodes=honest, flooders=crowd))
@@ -33,13 +31,7 @@ def full_set(*, quick: bool = False) -> list[Scenario]:
     out.append(
         Scenario(name="mixed", nodes=honest, silent=third, flooders=third, eclipsers=third)
     )
-    seen: set[str] = set()
-    unique = []
-    for s in out:
-        if s.name not in seen:
-            seen.add(s.name)
-            unique.append(s)
-    return unique
+    return out
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,6 @@ class Inbox:
         for data in messages:
             self._tx.send_nowait(data)
 
-    def take_nowait(self) -> bytes:
-        """The next message already received (raises trio.WouldBlock if none)."""
-        return self._rx.receive_nowait()
-
     async def take(self) -> bytes:
         """The next message; PeerDisconnected once the session has ended and every
         message it received was taken."""
