@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Final
 
 from meshnode.core.bulletin import Bulletin
 from meshnode.core.channel import Channel, day_of
-from meshnode.core.gossip import GossipConfig, OverlaySession, channel_keys, plan_overlay
+from meshnode.core.gossip import GossipConfig, channel_keys, plan_overlay
 from meshnode.core.identity import Identity
 from meshnode.core.records import RendezvousRecord, rendezvous_key_for_tag
 from meshnode.core.wire import PUBLIC_TOPIC, BulletinId, PeerId, Topic
@@ -304,12 +304,8 @@ class World:
         net = self.net
         if not node.online or node.generation != generation:
             return
-        gossip = node.gossip
-        relayers = set(gossip.relayers(PUBLIC_TOPIC))
         sessions = [
-            OverlaySession(peer=p, outbound=p not in node.inbound, opened=node.opened[p],
-                           relayed=p in relayers,
-                           member=bool(gossip.shared_topics(p) - {PUBLIC_TOPIC}))
+            node.gossip.overlay_session(p, outbound=p not in node.inbound, opened=node.opened[p])
             for p in net.neighbours(node.key)
         ]
         plan = plan_overlay(sessions, d_low=D_LOW, d_high=D_HIGH, now=net.now,

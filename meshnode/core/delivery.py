@@ -225,9 +225,11 @@ class Delivery:
 
     def _on_ack(self, peer: bytes, message: wire.DepositAck) -> None:
         unacked = self._unacked.get(peer, {})
-        for bid in (*message.stored, *message.refused):
+        for bid in message.refused:
+            unacked.pop(bid, None)
+        for bid in message.stored:
             recipient = unacked.pop(bid, None)
-            if recipient is None or bid not in message.stored:
+            if recipient is None:
                 continue
             if recipient == peer:
                 self._mailbox.delivered(bid, recipient)

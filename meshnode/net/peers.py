@@ -29,15 +29,15 @@ import trio
 
 from meshnode import redact
 from meshnode.core import records, views
-from meshnode.core.gossip import OverlaySession
 from meshnode.core.identity import fingerprint
-from meshnode.core.wire import PUBLIC_TOPIC, PeerId
+from meshnode.core.wire import PeerId
 from meshnode.errors import MeshError, PeerDisconnected, RemoteProtocolError
 from meshnode.net import connect, transport
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from meshnode.core.gossip import OverlaySession
     from meshnode.net.context import Context
 
 log = logging.getLogger("meshnode.node")
@@ -106,12 +106,8 @@ class Peers:
     def overlay_sessions(self) -> list[OverlaySession]:
         """The open sessions as ``plan_overlay`` sees them."""
         gossip = self._ctx.gossip
-        relayers = set(gossip.relayers(PUBLIC_TOPIC))
         return [
-            OverlaySession(
-                peer=PeerId(k), outbound=p.outbound, opened=p.since, relayed=k in relayers,
-                member=bool(gossip.shared_topics(PeerId(k)) - {PUBLIC_TOPIC}),
-            )
+            gossip.overlay_session(PeerId(k), outbound=p.outbound, opened=p.since)
             for k, p in self._peers.items()
         ]
 

@@ -145,10 +145,6 @@ class PendingVerdicts:
         self._entries[bulletin_id] = pending
         self._order.append((pending.since, bulletin_id))
 
-    def get(self, bulletin_id: BulletinId) -> Pending | None:
-        """The bulletin waiting with this id, if any."""
-        return self._entries.get(bulletin_id)
-
     def pop(self, bulletin_id: BulletinId) -> Pending | None:
         """The verdict came: forget the bulletin (None if it was not waiting)."""
         return self._entries.pop(bulletin_id, None)

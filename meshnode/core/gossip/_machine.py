@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, TypeVar
 from meshnode.core import crypto, wire
 from meshnode.core.gossip._config import GossipConfig
 from meshnode.core.gossip._events import (
+    BulletinReceived,
     Counters,
     DeliveryReceived,
     DropPeer,
@@ -68,6 +69,7 @@ from meshnode.core.gossip._limits import PeerLimits
 from meshnode.core.gossip._mesh import GraftVerdict, Mesh
 from meshnode.core.gossip._offences import Offence
 from meshnode.core.gossip._outbox import Outbox
+from meshnode.core.gossip._overlay import OverlaySession
 from meshnode.core.gossip._scoring import Scores
 from meshnode.core.gossip._stagger import Stagger, Wave
 from meshnode.core.gossip._wants import WantScheduler
@@ -173,6 +175,17 @@ class Gossip:
         """The peers sharing ``topic`` that sent us, this session, a bulletin we accepted
         before we accepted it (the overlay upkeep keeps peers that serve)."""
         return self._mesh.relayers(topic)
+
+    def overlay_session(self, peer: PeerId, *, outbound: bool, opened: float) -> OverlaySession:
+        """``peer``'s session as the public overlay's upkeep sees it (``plan_overlay``):
+        serving if it relayed a public bulletin we accepted or shares one of our
+        channels."""
+        p = self._peers.get(peer)
+        return OverlaySession(
+            peer=peer, outbound=outbound, opened=opened,
+            relayed=self._mesh.relayed(PUBLIC_TOPIC, peer),
+            member=p is not None and any(topic != PUBLIC_TOPIC for topic in p.shared),
+        )  # fmt: skip
 
     def score(self, peer: PeerId) -> float:
         """The current misbehaviour score of ``peer`` (0 is clean, lower is worse)."""
@@ -421,14 +434,16 @@ class Gossip:
                 self._offend(p, Offence.FLOOD, now, events)
             else:
                 asked, eager = (want.asked, want.eager) if want is not None else (None, True)
-                fresh = len(raw) >= self._config.stagger_size and bid not in self._intake.seen
+                reported = len(events)
                 offence = self._intake.check(
                     p.id, bid, raw, p.shared, asked=asked, eager=eager, now=now, events=events
                 )
                 if offence is not None:
                     self._offend(p, offence[0], now, events, offence[1])
-                elif fresh:
-                    self._tell_dontwant(p.id, bid)
+                elif len(events) > reported and len(raw) >= self._config.stagger_size:
+                    new = events[-1]  # (a new pending bulletin is reported last)
+                    assert isinstance(new, BulletinReceived)
+                    self._tell_dontwant(p.id, bid, new.topic)
             if p.dropped:
                 return
 
@@ -544,12 +559,9 @@ class Gossip:
                 elif self._outbox.put(peer, wave.raw, raw=True):
                     self._n.pushed += 1
 
-    def _tell_dontwant(self, sender: PeerId, bid: BulletinId) -> None:
+    def _tell_dontwant(self, sender: PeerId, bid: BulletinId, topic: Topic) -> None:
         """A new bulletin from ``sender``: its topic's other mesh peers need not push it."""
-        pending = self._intake.pending.get(bid)
-        if pending is None:
-            return
-        for peer in self._mesh.members(pending.topic):
+        for peer in self._mesh.members(topic):
             if peer != sender and self._outbox.dontwant(peer, bid):
                 self._n.dontwants_sent += 1
 

@@ -60,7 +60,7 @@ class _Topic:
 
     def __init__(self, history: int) -> None:
         self.peers: dict[PeerId, None] = {}
-        self.relayed: dict[PeerId, int] = {}
+        self.relayed: dict[PeerId, None] = {}
         self.mesh: dict[PeerId, None] = {}
         self.backoff: dict[PeerId, float] = {}
         self.windows: deque[list[BulletinId]] = deque([[]], maxlen=history)
@@ -133,7 +133,12 @@ class Mesh:
         if t is not None:
             for peer in peers:
                 if peer in t.peers:
-                    t.relayed[peer] = t.relayed.get(peer, 0) + 1
+                    t.relayed[peer] = None
+
+    def relayed(self, topic: Topic, peer: PeerId) -> bool:
+        """Whether ``peer`` relayed us at least one accepted bulletin on ``topic``."""
+        t = self._topics.get(topic)
+        return t is not None and peer in t.relayed
 
     def relayers(self, topic: Topic) -> list[PeerId]:
         """The peers sharing ``topic`` that relayed us at least one accepted bulletin."""

@@ -12,7 +12,7 @@ Rules (docs/spec/gossip.md, "Rate limits"):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from meshnode.core import wire
 
@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     from meshnode.core.wire import BulletinId, PeerId
 
 __all__ = ["Outbox"]
+
+_B = TypeVar("_B", bound=bytes)
 
 
 class _Queue:
@@ -63,22 +65,19 @@ class Outbox:
         """Queue an encoded message, or with ``raw`` a bulletin for the peer's next
         BULLETINS; False if it does not fit."""
         queue = self._queues[peer]
-        if queue.size + len(data) > self._limit:
-            self._n.outbox_drops += 1
-            return False
-        (queue.raws if raw else queue.frames).append(data)
-        queue.size += len(data)
-        self._dirty[peer] = None
-        return True
+        return self._add(peer, queue, queue.raws if raw else queue.frames, data)
 
     def dontwant(self, peer: PeerId, bulletin_id: BulletinId) -> bool:
         """Queue ``bulletin_id`` for the peer's next DONTWANT; False if it does not fit."""
         queue = self._queues[peer]
-        if queue.size + len(bulletin_id) > self._limit:
+        return self._add(peer, queue, queue.dontwant, bulletin_id)
+
+    def _add(self, peer: PeerId, queue: _Queue, into: list[_B], data: _B) -> bool:
+        if queue.size + len(data) > self._limit:
             self._n.outbox_drops += 1
             return False
-        queue.dontwant.append(bulletin_id)
-        queue.size += len(bulletin_id)
+        into.append(data)
+        queue.size += len(data)
         self._dirty[peer] = None
         return True
 
