@@ -18,7 +18,6 @@ Theory of operation:
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING
 
 from meshnode.core.bulletin import Bulletin, Kind
@@ -72,9 +71,7 @@ class Bulletins:
             self._channels.check_member(channel)
         bulletin = archive.seal(channel, b"", endorses=target.id, kind=Kind.ENDORSEMENT)
         record = self._published(bulletin)
-        me, known = self._ctx.identity.public_key, self._intake.known_groups()
-        if target.author != me and target.author not in known:
-            archive.store.endorse(target.author, now=int(time.time()))
+        self._intake.vouch(target.author)
         return record
 
     def send(

@@ -183,11 +183,12 @@ class Channels:
         held = archive.require_channel(channel)
         log = self._log(held)
         targets = []
+        frontiers = archive.store.frontiers(held.id)
         for group in groups:
             key = self._member_key(log, group)
             if key == self._ctx.identity.public_key:
                 raise UnknownContact("to take this group out of a channel, leave it")
-            seq = archive.store.frontiers(held.id).get(key, 0)
+            seq = frontiers.get(key, 0)
             frontier_id = archive.store.id_at(held.id, key, seq) if seq else None
             targets.append(Frontier(key, seq, frontier_id))
         if not targets:

@@ -136,13 +136,22 @@ async def _dial(
         raise PeerDisconnected(
             f"cannot connect to {address}: {exc.strerror or exc}; is the node running?"
         ) from None
+    return await _opened(stream, True, identity, network_key, config, rng)
+
+
+async def _opened(
+    stream: trio.abc.Stream, initiator: bool, identity: Identity, network_key: bytes,
+    config: SessionConfig, rng: crypto.Rng, remote_address: str | None = None,
+) -> Session:  # fmt: skip
+    """The session over ``stream`` once its handshake completes; the stream is closed
+    if it does not."""
     try:
-        machine = _machine(identity, True, network_key, config, rng)
+        machine = _machine(identity, initiator, network_key, config, rng)
         opened = await _handshake(stream, machine, config)
     except BaseException:
         await trio.aclose_forcefully(stream)
         raise
-    return Session(stream, machine, opened, config)
+    return Session(stream, machine, opened, config, remote_address)
 
 
 async def connect_session(
@@ -203,13 +212,9 @@ async def start_session(
     Raises:
         HandshakeError, OperationTimeout, PeerDisconnected: as :func:`connect_session`.
     """
-    machine = _machine(identity, initiator, network_key, config, rng)
-    try:
-        opened = await _handshake(stream, machine, config)
-    except BaseException:
-        await trio.aclose_forcefully(stream)
-        raise
-    session = Session(stream, machine, opened, config, remote_address)
+    session = await _opened(
+        stream, initiator, identity, network_key, config, rng, remote_address
+    )
     nursery.start_soon(session._run)
     return session
 

@@ -85,11 +85,12 @@ class Courier:
         self._deliver_now.set()
 
     def received(self, peer: PeerId, message: wire.DeliveryMessage) -> None:
-        """A delivery message from ``peer``: answered at once."""
-        if isinstance(message, wire.Redeem | wire.Redeemed):
-            self._on_redeem(peer, message)
-            return
+        """A delivery message from ``peer``: answered at once (the session read that
+        brought it ends with a flush)."""
         try:
+            if isinstance(message, wire.Redeem | wire.Redeemed):
+                self._on_redeem(peer, message)
+                return
             self._carry_out(self.machine.receive(bytes(peer), message, now=int(time.time())))
         except StoreError as exc:
             # Nothing is acknowledged for what we could not write, so the peer keeps
@@ -98,7 +99,6 @@ class Courier:
                 "could not take direct delivery from %s: %s", redact.peer(fingerprint(peer)), exc
             )
         self._ctx.changed()
-        self._peers.flush()
 
     def _carry_out(self, actions: Sequence[Action]) -> None:
         """The machine's actions, in order: an error stops the rest (rule 4)."""

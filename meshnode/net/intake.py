@@ -220,7 +220,7 @@ class Intake:
 
     def _endorsed(self, batch: list[Bulletin], results: list[Insert]) -> None:
         """A known group's endorsement vouches for the endorsed bulletin's author."""
-        me, known = self._ctx.identity.public_key, self.known_groups()
+        known = self.known_groups()
         store = self._ctx.archive.store
         for bulletin, result in zip(batch, results, strict=True):
             if not (
@@ -231,5 +231,11 @@ class Intake:
             ):
                 continue
             author = store.author_of(bulletin.endorses)
-            if author is not None and author != me and author not in known:
-                store.endorse(author, now=int(time.time()))
+            if author is not None:
+                self.vouch(author)
+
+    def vouch(self, author: bytes) -> None:
+        """We or a known group endorsed a bulletin of ``author``: unless it is us or
+        known already, it is trusted as endorsed from now on."""
+        if author != self._ctx.identity.public_key and author not in self.known_groups():
+            self._ctx.archive.store.endorse(author, now=int(time.time()))

@@ -18,7 +18,7 @@ import socket
 import struct
 from typing import Final
 
-from meshnode.core.address import is_wildcard
+from meshnode.core.address import is_wildcard, join_address
 
 _SIOCGIFADDR: Final = 0x8915
 
@@ -35,7 +35,7 @@ def announced(host: str, port: int, announce: str | None) -> str:
         return announce
     if is_wildcard(host):
         host = _default_route_address() or _hostname_address()
-    return f"{host}:{port}"
+    return join_address(host, port)
 
 
 def _hostname_address() -> str:

@@ -36,7 +36,7 @@ import trio
 from meshnode import redact
 from meshnode.archive import Archive
 from meshnode.core import records, views, wire
-from meshnode.core.address import is_wildcard, split_address
+from meshnode.core.address import is_wildcard, join_address, split_address
 from meshnode.core.gossip import (
     BulletinReceived,
     DeliveryReceived,
@@ -477,7 +477,7 @@ async def start_node(
         nursery = await stack.enter_async_context(trio.open_nursery())
         node = Node(
             identity=identity, archive=archive, dht=dht, network_key=key, config=cfg,
-            address=f"{host}:{dht.port}", announce=announced(host, dht.port, announce),
+            address=join_address(host, dht.port), announce=announced(host, dht.port, announce),
             nursery=nursery,
         )  # fmt: skip
         await nursery.start(

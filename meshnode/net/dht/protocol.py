@@ -296,10 +296,11 @@ class _HardenedProtocol(KademliaProtocol):  # type: ignore[misc]  # kademlia shi
         ids = _ids(args, 2)
         if ids is None or len(args) != 2:
             return None
-        if self.storage.record(ids[1], int(time.time())) is None:
+        value = self.storage.get(ids[1])
+        if value is None:
             return self._on_find_node(addr, args)
         self._welcome(ids[0], addr)
-        return {"value": self.storage.get(ids[1])}
+        return {"value": value}
 
     def welcome_if_new(self, node: Node) -> None:
         """Add a new neighbour, first pushing it the records it should hold.

@@ -127,7 +127,7 @@ class _RecordStorage(IStorage):  # type: ignore[misc]  # kademlia ships no type 
             except InvalidRecord:
                 self._unpersist(key)
                 continue
-            self._put(key, record, None, persist=False)
+            self._put(key, record, record.encode(), None, persist=False)
 
     def offer(self, key: bytes, value: object, source: str | None, now: int) -> bool:
         """Validate, merge and keep a record; whether the key now holds it (or newer).
@@ -157,7 +157,8 @@ class _RecordStorage(IStorage):  # type: ignore[misc]  # kademlia ships no type 
             except InvalidRecord:
                 self._counters.refuse("invalid")
                 return False
-        size = len(record.encode())
+        value = record.encode()
+        size = len(value)
         old_size = len(held.value) if held is not None else 0
         if source is not None:
             mine = old_size if held is not None and held.source == source else 0
@@ -167,12 +168,13 @@ class _RecordStorage(IStorage):  # type: ignore[misc]  # kademlia ships no type 
             if self.total - old_size + size > self._config.storage_cap:
                 self._counters.refuse("full")
                 return False
-        return self._put(key, record, source, persist=True)
+        return self._put(key, record, value, source, persist=True)
 
-    def _put(self, key: bytes, record: Record, source: str | None, *, persist: bool) -> bool:
-        """Hold ``record`` (and persist it first): False if the store refused it (a
-        full disk, say), which leaves what was held as it was."""
-        value = record.encode()
+    def _put(
+        self, key: bytes, record: Record, value: bytes, source: str | None, *, persist: bool
+    ) -> bool:
+        """Hold ``record``, encoded as ``value`` (and persist it first): False if the
+        store refused it (a full disk, say), which leaves what was held as it was."""
         if persist and self._store is not None:
             try:
                 self._store.dht_put(key, value, record.expires)
@@ -233,7 +235,7 @@ class _RecordStorage(IStorage):  # type: ignore[misc]  # kademlia ships no type 
             elif isinstance(held.record, RendezvousRecord):
                 live = held.record.checked(now)
                 if live is not held.record:
-                    self._put(key, live, held.source, persist=True)
+                    self._put(key, live, live.encode(), held.source, persist=True)
 
     # kademlia's IStorage: the stock Server and protocol reach storage through these.
 
