@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from meshnode import redact
 from meshnode.core import crypto, views
@@ -127,10 +127,10 @@ class Archive:
             self.memberships.load(channel_id)
         self._indexes: dict[Topic, RangeIndex] = {}
         self._recent: dict[bytes, Bulletin] = {}
-        self._contents: dict[bytes, Content] = {}
-        """The contents of recently opened bulletins (at most ``_RECENT``)."""
         """The newest bulletins stored, already verified, by id: ``record`` reads them
         without decoding and verifying their bytes again (at most ``_RECENT``)."""
+        self._contents: dict[bytes, Content] = {}
+        """The contents of recently opened bulletins (at most ``_RECENT``)."""
         self._unopened: dict[bytes, _Unopened] | None = None
         """Stored bulletins addressed to us that do not open, by id (None until first
         asked for). One pass over the store makes it, the first time a status or a
@@ -432,9 +432,7 @@ class Archive:
         return Ingested(result)
 
     def _remember(self, bulletin: Bulletin) -> None:
-        self._recent[bulletin.id] = bulletin
-        if len(self._recent) > _RECENT:
-            del self._recent[next(iter(self._recent))]
+        _keep(self._recent, bulletin.id, bulletin)
 
     def _take_carrier(self, bulletin: Bulletin) -> Channel | None:
         """Take the operation a membership bulletin carries into its channel's log."""
@@ -611,9 +609,7 @@ class Archive:
             return content
         opened = self._open(b)
         if isinstance(opened, Content):
-            self._contents[b.id] = opened
-            if len(self._contents) > _RECENT:
-                del self._contents[next(iter(self._contents))]
+            _keep(self._contents, b.id, opened)
         if not isinstance(opened, _Unopened):
             return opened
         if self._unopened is not None:
@@ -695,3 +691,13 @@ def _shown(ref: views.ChannelRef) -> str:
     if isinstance(ref, bytes):
         return ref.hex()
     return repr(ref)
+
+
+_V = TypeVar("_V")
+
+
+def _keep(recent: dict[bytes, _V], key: bytes, value: _V) -> None:
+    """Put ``value`` in a cache of the ``_RECENT`` newest, dropping the oldest."""
+    recent[key] = value
+    if len(recent) > _RECENT:
+        del recent[next(iter(recent))]

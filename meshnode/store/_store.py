@@ -52,6 +52,9 @@ class Store(_Bulletins, _Channels, _Contacts, _Mail, _DhtRecords):
         """Ids evicted since :meth:`take_evictions` last ran."""
         self._group: list[bytes] = []
         """Ids stored in the open relay group (see :meth:`add_relayed`)."""
+        self._endorsed: dict[bytes, bool] = {}
+        """Author -> whether a known group endorsed it, for :meth:`endorsed`; kept true by
+        :meth:`endorse`, the table's one writer (nothing is deleted from it)."""
         self._contact_cache: dict[bytes, Contact | None] = {}
         """Key -> its contact row (None: not a contact), for :meth:`contact`; emptied by
         every write to ``contacts``, all of which go through this object."""

@@ -33,6 +33,9 @@ _EVICT_SLACK: Final = 256
 """Eviction frees at least 1/256 of the public share at a time, so that a full share
 does not evict on every insert."""
 
+_ENDORSED_CACHE: Final = 4096
+"""Authors whose endorsement is remembered in memory (a bound, as for contacts)."""
+
 _MIB: Final = 1024 * 1024
 
 
@@ -245,6 +248,7 @@ class _Budgeting(_Room):
 
     _budget: Budget
     _evictions: list[bytes]
+    _endorsed: dict[bytes, bool]
 
     def _evict(self, tally: _Tally, trust: Trust, over: int) -> None:
         """Delete public bulletins trusted no more than ``trust`` (and not our own),
@@ -329,12 +333,22 @@ class _Budgeting(_Room):
             self._db.execute(
                 "INSERT OR IGNORE INTO endorsed (author, since) VALUES (?, ?)", (author, now)
             )
+        self._endorsed[author] = True
         self.raise_trust([author], Trust.ENDORSED)
 
     def endorsed(self, author: bytes) -> bool:
-        """Whether a known group endorsed one of ``author``'s bulletins."""
-        row = self._db.execute("SELECT 1 FROM endorsed WHERE author = ?", (author,)).fetchone()
-        return row is not None
+        """Whether a known group endorsed one of ``author``'s bulletins (cached: asked for
+        every bulletin a stranger sends)."""
+        if author in self._endorsed:
+            return self._endorsed[author]
+        found = (
+            self._db.execute("SELECT 1 FROM endorsed WHERE author = ?", (author,)).fetchone()
+            is not None
+        )
+        if len(self._endorsed) >= _ENDORSED_CACHE:
+            self._endorsed.clear()
+        self._endorsed[author] = found
+        return found
 
     def known(self, bulletin_id: bytes) -> bool:
         """Whether the bulletin is held, or was evicted (and is not to be fetched again)."""
