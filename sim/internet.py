@@ -64,7 +64,6 @@ from typing import TYPE_CHECKING, Final
 from meshnode.core import crypto, records, wire
 from meshnode.core.bulletin import Bulletin
 from meshnode.core.delivery import MAX_HOLDERS, Charge, Delivery, Send, Take, is_holder
-from meshnode.core.gossip import BulletinReceived, DeliveryReceived, Gossip, GossipConfig
 from meshnode.core.wire import BulletinId, PeerId, Topic
 from meshnode.errors import InvalidBulletin
 from sim.network import _DELIVER, SimNode, Simulation
@@ -73,6 +72,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Mapping, Sequence
 
     from meshnode.core.crypto import Rng
+    from meshnode.core.gossip import BulletinReceived, DeliveryReceived, Gossip, GossipConfig
     from meshnode.core.identity import Identity
     from meshnode.core.sync import MemoryHoldings
 
@@ -436,15 +436,8 @@ class Internet(Simulation):
         node = self._net(key)
         node.online = True
         node.generation += 1
-        node.gossip = Gossip(
-            local=node.key,
-            holdings=node.holdings,
-            rng=self._node_rng(PeerId(node.key + node.generation.to_bytes(4, "little"))),
-            now=self._now,
-            config=self._config,
-        )
-        for topic, keys in node.topics.items():
-            node.gossip.subscribe(topic, keys, now=self._now)
+        rng = self._node_rng(PeerId(node.key + node.generation.to_bytes(4, "little")))
+        node.gossip = self._machine(node.key, node.holdings, rng, node.topics)
         node.tick_at = float("inf")  # (the old machine's tick, if queued, is stale)
         self._schedule_tick(node)
 
@@ -579,11 +572,6 @@ class Internet(Simulation):
         return total
 
     # -- hooks of Simulation --------------------------------------------------------------
-
-    def add_node(self, key: bytes, topics: Mapping[Topic, Sequence[bytes]]) -> SimNode:
-        node = super().add_node(key, topics)
-        assert isinstance(node, NetNode)
-        return node
 
     def _new_node(self, key: PeerId, gossip: Gossip, holdings: MemoryHoldings) -> SimNode:
         return NetNode(key=key, gossip=gossip, holdings=holdings)

@@ -196,15 +196,7 @@ class Simulation:
         if peer in self.nodes:
             raise LocalProtocolError("a node with this key already exists")
         holdings = MemoryHoldings()
-        gossip = Gossip(
-            local=peer,
-            holdings=holdings,
-            rng=self._node_rng(peer),
-            now=self._now,
-            config=self._config,
-        )
-        for topic, keys in topics.items():
-            gossip.subscribe(topic, keys, now=self._now)
+        gossip = self._machine(peer, holdings, self._node_rng(peer), topics)
         node = self._new_node(peer, gossip, holdings)
         self.nodes[peer] = node
         self._schedule_tick(node)
@@ -370,6 +362,18 @@ class Simulation:
 
     def _new_node(self, key: PeerId, gossip: Gossip, holdings: MemoryHoldings) -> SimNode:
         return SimNode(key=key, gossip=gossip, holdings=holdings)
+
+    def _machine(
+        self, peer: PeerId, holdings: MemoryHoldings, rng: Rng,
+        topics: Mapping[Topic, Sequence[bytes]],
+    ) -> Gossip:  # fmt: skip
+        """A gossip machine for ``peer``, ticking from now, subscribed to ``topics``."""
+        gossip = Gossip(
+            local=peer, holdings=holdings, rng=rng, now=self._now, config=self._config
+        )
+        for topic, keys in topics.items():
+            gossip.subscribe(topic, keys, now=self._now)
+        return gossip
 
     def _node_rng(self, peer: PeerId) -> Rng:
         return self._rng.fork(b"node" + peer)
